@@ -1,0 +1,167 @@
+"""The profiled deviance of a linear mixed model: a pure JAX function of theta and the blocks.
+
+With Lambda(theta) the block-diagonal relative covariance factor, the Cholesky factor L of
+
+    [ Lambda'Z'Z Lambda + I   Lambda'Z'X   Lambda'Z'y ]
+    [ X'Z Lambda              X'X          X'y        ]
+    [ y'Z Lambda              y'X          y'y        ]
+
+gives everything: with r^2 = L[-1,-1]^2 (the penalised residual sum of squares, pwrss),
+
+    ML:    d(theta) = log|L_Z|^2 + n (1 + log(2 pi r^2 / n))
+    REML:  d(theta) = log|L_Z|^2 + log|L_X|^2 + (n - p) (1 + log(2 pi r^2 / (n - p)))
+
+The first term's block is block diagonal and is factored level by level with `chol_small`;
+eliminating it leaves a dense Schur complement over [Z_2..Z_T, X, y], factored densely.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+from jax import Array
+
+from .design import Blocks, Structure, SuffStats, TermSpec
+from .linalg import chol_small, cholesky, leading_logdets, solve_lower_small, solve_upper_small
+
+# Up to this size a dense factor is unrolled (vectorises under vmap); above it LAPACK wins.
+_UNROLL_MAX = 3
+
+
+class Factor(NamedTuple):
+    """Term 1's factor per level, and the dense Schur complement left after eliminating term 1."""
+
+    l11: Array  # (m1, k1, k1)
+    schur: Array  # (D, D) over [Zr, X, y], D = qr + p + 1; its Cholesky factor is L22
+
+
+def lambdas(theta: Array, structure: Structure) -> tuple[Array, ...]:
+    """The k x k lower-triangular factor lambda_t of each term, filled column-major from theta."""
+    out, offset = [], 0
+    for t in structure.terms:
+        lam = jnp.zeros((t.k, t.k), theta.dtype).at[t.theta_rows, t.theta_cols].set(theta[offset : offset + t.ntheta])
+        out.append(lam)
+        offset += t.ntheta
+    return tuple(out)
+
+
+def rmul_lambda(m: Array, lams: tuple[Array, ...], terms: tuple[TermSpec, ...]) -> Array:
+    """m @ blockdiag(I_{m_t} kron lambda_t) over the last axis of m, term by term (never forming Lambda)."""
+    pieces, offset = [], 0
+    lead = m.shape[:-1]
+    for lam, t in zip(lams, terms):
+        seg = m[..., offset : offset + t.nranef].reshape(*lead, t.nlevels, t.k) @ lam
+        pieces.append(seg.reshape(*lead, t.nranef))
+        offset += t.nranef
+    return jnp.concatenate(pieces, axis=-1) if pieces else m
+
+
+def _first_term(theta: Array, blocks: Blocks, structure: Structure) -> tuple[Array, Array]:
+    """L11_j = chol(lambda1' Z1'Z1_j lambda1 + I) and M_j = lambda1 (L11_j L11_j')^-1 lambda1' per level."""
+    lam1 = lambdas(theta, structure)[0]
+    k1 = lam1.shape[0]
+    l11 = chol_small(jnp.einsum("ba,jbc,cd->jad", lam1, blocks.z1z1, lam1) + jnp.eye(k1, dtype=theta.dtype))
+    v = solve_lower_small(l11, jnp.broadcast_to(lam1.T, l11.shape))  # L11^-1 lambda1'
+    return l11, jnp.einsum("jra,jrb->jab", v, v)
+
+
+def factorize(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure) -> Factor:
+    """Blocked Cholesky factor of the augmented penalised system above, at theta.
+
+    Eliminating term 1 leaves the Schur complement  M22 - sum_j B_j' M_j B_j  over [Zr, X, y],
+    with B_j = (Z1'[Zr X y])_j. Its Zr x Zr part is summed over the sparse pairs of Z1'Zr."""
+    l11, m = _first_term(theta, blocks, structure)
+    rest, rest_lams = structure.terms[1:], lambdas(theta, structure)[1:]
+    qr = structure.qrest
+    dense1 = jnp.concatenate([blocks.z1x, stats.z1y[..., None]], axis=-1)  # (m1, k1, p + 1)
+    t = m @ dense1  # M_j [Z1'X Z1'y]_j
+    c_rr = jax.ops.segment_sum(
+        jnp.einsum("prs,prs->p", blocks.pair_outer, m[blocks.pair_level]),
+        blocks.pair_target,
+        num_segments=qr * qr,
+        indices_are_sorted=True,
+    ).reshape(qr, qr)
+    c_rr = c_rr + c_rr.T - jnp.diag(jnp.diagonal(c_rr))
+    c_rd = jax.ops.segment_sum(
+        jnp.einsum("er,erc->ec", blocks.nz_vec, t[blocks.nz_level]), blocks.nz_col, num_segments=qr
+    )  # (qr, p + 1)
+    c_dd = jnp.einsum("jrc,jrd->cd", dense1, t)
+    cross_d = jnp.concatenate([blocks.zrx, stats.zry[:, None]], axis=-1) - c_rd
+    dd = jnp.block([[blocks.xx, stats.xy[:, None]], [stats.xy[None, :], stats.yy[None, None]]]) - c_dd
+    s_rr = rmul_lambda(rmul_lambda(blocks.zrzr - c_rr, rest_lams, rest).T, rest_lams, rest).T + jnp.eye(qr, dtype=theta.dtype)
+    s_rd = rmul_lambda(cross_d.T, rest_lams, rest).T
+    schur = jnp.block([[s_rr, s_rd], [s_rd.T, dd]])
+    return Factor(l11, schur)
+
+
+class Profiled(NamedTuple):
+    """Terms of the profiled deviance at theta."""
+
+    logdet_z: Array  # log|L_Z|^2
+    logdet_x: Array  # log|L_X|^2
+    pwrss: Array  # r^2
+
+
+def profiled_terms(factor: Factor, structure: Structure) -> Profiled:
+    """log|L_Z|^2, log|L_X|^2 and r^2 from log-determinants of the leading blocks of the Schur complement.
+
+    With a_k = log det S[:k, :k]: log|L_Z|^2 = 2 sum log diag L11 + a_qr, log|L_X|^2 = a_(qr+p) - a_qr,
+    log r^2 = a_D - a_(qr+p)."""
+    qr, p = structure.qrest, structure.p
+    a_r, a_x, a_all = leading_logdets(factor.schur, (qr, qr + p, qr + p + 1))
+    logdet_l11 = 2.0 * jnp.sum(jnp.log(jnp.diagonal(factor.l11, axis1=-2, axis2=-1)))
+    return Profiled(logdet_l11 + a_r, a_x - a_r, jnp.exp(a_all - a_x))
+
+
+def deviance_from_terms(terms: Profiled, structure: Structure, reml: Array | bool) -> Array:
+    """The profiled deviance (ML) or REML criterion from its terms (see the module docstring).
+
+    `reml` may be a traced boolean, so ML and REML fits share one compiled function."""
+    reml = jnp.asarray(reml, dtype=terms.pwrss.dtype)
+    dof = structure.n - reml * structure.p
+    return terms.logdet_z + reml * terms.logdet_x + dof * (1.0 + jnp.log(2.0 * jnp.pi * terms.pwrss / dof))
+
+
+def objective(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure, reml: Array | bool) -> Array:
+    """Profiled deviance (ML) or REML criterion at theta. Pure: jit, grad and vmap it freely."""
+    return deviance_from_terms(profiled_terms(factorize(theta, blocks, stats, structure), structure), structure, reml)
+
+
+class Solution(NamedTuple):
+    """Penalised least-squares solution at theta: fixed effects and spherical random effects u."""
+
+    beta: Array  # (p,)
+    u1: Array  # (m1, k1)
+    ur: Array  # (qr,)
+
+
+def solve_pls(factor: Factor, theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure) -> Solution:
+    """beta-hat and the conditional modes u: back-substitute L' [u; beta] = (last row of L).
+
+    The rest comes from l22; then per level of term 1
+    u1_j = (L11_j L11_j')^-1 lambda1' (Z1'y - Z1'Zr Lambda_r u_r - Z1'X beta)_j."""
+    l22 = cholesky(factor.schur)
+    d = l22.shape[0]
+    top = jsl.solve_triangular(l22[: d - 1, : d - 1], l22[d - 1, : d - 1], lower=True, trans=1)
+    qr = structure.qrest
+    lams = lambdas(theta, structure)
+    ur, beta = top[:qr], top[qr:]
+    br = rmul_lambda(ur[None, :], tuple(lam.T for lam in lams[1:]), structure.terms[1:])[0]  # Lambda_r u_r
+    zr_part = jax.ops.segment_sum(
+        blocks.nz_vec * br[blocks.nz_col][:, None], blocks.nz_level, num_segments=blocks.z1z1.shape[0]
+    )
+    resid1 = stats.z1y - zr_part - blocks.z1x @ beta
+    rhs = jnp.einsum("ba,jb->ja", lams[0], resid1)
+    u1 = solve_upper_small(factor.l11, solve_lower_small(factor.l11, rhs[..., None]))[..., 0]
+    return Solution(beta=beta, u1=u1, ur=ur)
+
+
+def unscaled_vcov(factor: Factor, structure: Structure) -> Array:
+    """(L_X L_X')^{-1} = (X' V^{-1} X)^{-1} sigma^2, to be scaled by sigma^2."""
+    qr, p = structure.qrest, structure.p
+    lx = cholesky(factor.schur)[qr : qr + p, qr : qr + p]
+    lx_inv = jsl.solve_triangular(lx, jnp.eye(p, dtype=lx.dtype), lower=True)
+    return lx_inv.T @ lx_inv

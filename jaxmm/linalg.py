@@ -1,0 +1,120 @@
+"""Cholesky factor and triangular solves for stacks of tiny matrices, written out element by element.
+
+The k x k blocks of a random-effects term (k = 1, 2, 3 typically) and the d x d Hessian of the
+solver (d = len(theta)) are far too small for LAPACK: a batched LAPACK call loops over the stack
+one matrix at a time, while these unrolled formulas are a handful of elementwise array operations
+over the whole stack, which XLA fuses and vectorises (and which vmap batches for free).
+The size k is static (known when tracing), so the Python loops below unroll at trace time.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+# Up to this size a dense factor is unrolled (vectorises under vmap); above it LAPACK wins.
+_UNROLL_MAX = 8
+
+
+def chol_small(a: Array) -> Array:
+    """Lower Cholesky factor L of each matrix in a stack a[..., k, k] (L L' = a).
+
+    A matrix that is not positive definite yields NaN entries (sqrt of a negative pivot)."""
+    k = a.shape[-1]
+    el: dict[tuple[int, int], Array] = {}
+    for j in range(k):
+        pivot = a[..., j, j] - sum((el[j, c] ** 2 for c in range(j)), jnp.zeros_like(a[..., j, j]))
+        el[j, j] = jnp.sqrt(pivot)
+        for i in range(j + 1, k):
+            off = a[..., i, j] - sum((el[i, c] * el[j, c] for c in range(j)), jnp.zeros_like(a[..., i, j]))
+            el[i, j] = off / el[j, j]
+    zero = jnp.zeros_like(a[..., 0, 0])
+    rows = [jnp.stack([el.get((i, j), zero) for j in range(k)], axis=-1) for i in range(k)]
+    return jnp.stack(rows, axis=-2)
+
+
+def solve_lower_small(el: Array, b: Array) -> Array:
+    """Solve L X = B for lower-triangular L[..., k, k] and B[..., k, m] by forward substitution."""
+    k = el.shape[-1]
+    x: list[Array] = []
+    for i in range(k):
+        acc = b[..., i, :]
+        for c in range(i):
+            acc = acc - el[..., i, c, None] * x[c]
+        x.append(acc / el[..., i, i, None])
+    return jnp.stack(x, axis=-2)
+
+
+def solve_upper_small(el: Array, b: Array) -> Array:
+    """Solve L' X = B for lower-triangular L[..., k, k] and B[..., k, m] by back substitution."""
+    k = el.shape[-1]
+    x: list[Array | None] = [None] * k
+    for i in reversed(range(k)):
+        acc = b[..., i, :]
+        for c in range(i + 1, k):
+            acc = acc - el[..., c, i, None] * x[c]
+        x[i] = acc / el[..., i, i, None]
+    return jnp.stack(x, axis=-2)
+
+
+def cho_solve_small(el: Array, b: Array) -> Array:
+    """Solve (L L') x = b for a vector b[..., k], given the Cholesky factor L[..., k, k]."""
+    return solve_upper_small(el, solve_lower_small(el, b[..., None]))[..., 0]
+
+
+def cholesky(a: Array) -> Array:
+    """Lower Cholesky factor of a dense symmetric positive-definite matrix (unrolled when tiny)."""
+    return chol_small(a) if a.shape[-1] <= _UNROLL_MAX else jnp.linalg.cholesky(a)
+
+
+def _tril_inverse(el: Array) -> Array:
+    eye = jnp.eye(el.shape[-1], dtype=el.dtype)
+    if el.shape[-1] <= _UNROLL_MAX:
+        return solve_lower_small(el, eye)
+    return jax.scipy.linalg.solve_triangular(el, eye, lower=True)
+
+
+@jax.custom_jvp
+def cholesky_inverse(s: Array) -> Array:
+    """L^-1 for the lower Cholesky factor L of a symmetric positive-definite S.
+
+    Its derivative is written out (custom JVP): with Phi(A) the lower triangle of A with the
+    diagonal halved,  d(L^-1) = -Phi(L^-1 dS L^-T) L^-1.  Differentiating through the Cholesky
+    algorithm instead, twice for the solver's Hessian, costs many more dense factorisations;
+    this rule needs three matrix products per direction, at every order."""
+    return _tril_inverse(cholesky(s))
+
+
+@cholesky_inverse.defjvp
+def _cholesky_inverse_jvp(primals, tangents):
+    (s,), (ds,) = primals, tangents
+    linv = cholesky_inverse(s)
+    phi = linv @ ds @ linv.T
+    phi = jnp.tril(phi) - 0.5 * jnp.diag(jnp.diagonal(phi))
+    return linv, -phi @ linv
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def leading_logdets(s: Array, cuts: tuple[int, ...]) -> Array:
+    """log det S[:k, :k] for each k in `cuts`, from one factor of S.
+
+    The leading block of L^-1 is the inverse factor of the leading block of S, so these are
+    prefix sums of -2 log diag(L^-1); their derivative (custom JVP) is the prefix sums of
+    diag(L^-1 dS L^-T), one matrix product per direction (tr(S_k^-1 dS_k) for each cut)."""
+    return _at_cuts(jnp.cumsum(-2.0 * jnp.log(jnp.diagonal(cholesky_inverse(s)))), cuts)
+
+
+@leading_logdets.defjvp
+def _leading_logdets_jvp(cuts, primals, tangents):
+    (s,), (ds,) = primals, tangents
+    linv = cholesky_inverse(s)
+    logdets = _at_cuts(jnp.cumsum(-2.0 * jnp.log(jnp.diagonal(linv))), cuts)
+    return logdets, _at_cuts(jnp.cumsum(jnp.sum((linv @ ds) * linv, axis=-1)), cuts)
+
+
+def _at_cuts(prefix: Array, cuts: tuple[int, ...]) -> Array:
+    """prefix[k - 1] for each k in cuts, with 0 for k = 0 (the empty leading block)."""
+    return jnp.stack([prefix[k - 1] if k > 0 else jnp.zeros((), prefix.dtype) for k in cuts])

@@ -1,0 +1,367 @@
+"""Linear mixed models: the user-facing `LinearMixedModel` and the pure fitting function behind it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax import Array
+from scipy import stats as sps
+
+from .design import Blocks, Design, Structure, SuffStats, build_design, suffstats
+from .deviance import factorize, lambdas, objective, profiled_terms, solve_pls, unscaled_vcov
+from .solver import SolverOptions, minimize
+
+
+class FitResult(NamedTuple):
+    """Everything a fit of one response yields (one lane of a bootstrap batch)."""
+
+    objective: Array
+    theta: Array
+    beta: Array  # estimable coefficients only
+    stderror: Array
+    sigma: Array
+    converged: Array
+    niter: Array
+
+
+def fit_response(
+    stats: SuffStats, theta0: Array, blocks: Blocks, structure: Structure, reml: Array | bool, opts: SolverOptions
+) -> FitResult:
+    """Fit the model to the response summarised by `stats`, from `theta0`. Pure: jit and vmap it.
+
+    sigma-hat^2 = pwrss / n (ML) or pwrss / (n - p) (REML); se(beta) = sigma-hat * sqrt(diag((L_X L_X')^-1)).
+    """
+    fun = partial(objective, blocks=blocks, stats=stats, structure=structure, reml=reml)
+    res = minimize(fun, theta0, jnp.asarray(structure.column_diag), opts)
+    factor = factorize(res.theta, blocks, stats, structure)
+    dof = structure.n - jnp.asarray(reml, theta0.dtype) * structure.p
+    sigma = jnp.sqrt(profiled_terms(factor, structure).pwrss / dof)
+    se = sigma * jnp.sqrt(jnp.diagonal(unscaled_vcov(factor, structure)))
+    return FitResult(res.fmin, res.theta, solve_pls(factor, res.theta, blocks, stats, structure).beta, se, sigma, res.converged, res.niter)
+
+
+_fit_response = jax.jit(fit_response, static_argnames=("structure", "opts"))
+
+
+@partial(jax.jit, static_argnames=("structure",))
+def _modes_and_vcov(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure):
+    """Spherical conditional modes u, (L_X L_X')^-1 and the lambda_t at theta (once per fit)."""
+    factor = factorize(theta, blocks, stats, structure)
+    sol = solve_pls(factor, theta, blocks, stats, structure)
+    return sol.u1, sol.ur, unscaled_vcov(factor, structure), lambdas(theta, structure)
+
+
+def solver_options(overrides: dict[str, Any] | None) -> SolverOptions:
+    """SolverOptions from MixedModels.jl-style names (`ftol_rel`, `ftol_abs`, `xtol_abs`, `maxfeval`/`maxiter`)."""
+    overrides = dict(overrides or {})
+    if "maxfeval" in overrides:
+        overrides["maxiter"] = overrides.pop("maxfeval")
+    unknown = set(overrides) - set(SolverOptions._fields)
+    if unknown:
+        raise ValueError(f"unknown solver option {sorted(unknown)[0]!r}; known: {', '.join(SolverOptions._fields)}, maxfeval")
+    for key, value in overrides.items():
+        if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+            raise ValueError(f"solver option {key!r} must be a finite non-negative number, got {value!r}")
+    opts = SolverOptions()._replace(**overrides)
+    return opts._replace(maxiter=int(opts.maxiter))
+
+
+@dataclass(frozen=True)
+class OptSummary:
+    """How the fit went: start, optimum, convergence and the solver settings used."""
+
+    initial: np.ndarray
+    final: np.ndarray
+    fmin: float
+    converged: bool
+    niter: int
+    options: SolverOptions
+
+
+class LinearMixedModel:
+    """A linear mixed-effects model y = X beta + Z b + e, b ~ N(0, sigma^2 Lambda Lambda'), e ~ N(0, sigma^2 I).
+
+    Construct, then `fit()`; or use `jaxmm.fit(formula, data)`, which does both.
+    Rows with a missing value in a column the formula uses are dropped (lme4's default) with a warning;
+    `ndropped` says how many.
+    """
+
+    def __init__(self, formula: str, data: pd.DataFrame, *, REML: bool = False):
+        self.design: Design = build_design(formula, data)
+        self.REML = bool(REML)
+        self.optsum: OptSummary | None = None
+        self._fit: dict[str, np.ndarray] = {}
+
+    # ---- fitting -------------------------------------------------------------------------
+    def fit(self, *, REML: bool | None = None, optsum_overrides: dict[str, Any] | None = None, theta0=None) -> LinearMixedModel:
+        """Minimise the profiled deviance (ML) or REML criterion over theta; returns self."""
+        if REML is not None:
+            self.REML = bool(REML)
+        opts = solver_options(optsum_overrides)
+        start = self.initial_theta() if theta0 is None else self._checked_theta(theta0, "theta0")
+        with jax.enable_x64(True):
+            blocks = jax.tree.map(jnp.asarray, self.design.blocks)
+            stats = suffstats(self.design.matrices, self.structure, jnp.asarray(self.design.y))
+            res = _fit_response(stats, jnp.asarray(start), blocks, self.structure, jnp.asarray(self.REML), opts)
+            u1, ur, vcov, lams = _modes_and_vcov(res.theta, blocks, stats, self.structure)
+            self._fit = {
+                "beta": np.asarray(res.beta),
+                "se": np.asarray(res.stderror),
+                "sigma": float(res.sigma),
+                "unscaled_vcov": np.asarray(vcov),
+                "u": (np.asarray(u1), np.asarray(ur)),
+                "lambdas": tuple(np.asarray(lam) for lam in lams),
+            }
+            self.optsum = OptSummary(
+                initial=np.asarray(start),
+                final=np.asarray(res.theta),
+                fmin=float(res.objective),
+                converged=bool(res.converged),
+                niter=int(res.niter),
+                options=opts,
+            )
+        if not self.optsum.converged:
+            import warnings
+
+            warnings.warn(
+                f"the fit did not converge in {self.optsum.niter} iterations; see m.optsum", RuntimeWarning, stacklevel=2
+            )
+        return self
+
+    def initial_theta(self) -> np.ndarray:
+        """lme4's start: 1 for diagonal elements of each lambda_t, 0 below the diagonal."""
+        return np.where(self.lowerbd == 0.0, 1.0, 0.0)
+
+    def _checked_theta(self, theta, name: str) -> np.ndarray:
+        theta = np.asarray(theta, dtype=np.float64).reshape(-1)
+        if theta.shape != (self.structure.ntheta,):
+            raise ValueError(f"{name} must have length {self.structure.ntheta}, got {theta.size}")
+        if not np.all(np.isfinite(theta)) or np.any(theta < self.lowerbd):
+            raise ValueError(f"{name} must be finite with diagonal elements >= 0, got {theta.tolist()}")
+        return theta
+
+    def _require_fit(self) -> dict[str, Any]:
+        if self.optsum is None:
+            raise RuntimeError("the model has not been fitted yet; call .fit()")
+        return self._fit
+
+    # ---- structure ----------------------------------------------------------------------
+    @property
+    def structure(self) -> Structure:
+        return self.design.structure
+
+    @property
+    def formula(self) -> str:
+        return self.design.formula.text
+
+    @property
+    def nobs(self) -> int:
+        return self.structure.n
+
+    @property
+    def ndropped(self) -> int:
+        return self.design.ndropped
+
+    @property
+    def lowerbd(self) -> np.ndarray:
+        return self.structure.lowerbd
+
+    @property
+    def coefnames(self) -> tuple[str, ...]:
+        return self.design.coefnames
+
+    @property
+    def rank(self) -> int:
+        return self.structure.p
+
+    @property
+    def dof(self) -> int:
+        """Number of parameters: fixed effects (estimable), theta, and sigma."""
+        return self.rank + self.structure.ntheta + 1
+
+    # ---- estimates ----------------------------------------------------------------------
+    @property
+    def objective(self) -> float:
+        """-2 log-likelihood (ML) or the REML criterion at the optimum."""
+        self._require_fit()
+        return self.optsum.fmin
+
+    @property
+    def theta(self) -> np.ndarray:
+        self._require_fit()
+        return self.optsum.final.copy()
+
+    @property
+    def sigma(self) -> float:
+        return self._require_fit()["sigma"]
+
+    def _by_coef(self, estimable_values: np.ndarray, fill: float) -> pd.Series:
+        full = np.full(len(self.coefnames), fill)
+        full[self.design.estimable] = estimable_values
+        return pd.Series(full, index=list(self.coefnames), dtype=np.float64)
+
+    @property
+    def beta(self) -> pd.Series:
+        """Fixed-effects estimates by coefficient name; inestimable (aliased) ones are -0.0."""
+        return self._by_coef(self._require_fit()["beta"], -0.0)
+
+    fixef = beta
+
+    @property
+    def stderror(self) -> pd.Series:
+        """Standard errors of the fixed effects; NaN for inestimable coefficients."""
+        return self._by_coef(self._require_fit()["se"], np.nan)
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """sigma^2 (X' V^-1 X)^-1 over all coefficients (NaN rows/columns for inestimable ones)."""
+        fit = self._require_fit()
+        names = list(self.coefnames)
+        est = self.design.estimable
+        full = np.full((len(names), len(names)), np.nan)
+        full[np.ix_(est, est)] = fit["sigma"] ** 2 * fit["unscaled_vcov"]
+        return pd.DataFrame(full, index=names, columns=names)
+
+    def coeftable(self) -> pd.DataFrame:
+        """Estimate, standard error, Wald z and two-sided p-value per fixed-effects coefficient."""
+        beta, se = self.beta, self.stderror
+        z = beta / se
+        return pd.DataFrame({"Est.": beta, "SE": se, "z": z, "p": 2.0 * sps.norm.sf(np.abs(z))})
+
+    @property
+    def loglikelihood(self) -> float:
+        if self.REML:
+            raise ValueError("the log-likelihood is defined for ML fits; refit with REML=False")
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2.0 * self.dof
+
+    @property
+    def bic(self) -> float:
+        return self.objective + self.dof * math.log(self.nobs)
+
+    def issingular(self, atol: float = 0.0) -> bool:
+        """True when some bounded component of theta is at (within atol of) its lower bound."""
+        return bool(np.any(self.theta - self.lowerbd <= atol))
+
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components as lme4's as.data.frame(VarCorr(m)): grp, var1, var2, vcov, sdcor.
+
+        Rows per term: each column's variance and standard deviation, then each pair's covariance
+        and correlation (for correlated terms), and finally the residual."""
+        fit = self._require_fit()
+        sigma2, rows = fit["sigma"] ** 2, []
+        for term, lam in zip(self.structure.terms, fit["lambdas"]):
+            cov = sigma2 * lam @ lam.T
+            sd = np.sqrt(np.diag(cov))
+            rows += [(term.group, c, None, cov[i, i], sd[i]) for i, c in enumerate(term.columns)]
+            if any(r != c for r, c in zip(term.theta_rows, term.theta_cols)):
+                for i in range(term.k):
+                    for j in range(i + 1, term.k):
+                        corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                        rows.append((term.group, term.columns[i], term.columns[j], cov[i, j], corr))
+        rows.append(("Residual", None, None, sigma2, fit["sigma"]))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects b = Lambda u, per grouping factor (levels x columns)."""
+        fit = self._require_fit()
+        u1, ur = fit["u"]
+        out, offset = {}, 0
+        for i, (term, lam, levels) in enumerate(zip(self.structure.terms, fit["lambdas"], self.design.levels)):
+            if i == 0:
+                u = u1
+            else:
+                u = ur[offset : offset + term.nranef].reshape(term.nlevels, term.k)
+                offset += term.nranef
+            out[term.group] = pd.DataFrame(u @ lam.T, index=pd.Index(levels, name=term.group), columns=list(term.columns))
+        return out
+
+    def fitted(self) -> np.ndarray:
+        """X beta-hat + Z b-hat."""
+        mats, beta = self.design.matrices, self._require_fit()["beta"]
+        fitted = np.asarray(mats.x) @ beta
+        for term, refs, z in zip(self.structure.terms, mats.refs, mats.z):
+            b = self.ranef()[term.group].to_numpy()
+            fitted = fitted + np.sum(np.asarray(z) * b[np.asarray(refs)], axis=1)
+        return fitted
+
+    def residuals(self) -> np.ndarray:
+        return self.design.y - self.fitted()
+
+    # ---- display ------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        if self.optsum is None:
+            return f"LinearMixedModel({self.formula!r}, not fitted)"
+        return self.summary()
+
+    def summary(self) -> str:
+        """A MixedModels.jl-style summary: criteria, variance components, fixed effects."""
+        self._require_fit()
+        method = "REML" if self.REML else "maximum likelihood"
+        lines = [f"Linear mixed model fit by {method}", f" {self.formula}"]
+        if self.REML:
+            lines.append(f" REML criterion at convergence: {self.objective:.4f}")
+        else:
+            header = ("logLik", "-2 logLik", "AIC", "BIC")
+            values = (self.loglikelihood, self.objective, self.aic, self.bic)
+            lines += ["  " + "".join(f"{h:>12}" for h in header), "  " + "".join(f"{v:12.4f}" for v in values)]
+        lines += ["", "Variance components:", _format_varcorr(self.varcorr())]
+        groups = "; ".join(f"{t.group} {t.nlevels}" for t in self.structure.terms)
+        lines += [f" Number of obs: {self.nobs}; levels of grouping factors: {groups}", ""]
+        if not self.optsum.converged:
+            lines.append(" WARNING: the optimiser did not converge")
+        lines += ["Fixed-effects parameters:", _format_coeftable(self.coeftable())]
+        if self.ndropped:
+            lines.append(f" ({self.ndropped} rows with missing values dropped)")
+        return "\n".join(lines)
+
+
+def _format_varcorr(vc: pd.DataFrame) -> str:
+    sds = vc[vc["var2"].isna()]
+    rows = [("", "Column", "Variance", "Std.Dev.", "Corr.")]
+    last_group = None
+    for _, r in sds.iterrows():
+        corr = vc[(vc["grp"] == r["grp"]) & (vc["var2"] == r["var1"])]["sdcor"].tolist()
+        group = r["grp"] if r["grp"] != last_group else ""
+        last_group = r["grp"]
+        rows.append((group, "" if pd.isna(r["var1"]) else r["var1"], f"{r['vcov']:.6g}", f"{r['sdcor']:.6g}", " ".join(f"{c:+.2f}" for c in corr)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows)
+
+
+def _format_coeftable(ct: pd.DataFrame) -> str:
+    def pval(p: float) -> str:
+        if not np.isfinite(p):
+            return ""
+        if p < 1e-99:
+            return "<1e-99"
+        return f"<1e{math.floor(math.log10(p)) + 1}" if p < 1e-4 else f"{p:.4f}"
+
+    body = pd.DataFrame(
+        {
+            "Coef.": ct["Est."].map(lambda v: f"{v:.6g}"),
+            "Std. Error": ct["SE"].map(lambda v: f"{v:.6g}"),
+            "z": ct["z"].map(lambda v: f"{v:.2f}"),
+            "Pr(>|z|)": ct["p"].map(pval),
+        },
+        index=ct.index,
+    )
+    return body.to_string()
+
+
+def fit(formula: str, data: pd.DataFrame, *, REML: bool = False, optsum_overrides: dict[str, Any] | None = None) -> LinearMixedModel:
+    """Fit a linear mixed model by ML (default) or REML, with lme4's formula syntax.
+
+    >>> m = jaxmm.fit("reaction ~ 1 + days + (1 + days | subj)", jaxmm.dataset("sleepstudy"))
+    """
+    return LinearMixedModel(formula, data, REML=REML).fit(optsum_overrides=optsum_overrides)
