@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import Array
 
 # Up to this size a dense factor is unrolled (vectorises under vmap); above it LAPACK wins.
-_UNROLL_MAX = 8
+_UNROLL_MAX = 4
 
 
 def chol_small(a: Array) -> Array:
