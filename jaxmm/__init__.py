@@ -1,7 +1,19 @@
 """jaxmm: linear mixed-effects models and their parametric bootstrap, in JAX."""
 
+from .bootstrap import parametricbootstrap
 from .datasets import dataset, datasets
 from .model import LinearMixedModel, fit
+from .results import MixedModelBootstrap, restorereplicates, shortestcovint, vcat
 
-__all__ = ["LinearMixedModel", "dataset", "datasets", "fit"]
+__all__ = [
+    "LinearMixedModel",
+    "MixedModelBootstrap",
+    "dataset",
+    "datasets",
+    "fit",
+    "parametricbootstrap",
+    "restorereplicates",
+    "shortestcovint",
+    "vcat",
+]
 __version__ = "0.1.0"

@@ -24,9 +24,9 @@ Each iteration evaluates one candidate (objective, gradient, Hessian) and
    then one more Newton step is taken, which (convergence being quadratic) makes theta accurate
    far beyond what the objective tolerance alone implies.
 
-Finally a boundary polish sets to exactly 0 each diagonal element below `boundary_tol` whose
-zeroing raises the objective by no more than that same tolerance, so a singular fit lands on the
-boundary (sigma_j = 0, rho = +-1 exactly), as lme4 and MixedModels.jl report it.
+Finally a boundary polish, MixedModels.jl's rule: each diagonal element below `xtol_zero_abs`
+is set to exactly 0 when that raises the objective by at most `ftol_zero_abs`, so a singular fit
+lands on the boundary (sigma_j = 0, rho = +-1 exactly), as the peers report it.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class SolverOptions(NamedTuple):
     ftol_abs: float = 1e-8
     xtol_abs: float = 1e-10
     maxiter: int = 200
-    boundary_tol: float = 1e-2
+    xtol_zero_abs: float = 1e-3
+    ftol_zero_abs: float = 1e-5
 
 
 class SolverResult(NamedTuple):
@@ -65,6 +66,8 @@ class _State(NamedTuple):
     h: Array
     candidate: Array  # the next point to evaluate
     mu: Array  # the damping that produced the candidate
+    predicted: Array  # the decrease the quadratic model predicts for the candidate
+    stepsize: Array  # max |step| of the candidate (before the sign canonicalisation)
     niter: Array
     done: Array
     converged: Array
@@ -127,6 +130,8 @@ def minimize(
         h=jnp.eye(d, dtype=theta0.dtype),
         candidate=canonical_signs(theta0, column_diag),
         mu=jnp.zeros((), theta0.dtype),
+        predicted=jnp.zeros((), theta0.dtype),
+        stepsize=jnp.zeros((), theta0.dtype),
         niter=jnp.array(0),
         done=false,
         converged=false,
@@ -134,32 +139,37 @@ def minimize(
     )
 
     def body(s: _State) -> _State:
-        fc, gc, hc = _value_grad_hess(fun, s.candidate)
-        move = s.candidate - s.theta
-        predicted = -(s.g @ move + 0.5 * move @ s.h @ move)
+        fc = fun(s.candidate)
         first = jnp.isinf(s.f)
-        decreases = fc <= s.f - 1e-4 * jnp.maximum(predicted, 0.0)
+        decreases = fc <= s.f - 1e-4 * jnp.maximum(s.predicted, 0.0)
         no_worse = fc <= s.f + _tolerance(s.f, opts)  # the polishing step may sit in rounding noise
         accept = first | (jnp.isfinite(fc) & jnp.where(s.final, no_worse, decreases))
-        theta, f, g, h = (jnp.where(accept, new, old) for new, old in ((s.candidate, s.theta), (fc, s.f), (gc, s.g), (hc, s.h)))
+        # Derivatives only at accepted points: a rejected candidate costs one objective evaluation
+        # (under vmap both branches run, so this saves time only for single fits of large models).
+        theta, f, g, h = lax.cond(
+            accept, lambda: (s.candidate, *_value_grad_hess(fun, s.candidate)), lambda: (s.theta, s.f, s.g, s.h)
+        )
         tol = _tolerance(f, opts)
         newton_step = accept & ~first & (s.mu == 0.0)
         converged = (
             s.final
             | _is_converged(f, g, h, opts)
-            | (newton_step & ((jnp.max(jnp.abs(move)) <= opts.xtol_abs) | (s.f - fc <= tol)))
-            | (~accept & (s.mu == 0.0) & (predicted <= tol))
+            | (newton_step & ((s.stepsize <= opts.xtol_abs) | (s.f - fc <= tol)))
+            | (~accept & (s.mu == 0.0) & (s.predicted <= tol))
         )
         scale = jnp.max(jnp.abs(jnp.diag(h))) + 1.0
         shrunk = jnp.where(s.mu / 10.0 < 1e-8 * scale, 0.0, s.mu / 10.0)
         mu = jnp.where(converged, 0.0, jnp.where(accept, shrunk, jnp.maximum(10.0 * s.mu, 1e-4 * scale)))
         step, mu = _step(g, h, mu)
+        # f is invariant to the sign flips, so the model's prediction for theta + step holds for the candidate.
         candidate = canonical_signs(theta + step, column_diag)
+        predicted = -(g @ step + 0.5 * step @ h @ step)
         niter = s.niter + 1
-        stuck = jnp.all(candidate == theta)  # converged exactly, or a stationary point with g = 0
+        stuck = jnp.all(step == 0.0)  # converged exactly, or a stationary point with g = 0
         done = s.final | stuck | (niter >= opts.maxiter) | ~jnp.isfinite(f)
         # Once converged, take one more pure Newton step (see the module docstring).
-        return _State(theta, f, g, h, candidate, mu, niter, done, converged, converged & ~done)
+        final = converged & ~done
+        return _State(theta, f, g, h, candidate, mu, predicted, jnp.max(jnp.abs(step)), niter, done, converged, final)
 
     final = lax.while_loop(lambda s: ~s.done, body, init)
     theta, fmin = _polish_boundary(fun, final.theta, final.f, column_diag, opts)
@@ -167,13 +177,13 @@ def minimize(
 
 
 def _polish_boundary(fun, theta: Array, f: Array, column_diag: Array, opts: SolverOptions) -> tuple[Array, Array]:
-    """Set each small diagonal element to exactly 0 when that costs at most the tolerance."""
-    limit = f + _tolerance(f, opts)
+    """Set each small diagonal element to exactly 0 when that costs at most ftol_zero_abs."""
+    limit = f + opts.ftol_zero_abs
 
     def visit(i, carry):
         theta, f = carry
         trial = theta.at[i].set(0.0)
-        small = (column_diag[i] == i) & (theta[i] > 0.0) & (theta[i] < opts.boundary_tol)
+        small = (column_diag[i] == i) & (theta[i] > 0.0) & (theta[i] < opts.xtol_zero_abs)
         ft = fun(trial)
         take = small & (ft <= limit)
         return jnp.where(take, trial, theta), jnp.where(take, ft, f)

@@ -267,3 +267,24 @@ def test_loglikelihood_of_reml_fit():
     m.fit(REML=False)
     assert m.objective == pytest.approx(FIXTURES["dyestuff_ML"]["objective"], rel=1e-8)
     assert m.loglikelihood == pytest.approx(FIXTURES["dyestuff_ML"]["logLik"], rel=1e-8)
+
+
+# ---- errors that escape from formulaic instead of a one-line ValueError (known bugs) ----------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="jaxmm.design passes the fixed part to formulaic unchecked: a syntax error there escapes as "
+    "formulaic.errors.FormulaSyntaxError (multi-line, with ANSI colour codes), not a ValueError",
+)
+def test_syntax_error_in_fixed_part_is_a_value_error(df):
+    _raises(r"x\[", "y ~ 1 + x[ + (1 | g)", df)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="jaxmm.design._response checks the dtype only for a bare column: a transform of a string column "
+    "escapes as formulaic.errors.FactorEvaluationError, not a ValueError",
+)
+def test_transformed_string_response_is_a_value_error(df):
+    _raises(r"log\(s\)", "log(s) ~ 1 + (1 | g)", df)
