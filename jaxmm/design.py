@@ -12,6 +12,7 @@ and is stored as an array of shape (m1, k1, k1); every other block is stored den
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -162,7 +163,7 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame) -> Design:
         raise ValueError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     data, ndropped = _complete_rows(mf, data)
     y = _response(mf, data)
-    x_all, coefnames = _fixed_matrix(mf, data)
+    x_all, coefnames = _numeric_matrix(mf.fixed, data, "fixed-effects")
     estimable = _estimable_columns(x_all)
     terms, refs, zs, levels = _random_terms(mf, data)
     n = len(data)
@@ -188,10 +189,23 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame) -> Design:
     )
 
 
+def _formulaic(what: str, expr: str, call):
+    """Run a formulaic call; its errors (multi-line, coloured) become one-line ValueErrors naming `expr`."""
+    try:
+        return call()
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - formulaic raises many error types
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot evaluate {what} {expr!r}: {first}") from None
+
+
 def _required_columns(mf: MixedFormula) -> list[str]:
-    names = set(Formula(f"{mf.response} ~ {mf.fixed}").required_variables)
+    fixed = f"{mf.response} ~ {mf.fixed}"
+    names = set(_formulaic("formula", fixed, lambda: Formula(fixed).required_variables))
     for term in mf.random:
-        names |= set(Formula(term.expr).required_variables) | set(term.group)
+        names |= set(_formulaic("random-effects expression", term.expr, lambda: Formula(term.expr).required_variables))
+        names |= set(term.group)
     return sorted(names)
 
 
@@ -203,7 +217,8 @@ def _complete_rows(mf: MixedFormula, data: pd.DataFrame) -> tuple[pd.DataFrame, 
     missing = [c for c in columns if c not in data.columns]
     if missing:
         raise ValueError(
-            f"column {missing[0]!r} in formula {mf.text!r} is not in the data; columns are: {', '.join(map(str, data.columns))}"
+            f"{missing[0]!r} in formula {mf.text!r} is neither a column of the data nor a known function; "
+            f"columns are: {', '.join(map(str, data.columns))}"
         )
     complete = data[columns].notna().all(axis=1).to_numpy()
     ndropped = int((~complete).sum())
@@ -219,7 +234,9 @@ def _response(mf: MixedFormula, data: pd.DataFrame) -> np.ndarray:
         pd.api.types.is_numeric_dtype(data[mf.response]) and not pd.api.types.is_bool_dtype(data[mf.response])
     ):
         raise ValueError(f"response column {mf.response!r} is not numeric (dtype {data[mf.response].dtype})")
-    lhs = model_matrix(f"{mf.response} ~ 1", data, na_action="ignore").lhs
+    lhs = _formulaic("response", mf.response, lambda: model_matrix(f"{mf.response} ~ 1", data, na_action="ignore").lhs)
+    if not all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt) for dt in lhs.dtypes):
+        raise ValueError(f"response {mf.response!r} is not numeric")
     if lhs.shape[1] != 1:
         raise ValueError(f"response {mf.response!r} must be a single numeric column")
     y = np.asarray(lhs.iloc[:, 0], dtype=np.float64)
@@ -242,16 +259,12 @@ def _coefname(name: str) -> str:
 
 
 def _numeric_matrix(rhs: str, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    mm = model_matrix(rhs, data, na_action="ignore")
+    mm = _formulaic(what, rhs, lambda: model_matrix(rhs, data, na_action="ignore"))
     mat = np.asarray(mm, dtype=np.float64)
     if not np.all(np.isfinite(mat)):
         bad = [c for c, ok in zip(mm.columns, np.isfinite(mat).all(axis=0)) if not ok]
         raise ValueError(f"{what} column {bad[0]!r} has infinite or NaN values")
     return mat, tuple(_coefname(c) for c in mm.columns)
-
-
-def _fixed_matrix(mf: MixedFormula, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
-    return _numeric_matrix(mf.fixed, data, "fixed-effects")
 
 
 def _estimable_columns(x: np.ndarray, tol: float = 1e-9) -> np.ndarray:
