@@ -3,9 +3,8 @@
 MixedModels.jl's `parametricbootstrap`, done as batched JAX computation: per batch of replicate
 indices, one `jit(vmap(...))` simulates each response from its own key, reduces it to its
 sufficient statistics (Z'y, X'y, y'y) and refits it, the blocks Z'Z, Z'X, X'X being shared by
-all lanes. A vmapped while-loop runs until its slowest lane finishes, so the batched pass is capped
-at `FIRST_PASS_MAXITER` iterations and the few lanes that need more continue, from where they
-stopped, in a small follow-up pass with the full iteration budget.
+all lanes. A vmapped while-loop runs until its slowest lane finishes, so each call is capped at
+`ROUND_MAXITER` iterations and lanes are refilled as their replicates finish (see `_run`).
 """
 
 from __future__ import annotations
@@ -21,13 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .deviance import objective
 from .design import ModelMatrices, Structure, suffstats
 from .model import FitResult, LinearMixedModel, fit_response, solver_options
 from .results import MixedModelBootstrap, Replicates
 from .simulate import replicate_key, simulate_response
 from .solver import SolverOptions
 
-FIRST_PASS_MAXITER = 16
+ROUND_MAXITER = 8
 _MEMORY_BUDGET = 2 * 1024**3  # bytes of device memory a batch may use, roughly
 
 
@@ -36,6 +36,7 @@ def _fit_replicates(
     key: Array,
     indices: Array,
     theta0: Array,
+    h0: Array,
     sim: tuple[Array, Array, Array],
     mats: ModelMatrices,
     blocks,
@@ -43,15 +44,14 @@ def _fit_replicates(
     reml: Array,
     opts: SolverOptions,
 ) -> FitResult:
-    """Simulate and refit replicates `indices` (theta0: one start, or one per replicate)."""
+    """Simulate and refit replicates `indices`, each from its own start theta0 and BFGS Hessian h0."""
     beta, sigma, theta = sim
 
-    def one(i, start):
+    def one(i, start, hess):
         y = simulate_response(replicate_key(key, i), mats, structure, beta, sigma, theta)
-        return fit_response(suffstats(mats, structure, y), start, blocks, structure, reml, opts)
+        return fit_response(suffstats(mats, structure, y), start, blocks, structure, reml, opts, hess)
 
-    starts = jnp.broadcast_to(theta0, (indices.shape[0], theta0.shape[-1]))
-    return jax.vmap(one)(indices, starts)
+    return jax.vmap(one)(indices, theta0, h0)
 
 
 def _as_key(rng) -> Array:
@@ -63,12 +63,14 @@ def _as_key(rng) -> Array:
 
 
 def _default_batch_size(m: LinearMixedModel, nsamp: int) -> int:
+    """A power of two (few distinct compiled shapes), at most 1024 lanes, within the memory budget."""
     s = m.structure
     t1 = s.terms[0]
     d = s.qrest + s.p + 1
     npairs = len(m.design.blocks.pair_level)
     lane_bytes = 8 * (4 * s.n + 16 * t1.nlevels * t1.k**2 + 16 * d * d + 8 * npairs * t1.k**2)
-    return int(max(1, min(nsamp, 2048, _MEMORY_BUDGET // lane_bytes)))
+    cap = max(1, min(1024, _MEMORY_BUDGET // lane_bytes, 1 << (nsamp - 1).bit_length()))
+    return 1 << (cap.bit_length() - 1)
 
 
 def _simulation_parameters(m: LinearMixedModel, beta, sigma, theta) -> tuple[np.ndarray, float, np.ndarray]:
@@ -128,39 +130,68 @@ def parametricbootstrap(
     return MixedModelBootstrap(m, res.astype(ftype), sim=sim)
 
 
+@partial(jax.jit, static_argnames=("structure",))
+def _hessian(theta: Array, blocks, stats, structure: Structure, reml: Array) -> Array:
+    return jax.hessian(objective)(theta, blocks, stats, structure, reml)
+
+
+def _start_hessian(theta0: Array, m: LinearMixedModel, blocks, mats, reml: Array) -> Array:
+    """Hessian of the fitted model's objective at the replicates' start, made positive definite."""
+    stats = suffstats(mats, m.structure, jnp.asarray(m.design.y))
+    h = _hessian(theta0, blocks, stats, m.structure, reml)
+    eig, vec = jnp.linalg.eigh(h)
+    return (vec * jnp.maximum(eig, 1e-3 * jnp.max(jnp.abs(eig)) + 1e-8)) @ vec.T
+
+
 def _run(key, nsamp: int, m: LinearMixedModel, sim, opts: SolverOptions, batch: int, progress: bool) -> Replicates:
+    """Fit all replicates through one compiled batch shape, refilling the lanes as replicates finish.
+
+    Each call runs at most `ROUND_MAXITER` solver iterations on `batch` lanes. A lane whose
+    replicate converged (or used up `opts.maxiter`) is stored and refilled with the next replicate;
+    one that needs more iterations continues, from where it stopped (theta and the BFGS Hessian),
+    in the next call. So no batch
+    waits for its slowest lane, and every call has the same shape: one compilation."""
     mats = jax.tree.map(jnp.asarray, m.design.matrices)
     blocks = jax.tree.map(jnp.asarray, m.design.blocks)
     beta, sigma, theta = sim
     sim_dev = (jnp.asarray(beta), jnp.asarray(sigma), jnp.asarray(theta))
     # The generating theta is a good start, but a diagonal element at exactly 0 is a stationary
     # point of the deviance (by symmetry), so starts are kept off the boundary.
-    theta0 = jnp.asarray(np.where(m.lowerbd == 0.0, np.maximum(theta, 0.1), theta))
+    start = np.where(m.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
     reml = jnp.asarray(m.REML)
-    first = opts._replace(maxiter=min(opts.maxiter, FIRST_PASS_MAXITER))
+    h0 = np.asarray(_start_hessian(jnp.asarray(start), m, blocks, mats, reml))
+    round_opts = opts._replace(maxiter=min(opts.maxiter, ROUND_MAXITER))
     out = Replicates.empty(nsamp, m)
+    lane_index = np.full(batch, -1)  # replicate in each lane; -1 for an idle lane
+    lane_theta = np.tile(start, (batch, 1))
+    lane_hess = np.tile(h0, (batch, 1, 1))
+    lane_used = np.zeros(batch, dtype=np.int64)  # iterations spent in earlier calls
+    upcoming = 0
     show = progress and sys.stderr.isatty()
     from tqdm.auto import tqdm
 
     with tqdm(total=nsamp, disable=not show, unit="rep", desc="bootstrap") as bar:
-        for start in range(0, nsamp, batch):
-            count = min(batch, nsamp - start)
-            indices = jnp.arange(start, start + batch)  # the last batch is padded: one compiled shape
-            res = _fit_replicates(key, indices, theta0, sim_dev, mats, blocks, m.structure, reml, first)
-            out.store(np.arange(start, start + count), jax.device_get(res), m)
-            bar.update(count)
-    _finish_unconverged(key, out, m, sim_dev, mats, blocks, reml, opts, first)
+        while True:
+            idle = np.flatnonzero(lane_index < 0)
+            fresh = idle[: max(0, min(len(idle), nsamp - upcoming))]
+            lane_index[fresh] = np.arange(upcoming, upcoming + len(fresh))
+            lane_theta[fresh], lane_hess[fresh], lane_used[fresh] = start, h0, 0
+            upcoming += len(fresh)
+            busy = lane_index >= 0
+            if not busy.any():
+                break
+            res = jax.device_get(
+                _fit_replicates(
+                    key, jnp.asarray(np.maximum(lane_index, 0)), jnp.asarray(lane_theta), jnp.asarray(lane_hess),
+                    sim_dev, mats, blocks, m.structure, reml, round_opts,
+                )
+            )
+            used = lane_used + res.niter
+            finished = busy & (res.converged | (used >= opts.maxiter) | ~np.isfinite(res.objective))
+            lanes = np.flatnonzero(finished)
+            out.store(lane_index[lanes], jax.tree.map(lambda a: a[lanes], res), m, extra_iterations=lane_used[lanes])
+            bar.update(len(lanes))
+            lane_index[lanes] = -1
+            going = busy & ~finished
+            lane_theta[going], lane_hess[going], lane_used[going] = res.theta[going], res.hessian[going], used[going]
     return out
-
-
-def _finish_unconverged(key, out: Replicates, m, sim_dev, mats, blocks, reml, opts: SolverOptions, first: SolverOptions) -> None:
-    """Continue the lanes the capped pass left unconverged, from where they stopped."""
-    todo = np.flatnonzero(~out.converged)
-    if len(todo) == 0 or opts.maxiter <= first.maxiter:
-        return
-    rest = opts._replace(maxiter=opts.maxiter - first.maxiter)
-    size = 1 << int(math.ceil(math.log2(len(todo))))  # few distinct shapes to compile
-    padded = np.resize(todo, size)
-    res = _fit_replicates(key, jnp.asarray(padded), jnp.asarray(out.theta[padded]), sim_dev, mats, blocks, m.structure, reml, rest)
-    res = jax.device_get(res)
-    out.store(todo, jax.tree.map(lambda a: a[: len(todo)], res), m, extra_iterations=first.maxiter)

@@ -29,22 +29,32 @@ class FitResult(NamedTuple):
     sigma: Array
     converged: Array
     niter: Array
+    hessian: Array  # of the objective at theta (exact, or BFGS's approximation)
 
 
 def fit_response(
-    stats: SuffStats, theta0: Array, blocks: Blocks, structure: Structure, reml: Array | bool, opts: SolverOptions
+    stats: SuffStats,
+    theta0: Array,
+    blocks: Blocks,
+    structure: Structure,
+    reml: Array | bool,
+    opts: SolverOptions,
+    h0: Array | None = None,
 ) -> FitResult:
     """Fit the model to the response summarised by `stats`, from `theta0`. Pure: jit and vmap it.
+
+    h0: an approximate Hessian at theta0 for gradient-only (BFGS) iterations; None for Newton.
 
     sigma-hat^2 = pwrss / n (ML) or pwrss / (n - p) (REML); se(beta) = sigma-hat * sqrt(diag((L_X L_X')^-1)).
     """
     fun = partial(objective, blocks=blocks, stats=stats, structure=structure, reml=reml)
-    res = minimize(fun, theta0, jnp.asarray(structure.column_diag), opts)
+    res = minimize(fun, theta0, jnp.asarray(structure.column_diag), opts, h0)
     factor = factorize(res.theta, blocks, stats, structure)
     dof = structure.n - jnp.asarray(reml, theta0.dtype) * structure.p
     sigma = jnp.sqrt(profiled_terms(factor, structure).pwrss / dof)
     se = sigma * jnp.sqrt(jnp.diagonal(unscaled_vcov(factor, structure)))
-    return FitResult(res.fmin, res.theta, solve_pls(factor, res.theta, blocks, stats, structure).beta, se, sigma, res.converged, res.niter)
+    beta = solve_pls(factor, res.theta, blocks, stats, structure).beta
+    return FitResult(res.fmin, res.theta, beta, se, sigma, res.converged, res.niter, res.hessian)
 
 
 _fit_response = jax.jit(fit_response, static_argnames=("structure", "opts"))

@@ -39,16 +39,16 @@ class Replicates:
             niter=np.zeros(n, dtype=np.int64),
         )
 
-    def store(self, rows: np.ndarray, res, m: LinearMixedModel, extra_iterations: int = 0) -> None:
-        """Write the first len(rows) lanes of a batched FitResult into `rows`."""
-        k, est = len(rows), m.design.estimable
-        self.objective[rows] = res.objective[:k]
-        self.beta[np.ix_(rows, est)] = res.beta[:k]
-        self.se[np.ix_(rows, est)] = res.stderror[:k]
-        self.sigma[rows] = res.sigma[:k]
-        self.theta[rows] = res.theta[:k]
-        self.converged[rows] = res.converged[:k]
-        self.niter[rows] = res.niter[:k] + extra_iterations
+    def store(self, rows: np.ndarray, res, m: LinearMixedModel, extra_iterations=0) -> None:
+        """Write the lanes of a batched FitResult (one per row) into `rows`."""
+        est = m.design.estimable
+        self.objective[rows] = res.objective
+        self.beta[np.ix_(rows, est)] = res.beta
+        self.se[np.ix_(rows, est)] = res.stderror
+        self.sigma[rows] = res.sigma
+        self.theta[rows] = res.theta
+        self.converged[rows] = res.converged
+        self.niter[rows] = res.niter + extra_iterations
 
     def astype(self, ftype) -> Replicates:
         conv = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -57,6 +57,7 @@ class SolverResult(NamedTuple):
     fmin: Array
     converged: Array  # bool
     niter: Array  # evaluations of (objective, gradient, Hessian)
+    hessian: Array  # the (exact or BFGS) Hessian at the last accepted point: to continue from
 
 
 class _State(NamedTuple):
@@ -67,7 +68,8 @@ class _State(NamedTuple):
     candidate: Array  # the next point to evaluate
     mu: Array  # the damping that produced the candidate
     predicted: Array  # the decrease the quadratic model predicts for the candidate
-    stepsize: Array  # max |step| of the candidate (before the sign canonicalisation)
+    step: Array  # candidate = signs * (theta + step)
+    signs: Array  # the column sign flips that made the candidate canonical
     niter: Array
     done: Array
     converged: Array
@@ -101,7 +103,23 @@ def _is_converged(f: Array, g: Array, h: Array, opts: SolverOptions) -> Array:
 
 def canonical_signs(theta: Array, column_diag: Array) -> Array:
     """Flip the sign of every lambda column whose diagonal element is negative (same objective)."""
-    return jnp.where(theta[column_diag] < 0.0, -theta, theta)
+    return _column_signs(theta, column_diag) * theta
+
+
+def _column_signs(theta: Array, column_diag: Array) -> Array:
+    return jnp.where(theta[column_diag] < 0.0, -1.0, 1.0).astype(theta.dtype)
+
+
+def _bfgs_update(h: Array, s: Array, y: Array) -> Array:
+    """BFGS update of the Hessian approximation with Powell's damping, which keeps it positive definite."""
+    hs = h @ s
+    shs = s @ hs
+    sy = s @ y
+    phi = jnp.where(sy >= 0.2 * shs, 1.0, 0.8 * shs / (shs - sy))
+    r = phi * y + (1.0 - phi) * hs
+    ok = (shs > 0.0) & (s @ r > 0.0)
+    updated = h - jnp.outer(hs, hs) / jnp.where(ok, shs, 1.0) + jnp.outer(r, r) / jnp.where(ok, s @ r, 1.0)
+    return jnp.where(ok, updated, h)
 
 
 def _step(g: Array, h: Array, mu: Array) -> tuple[Array, Array]:
@@ -115,46 +133,68 @@ def _step(g: Array, h: Array, mu: Array) -> tuple[Array, Array]:
 
 
 def minimize(
-    fun: Callable[[Array], Array], theta0: Array, column_diag: Array, opts: SolverOptions = SolverOptions()
+    fun: Callable[[Array], Array],
+    theta0: Array,
+    column_diag: Array,
+    opts: SolverOptions = SolverOptions(),
+    h0: Array | None = None,
 ) -> SolverResult:
     """Minimise fun(theta), where fun is invariant to `canonical_signs`. Pure: jit and vmap it.
+
+    With h0=None every accepted point gets the exact Hessian (Newton). Given h0, a Hessian known to
+    be close (a bootstrap replicate starts where the fitted model's Hessian is known), iterations
+    use gradients only and update the Hessian by BFGS from h0: an iteration then costs a third of
+    a Newton one, and a good h0 keeps the iteration count near Newton's.
 
     The loop body evaluates one candidate, accepts or rejects it and proposes the next; the start
     is the first candidate, so `fun` is traced once for the loop."""
     d = theta0.shape[0]
     false = jnp.array(False)
+    exact = h0 is None
     init = _State(
         theta=theta0,
         f=jnp.array(jnp.inf, theta0.dtype),
         g=jnp.zeros_like(theta0),
-        h=jnp.eye(d, dtype=theta0.dtype),
+        h=jnp.eye(d, dtype=theta0.dtype) if exact else h0,
         candidate=canonical_signs(theta0, column_diag),
         mu=jnp.zeros((), theta0.dtype),
         predicted=jnp.zeros((), theta0.dtype),
-        stepsize=jnp.zeros((), theta0.dtype),
+        step=jnp.zeros_like(theta0),
+        signs=_column_signs(theta0, column_diag),
         niter=jnp.array(0),
         done=false,
         converged=false,
         final=false,
     )
 
-    def body(s: _State) -> _State:
-        fc = fun(s.candidate)
+    def evaluate(s: _State):
+        """Objective at the candidate and, if accepted, its gradient and (exact or updated) Hessian."""
         first = jnp.isinf(s.f)
-        decreases = fc <= s.f - 1e-4 * jnp.maximum(s.predicted, 0.0)
-        no_worse = fc <= s.f + _tolerance(s.f, opts)  # the polishing step may sit in rounding noise
-        accept = first | (jnp.isfinite(fc) & jnp.where(s.final, no_worse, decreases))
-        # Derivatives only at accepted points: a rejected candidate costs one objective evaluation
-        # (under vmap both branches run, so this saves time only for single fits of large models).
-        theta, f, g, h = lax.cond(
-            accept, lambda: (s.candidate, *_value_grad_hess(fun, s.candidate)), lambda: (s.theta, s.f, s.g, s.h)
-        )
+        if exact:
+            fc = fun(s.candidate)
+            # Derivatives only at accepted points: a rejected candidate costs one objective
+            # evaluation (under vmap both branches run: this saves time for single fits).
+            accept = first | _acceptable(fc, s, opts)
+            theta, f, g, h = lax.cond(
+                accept, lambda: (s.candidate, *_value_grad_hess(fun, s.candidate)), lambda: (s.theta, s.f, s.g, s.h)
+            )
+            return accept, fc, theta, f, g, h
+        fc, gc = jax.value_and_grad(fun)(s.candidate)
+        accept = first | _acceptable(fc, s, opts)
+        hc = jnp.where(first, s.h, _bfgs_update(s.h, s.step, s.signs * gc - s.g))
+        hc = s.signs[:, None] * hc * s.signs[None, :]
+        theta, f, g, h = (jnp.where(accept, new, old) for new, old in ((s.candidate, s.theta), (fc, s.f), (gc, s.g), (hc, s.h)))
+        return accept, fc, theta, f, g, h
+
+    def body(s: _State) -> _State:
+        accept, fc, theta, f, g, h = evaluate(s)
+        first = jnp.isinf(s.f)
         tol = _tolerance(f, opts)
         newton_step = accept & ~first & (s.mu == 0.0)
         converged = (
             s.final
             | _is_converged(f, g, h, opts)
-            | (newton_step & ((s.stepsize <= opts.xtol_abs) | (s.f - fc <= tol)))
+            | (newton_step & ((jnp.max(jnp.abs(s.step)) <= opts.xtol_abs) | (s.f - fc <= tol)))
             | (~accept & (s.mu == 0.0) & (s.predicted <= tol))
         )
         scale = jnp.max(jnp.abs(jnp.diag(h))) + 1.0
@@ -162,22 +202,32 @@ def minimize(
         mu = jnp.where(converged, 0.0, jnp.where(accept, shrunk, jnp.maximum(10.0 * s.mu, 1e-4 * scale)))
         step, mu = _step(g, h, mu)
         # f is invariant to the sign flips, so the model's prediction for theta + step holds for the candidate.
-        candidate = canonical_signs(theta + step, column_diag)
+        signs = _column_signs(theta + step, column_diag)
         predicted = -(g @ step + 0.5 * step @ h @ step)
         niter = s.niter + 1
         stuck = jnp.all(step == 0.0)  # converged exactly, or a stationary point with g = 0
         done = s.final | stuck | (niter >= opts.maxiter) | ~jnp.isfinite(f)
-        # Once converged, take one more pure Newton step (see the module docstring).
+        # Once converged, take one more Newton step (see the module docstring).
         final = converged & ~done
-        return _State(theta, f, g, h, candidate, mu, predicted, jnp.max(jnp.abs(step)), niter, done, converged, final)
+        return _State(theta, f, g, h, signs * (theta + step), mu, predicted, step, signs, niter, done, converged, final)
 
     final = lax.while_loop(lambda s: ~s.done, body, init)
-    theta, fmin = _polish_boundary(fun, final.theta, final.f, column_diag, opts)
-    return SolverResult(theta, fmin, final.converged, final.niter)
+    theta, fmin = _polish_boundary(fun, final.theta, final.f, column_diag, opts, final.converged)
+    return SolverResult(theta, fmin, final.converged, final.niter, final.h)
 
 
-def _polish_boundary(fun, theta: Array, f: Array, column_diag: Array, opts: SolverOptions) -> tuple[Array, Array]:
-    """Set each small diagonal element to exactly 0 when that costs at most ftol_zero_abs."""
+def _acceptable(fc: Array, s: _State, opts: SolverOptions) -> Array:
+    """Sufficient decrease; for the last, polishing step, no increase beyond rounding noise."""
+    decreases = fc <= s.f - 1e-4 * jnp.maximum(s.predicted, 0.0)
+    no_worse = fc <= s.f + _tolerance(s.f, opts)
+    return jnp.isfinite(fc) & jnp.where(s.final, no_worse, decreases)
+
+
+def _polish_boundary(fun, theta: Array, f: Array, column_diag: Array, opts: SolverOptions, converged: Array) -> tuple[Array, Array]:
+    """At convergence, set each small diagonal element to exactly 0 when that costs at most ftol_zero_abs.
+
+    (An unconverged run is left as it is: continuing from a diagonal element at exactly 0 would
+    stall at the symmetric stationary point.)"""
     limit = f + opts.ftol_zero_abs
 
     def visit(i, carry):
@@ -185,7 +235,7 @@ def _polish_boundary(fun, theta: Array, f: Array, column_diag: Array, opts: Solv
         trial = theta.at[i].set(0.0)
         small = (column_diag[i] == i) & (theta[i] > 0.0) & (theta[i] < opts.xtol_zero_abs)
         ft = fun(trial)
-        take = small & (ft <= limit)
+        take = converged & small & (ft <= limit)
         return jnp.where(take, trial, theta), jnp.where(take, ft, f)
 
     return lax.fori_loop(0, theta.shape[0], visit, (theta, f))
