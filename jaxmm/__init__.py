@@ -1,5 +1,6 @@
 """jaxmm: linear mixed-effects models and their parametric bootstrap, in JAX."""
 
+from ._cache import enable_compilation_cache
 from .bootstrap import parametricbootstrap
 from .datasets import dataset, datasets
 from .model import LinearMixedModel, fit
@@ -17,3 +18,5 @@ __all__ = [
     "vcat",
 ]
 __version__ = "0.1.0"
+
+enable_compilation_cache()
