@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .deviance import objective
 from .design import ModelMatrices, Structure, suffstats
-from .model import FitResult, LinearMixedModel, fit_response, solver_options
+from .model import FitResult, LinearMixedModel, fit_response, positive_definite_hessian, solver_options
 from .results import MixedModelBootstrap, Replicates
 from .simulate import replicate_key, simulate_response
 from .solver import SolverOptions
@@ -45,6 +44,7 @@ def _fit_replicates(
     indices: Array,
     theta0: Array,
     h0: Array,
+    budget: Array,
     sim: tuple[Array, Array, Array],
     mats: ModelMatrices,
     blocks,
@@ -52,18 +52,23 @@ def _fit_replicates(
     reml: Array,
     opts: SolverOptions,
 ) -> FitResult:
-    """Simulate and refit replicates `indices`, each from its own start theta0 and BFGS Hessian h0."""
+    """Simulate and refit replicates `indices`, each from its own start theta0 and BFGS Hessian h0,
+    for at most `budget` iterations each."""
     beta, sigma, theta = sim
 
-    def one(i, start, hess):
+    def one(i, start, hess, most):
         y = simulate_response(replicate_key(key, i), mats, structure, beta, sigma, theta)
-        return fit_response(suffstats(mats, structure, y), start, blocks, structure, reml, opts, hess)
+        return fit_response(suffstats(mats, structure, y), start, blocks, structure, reml, opts, hess, most)
 
-    return jax.vmap(one)(indices, theta0, h0)
+    return jax.vmap(one)(indices, theta0, h0, budget)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _as_key(rng) -> Array:
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+    if _is_count(rng):
         return jax.random.key(int(rng))
     if isinstance(rng, jax.Array) and (jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) or rng.shape == (2,)):
         return rng
@@ -93,7 +98,7 @@ def _simulation_parameters(m: LinearMixedModel, beta, sigma, theta) -> tuple[np.
         raise ValueError(f"beta must hold {len(est)} finite values (one per coefficient: {', '.join(m.coefnames)}), got {beta.tolist()}")
     beta = beta[est] if beta.shape[0] == len(est) else beta
     sigma = m.sigma if sigma is None else sigma
-    if not (isinstance(sigma, (int, float, np.floating, np.integer)) and math.isfinite(sigma) and sigma > 0):
+    if isinstance(sigma, bool) or not (isinstance(sigma, (int, float, np.floating, np.integer)) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a finite positive number, got {sigma!r}")
     theta = m.theta if theta is None else m._checked_theta(theta, "theta")
     return beta, float(sigma), theta
@@ -120,12 +125,15 @@ def parametricbootstrap(
     """
     if not isinstance(m, LinearMixedModel) or m.optsum is None:
         raise ValueError("m must be a fitted LinearMixedModel (jaxmm.fit(...))")
-    if not isinstance(nsamp, (int, np.integer)) or isinstance(nsamp, bool) or nsamp < 1:
+    if not _is_count(nsamp) or nsamp < 1:
         raise ValueError(f"nsamp must be a positive integer, got {nsamp!r}")
-    ftype = np.dtype(ftype)
+    try:
+        ftype = np.dtype(ftype)
+    except TypeError:
+        ftype = None
     if ftype not in (np.float16, np.float32, np.float64):
-        raise ValueError(f"ftype must be float16, float32 or float64, got {ftype}")
-    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+        raise ValueError(f"ftype must be np.float16, np.float32 or np.float64, got {ftype!r}")
+    if batch_size is not None and (not _is_count(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     nsamp = int(nsamp)
     opts = solver_options(optsum_overrides)
@@ -138,19 +146,6 @@ def parametricbootstrap(
     if failed:
         warnings.warn(f"{failed} of {nsamp} bootstrap replicates did not converge; see samp.converged", RuntimeWarning, stacklevel=2)
     return MixedModelBootstrap(m, res.astype(ftype), sim=sim)
-
-
-@partial(jax.jit, static_argnames=("structure",))
-def _hessian(theta: Array, blocks, stats, structure: Structure, reml: Array) -> Array:
-    return jax.hessian(objective)(theta, blocks, stats, structure, reml)
-
-
-def _start_hessian(theta0: Array, m: LinearMixedModel, blocks, mats, reml: Array) -> Array:
-    """Hessian of the fitted model's objective at the replicates' start, made positive definite."""
-    stats = suffstats(mats, m.structure, jnp.asarray(m.design.y))
-    h = _hessian(theta0, blocks, stats, m.structure, reml)
-    eig, vec = jnp.linalg.eigh(h)
-    return (vec * jnp.maximum(eig, 1e-3 * jnp.max(jnp.abs(eig)) + 1e-8)) @ vec.T
 
 
 def _run(key, nsamp: int, m: LinearMixedModel, sim, opts: SolverOptions, batch: int, progress: bool) -> Replicates:
@@ -169,7 +164,8 @@ def _run(key, nsamp: int, m: LinearMixedModel, sim, opts: SolverOptions, batch: 
     # point of the deviance (by symmetry), so starts are kept off the boundary.
     start = np.where(m.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
     reml = jnp.asarray(m.REML)
-    h0 = np.asarray(_start_hessian(jnp.asarray(start), m, blocks, mats, reml))
+    stats = suffstats(mats, m.structure, jnp.asarray(m.design.y))
+    h0 = np.asarray(positive_definite_hessian(jnp.asarray(start), blocks, stats, m.structure, reml))
     round_opts = opts._replace(maxiter=min(opts.maxiter, ROUND_MAXITER))
     out = Replicates.empty(nsamp, m)
     lane_index = np.full(batch, -1)  # replicate in each lane; -1 for an idle lane
@@ -193,6 +189,7 @@ def _run(key, nsamp: int, m: LinearMixedModel, sim, opts: SolverOptions, batch: 
             res = jax.device_get(
                 _fit_replicates(
                     key, jnp.asarray(np.maximum(lane_index, 0)), jnp.asarray(lane_theta), jnp.asarray(lane_hess),
+                    jnp.asarray(opts.maxiter - lane_used),
                     sim_dev, mats, blocks, m.structure, reml, round_opts,
                 )
             )

@@ -40,15 +40,17 @@ def fit_response(
     reml: Array | bool,
     opts: SolverOptions,
     h0: Array | None = None,
+    budget: Array | None = None,
 ) -> FitResult:
     """Fit the model to the response summarised by `stats`, from `theta0`. Pure: jit and vmap it.
 
     h0: an approximate Hessian at theta0 for gradient-only (BFGS) iterations; None for Newton.
+    budget: at most this many iterations (below opts.maxiter), for a continued fit.
 
     sigma-hat^2 = pwrss / n (ML) or pwrss / (n - p) (REML); se(beta) = sigma-hat * sqrt(diag((L_X L_X')^-1)).
     """
     fun = partial(objective, blocks=blocks, stats=stats, structure=structure, reml=reml)
-    res = minimize(fun, theta0, jnp.asarray(structure.column_diag), opts, h0)
+    res = minimize(fun, theta0, jnp.asarray(structure.column_diag), opts, h0, budget)
     factor = factorize(res.theta, blocks, stats, structure)
     dof = structure.n - jnp.asarray(reml, theta0.dtype) * structure.p
     sigma = jnp.sqrt(profiled_terms(factor, structure).pwrss / dof)
@@ -58,6 +60,19 @@ def fit_response(
 
 
 _fit_response = jax.jit(fit_response, static_argnames=("structure", "opts"))
+
+
+@partial(jax.jit, static_argnames=("structure",))
+def positive_definite_hessian(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure, reml: Array) -> Array:
+    """The objective's Hessian at theta with its eigenvalues floored, a start for BFGS."""
+    eig, vec = jnp.linalg.eigh(jax.hessian(objective)(theta, blocks, stats, structure, reml))
+    return (vec * jnp.maximum(eig, 1e-3 * jnp.max(jnp.abs(eig)) + 1e-8)) @ vec.T
+
+
+# Above this many rows of the dense Schur complement, an exact Hessian costs as much as several
+# gradients (it differentiates dense factorisations twice): single fits then take BFGS steps from
+# the exact Hessian at the start instead of Newton steps.
+_NEWTON_MAX_DENSE = 256
 
 
 @partial(jax.jit, static_argnames=("structure",))
@@ -119,7 +134,11 @@ class LinearMixedModel:
         with jax.enable_x64(True):
             blocks = jax.tree.map(jnp.asarray, self.design.blocks)
             stats = suffstats(self.design.matrices, self.structure, jnp.asarray(self.design.y))
-            res = _fit_response(stats, jnp.asarray(start), blocks, self.structure, jnp.asarray(self.REML), opts)
+            theta0, reml = jnp.asarray(start), jnp.asarray(self.REML)
+            h0 = None
+            if self.structure.qrest + self.structure.p + 1 > _NEWTON_MAX_DENSE:
+                h0 = positive_definite_hessian(theta0, blocks, stats, self.structure, reml)
+            res = _fit_response(stats, theta0, blocks, self.structure, reml, opts, h0)
             u1, ur, vcov, lams = _modes_and_vcov(res.theta, blocks, stats, self.structure)
             self._fit = {
                 "beta": np.asarray(res.beta),

@@ -141,7 +141,8 @@ class MixedModelBootstrap:
                         for j in range(i + 1, t.k):
                             rho = cov[:, i, j] / (norms[:, i] * norms[:, j])
                             rhos.append((t.group, f"{t.columns[i]}, {t.columns[j]}", rho))
-        return sds, rhos
+        ftype = self.replicates.sigma.dtype
+        return [(g, c, v.astype(ftype)) for g, c, v in sds], [(g, c, v.astype(ftype)) for g, c, v in rhos]
 
     @property
     def tbl(self) -> pd.DataFrame:
