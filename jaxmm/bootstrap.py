@@ -128,11 +128,12 @@ def parametricbootstrap(
     if not _is_count(nsamp) or nsamp < 1:
         raise ValueError(f"nsamp must be a positive integer, got {nsamp!r}")
     try:
-        ftype = np.dtype(ftype)
+        dtype = np.dtype(ftype)
     except TypeError:
-        ftype = None
-    if ftype not in (np.float16, np.float32, np.float64):
+        dtype = None
+    if dtype not in (np.float16, np.float32, np.float64):
         raise ValueError(f"ftype must be np.float16, np.float32 or np.float64, got {ftype!r}")
+    ftype = dtype
     if batch_size is not None and (not _is_count(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     nsamp = int(nsamp)
