@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,41 +32,14 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
 import jaxmm  # noqa: E402
+from _common import RESULTS, ROOT, code_version, cpu_model, load  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
-
-
-def code_version() -> dict:
-    """Which jaxmm code ran: git HEAD, uncommitted changes under jaxmm/, and a hash of the sources.
-
-    Taken right after `import jaxmm` (which imports every module), so it describes the code this
-    process is running even if the files are edited while the benchmark runs.
-    """
-    import hashlib
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.rstrip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    h = hashlib.sha256()
-    for p in sorted((ROOT / "jaxmm").glob("*.py")):
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    dirty = git("status", "--porcelain", "--", "jaxmm")
-    return {
-        "git_head": git("rev-parse", "--short", "HEAD"),
-        "jaxmm_uncommitted_changes": dirty.splitlines() if dirty else [],
-        "jaxmm_sources_sha256": h.hexdigest()[:16],
-    }
 
 
 CODE_VERSION = code_version()
@@ -80,20 +52,6 @@ MODELS = {
 }
 LME4_REPEATS = {"dyestuff": 10, "sleepstudy": 10, "penicillin": 10, "insteval": 2}
 STATSMODELS_REPEATS = 10
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def time_jaxmm(name: str, formula: str, repeats: int) -> dict:

@@ -1,0 +1,48 @@
+"""What the benchmark scripts share: paths, and what to record about the code and the machine."""
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def code_version() -> dict:
+    """Which jaxmm code ran: git HEAD, uncommitted changes under jaxmm/, and a hash of the sources.
+
+    Taken right after `import jaxmm` (which imports every module), so it describes the code this
+    process is running even if the files are edited while the benchmark runs.
+    """
+    import hashlib
+
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.rstrip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "jaxmm").glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    dirty = git("status", "--porcelain", "--", "jaxmm")
+    return {
+        "git_head": git("rev-parse", "--short", "HEAD"),
+        "jaxmm_uncommitted_changes": dirty.splitlines() if dirty else [],
+        "jaxmm_sources_sha256": h.hexdigest()[:16],
+    }
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
