@@ -84,7 +84,9 @@ def _default_batch_size(m: LinearMixedModel, nsamp: int) -> int:
     npairs = len(m.design.blocks.pair_level)
     lane_bytes = 8 * (4 * s.n + 16 * t1.nlevels * t1.k**2 + 16 * d * d + 8 * npairs * t1.k**2)
     most = 1024 if jax.default_backend() == "cpu" else 65536
-    cap = max(1, min(most, _memory_budget() // lane_bytes, 1 << (nsamp - 1).bit_length()))
+    # A quarter of nsamp at most, so that lanes are refilled and the slowest replicates do not
+    # set the pace of the whole run.
+    cap = max(1, min(most, _memory_budget() // lane_bytes, max(1, nsamp // 4)))
     return 1 << (cap.bit_length() - 1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -157,8 +158,6 @@ class LinearMixedModel:
                 options=opts,
             )
         if not self.optsum.converged:
-            import warnings
-
             warnings.warn(
                 f"the fit did not converge in {self.optsum.niter} iterations; see m.optsum", RuntimeWarning, stacklevel=2
             )
