@@ -544,3 +544,30 @@ def test_reml_bootstrap(dy, dy_reml, dy_reml_boot, dy_boot2):
         df["yield"] = y
         ml_fit = jaxmm.fit(DY, df)
         assert abs(ml_fit.objective - samp.objective[i]) > 1.0
+
+
+@pytest.mark.parametrize(
+    "name,formula,columns",
+    [
+        ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)", ["obj", "β1", "σ", "σ1", "σ2", "θ1", "θ2"]),
+        ("pastes", "strength ~ 1 + (1|batch/cask)", ["obj", "β1", "σ", "σ1", "σ2", "θ1", "θ2"]),
+        ("sleepstudy", "reaction ~ 1 + days + zerocorr(1 + days|subj)", ["obj", "β1", "β2", "σ", "σ1", "σ2", "θ1", "θ2"]),
+    ],
+    ids=["crossed", "nested", "zerocorr"],
+)
+def test_crossed_nested_and_zerocorr_models_bootstrap(name, formula, columns):
+    """Every replicate converges, and replicate 0 matches a single fit of its simulated response."""
+    data = jaxmm.dataset(name)
+    m = jaxmm.fit(formula, data)
+    samp = jaxmm.parametricbootstrap(5, 24, m, progress=False)
+    assert list(samp.tbl.columns) == columns
+    assert samp.converged.all()
+    with jax.enable_x64(True):
+        mats = jax.tree.map(jnp.asarray, m.design.matrices)
+        y = simulate_response(
+            replicate_key(jax.random.key(5), 0), mats, m.structure,
+            jnp.asarray(m.beta.to_numpy()[m.design.estimable]), jnp.asarray(m.sigma), jnp.asarray(m.theta),
+        )
+    single = jaxmm.fit(formula, data.assign(**{m.design.response: np.asarray(y)}))
+    assert samp.objective[0] <= single.objective * (1 + 1e-9)
+    np.testing.assert_allclose(samp.objective[0], single.objective, rtol=1e-6)
