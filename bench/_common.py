@@ -3,6 +3,8 @@
 import os
 import platform
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,3 +48,23 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def run_meta(loads: dict, code: dict) -> dict:
+    """Machine, software and code of a benchmark run, for its JSON."""
+    import jax
+
+    import jaxmm
+
+    return {
+        "loadavg_before_each_phase": loads,
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "shared_machine": True,
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "jax_devices": [str(d) for d in jax.devices()],
+        "jaxmm": jaxmm.__version__,
+        "jaxmm_code": code,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -39,10 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
 
 import jaxmm  # noqa: E402
-from _common import RESULTS, ROOT, code_version, cpu_model, load  # noqa: E402
+from _common import RESULTS, ROOT, code_version, load, run_meta  # noqa: E402
 
 
 
@@ -248,19 +246,7 @@ def main() -> None:
             "mixedmodels_jl_singular": {k: list(v) for k, v in PUBLISHED_SINGULAR.items()},
             "mixedmodels_jl_seconds": {k: {"seconds": v[0], "nsamp": v[1]} for k, v in PUBLISHED_MMJL_SECONDS.items()},
         },
-        "meta": {
-            "seed": SEED,
-            "loadavg_before_each_phase": loads,
-            "nproc": os.cpu_count(),
-            "cpu": cpu_model(),
-            "shared_machine": True,
-            "python": sys.version.split()[0],
-            "jax": jax.__version__,
-            "jax_devices": [str(d) for d in jax.devices()],
-            "jaxmm": jaxmm.__version__,
-            "jaxmm_code": CODE_VERSION,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        },
+        "meta": {"seed": SEED, **run_meta(loads, CODE_VERSION)},
     }
     (RESULTS / "bootstrap.json").write_text(json.dumps(out, indent=2, default=float, ensure_ascii=False))
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,10 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
 
 import jaxmm  # noqa: E402
-from _common import RESULTS, ROOT, code_version, cpu_model, load  # noqa: E402
+from _common import RESULTS, ROOT, code_version, load, run_meta  # noqa: E402
 
 
 
@@ -239,16 +237,7 @@ def main() -> None:
         "meta": {
             "what": "seconds per ML fit; jaxmm steady = median m.fit() on a constructed model; "
                     "lme4 = median lmer() call; statsmodels = median MixedLM(...).fit(reml=False)",
-            "loadavg_before_each_phase": loads,
-            "nproc": os.cpu_count(),
-            "cpu": cpu_model(),
-            "shared_machine": True,
-            "python": sys.version.split()[0],
-            "jax": jax.__version__,
-            "jax_devices": [str(d) for d in jax.devices()],
-            "jaxmm": jaxmm.__version__,
-            "jaxmm_code": CODE_VERSION,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            **run_meta(loads, CODE_VERSION),
         },
     }
     (RESULTS / "fit_times.json").write_text(json.dumps(out, indent=2, default=float))
