@@ -21,7 +21,7 @@ import numpy as np
 from jax import Array
 
 from .design import ModelMatrices, Structure, suffstats
-from .model import FitResult, LinearMixedModel, fit_response, positive_definite_hessian, solver_options
+from .model import FitResult, LinearMixedModel, fit_response, floor_eigenvalues, objective_hessian, solver_options
 from .results import MixedModelBootstrap, Replicates
 from .simulate import replicate_key, simulate_response
 from .solver import SolverOptions
@@ -167,8 +167,11 @@ def _run(key, nsamp: int, m: LinearMixedModel, sim, opts: SolverOptions, batch: 
     # point of the deviance (by symmetry), so starts are kept off the boundary.
     start = np.where(m.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
     reml = jnp.asarray(m.REML)
-    stats = suffstats(mats, m.structure, jnp.asarray(m.design.y))
-    h0 = np.asarray(positive_definite_hessian(jnp.asarray(start), blocks, stats, m.structure, reml))
+    if np.array_equal(start, m.theta):  # the fit's own final Hessian: nothing more to compile
+        h0 = floor_eigenvalues(m._fit["hessian"])
+    else:
+        stats = suffstats(mats, m.structure, jnp.asarray(m.design.y))
+        h0 = floor_eigenvalues(objective_hessian(jnp.asarray(start), blocks, stats, m.structure, reml))
     round_opts = opts._replace(maxiter=min(opts.maxiter, ROUND_MAXITER))
     out = Replicates.empty(nsamp, m)
     lane_index = np.full(batch, -1)  # replicate in each lane; -1 for an idle lane

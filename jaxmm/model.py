@@ -64,10 +64,14 @@ _fit_response = jax.jit(fit_response, static_argnames=("structure", "opts"))
 
 
 @partial(jax.jit, static_argnames=("structure",))
-def positive_definite_hessian(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure, reml: Array) -> Array:
-    """The objective's Hessian at theta with its eigenvalues floored, a start for BFGS."""
-    eig, vec = jnp.linalg.eigh(jax.hessian(objective)(theta, blocks, stats, structure, reml))
-    return (vec * jnp.maximum(eig, 1e-3 * jnp.max(jnp.abs(eig)) + 1e-8)) @ vec.T
+def objective_hessian(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure, reml: Array) -> Array:
+    return jax.hessian(objective)(theta, blocks, stats, structure, reml)
+
+
+def floor_eigenvalues(h) -> np.ndarray:
+    """A Hessian made positive definite (eigenvalues floored), as a start for BFGS."""
+    eig, vec = np.linalg.eigh(np.asarray(h))
+    return (vec * np.maximum(eig, 1e-3 * np.max(np.abs(eig)) + 1e-8)) @ vec.T
 
 
 # Above this many rows of the dense Schur complement, an exact Hessian costs as much as several
@@ -138,7 +142,7 @@ class LinearMixedModel:
             theta0, reml = jnp.asarray(start), jnp.asarray(self.REML)
             h0 = None
             if self.structure.qrest + self.structure.p + 1 > _NEWTON_MAX_DENSE:
-                h0 = positive_definite_hessian(theta0, blocks, stats, self.structure, reml)
+                h0 = jnp.asarray(floor_eigenvalues(objective_hessian(theta0, blocks, stats, self.structure, reml)))
             res = _fit_response(stats, theta0, blocks, self.structure, reml, opts, h0)
             u1, ur, vcov, lams = _modes_and_vcov(res.theta, blocks, stats, self.structure)
             self._fit = {
@@ -148,6 +152,7 @@ class LinearMixedModel:
                 "unscaled_vcov": np.asarray(vcov),
                 "u": (np.asarray(u1), np.asarray(ur)),
                 "lambdas": tuple(np.asarray(lam) for lam in lams),
+                "hessian": np.asarray(res.hessian),
             }
             self.optsum = OptSummary(
                 initial=np.asarray(start),
