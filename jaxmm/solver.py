@@ -218,28 +218,33 @@ def minimize(
         return _State(theta, f, g, h, signs * (theta + step), mu, predicted, step, signs, niter, done, converged, final)
 
     final = lax.while_loop(lambda s: ~s.done, body, init)
-    theta, fmin, converged = _probe_boundary(fun, final.theta, final.f, column_diag, opts, final.converged)
-    theta, fmin = _polish_boundary(fun, theta, fmin, column_diag, opts, converged)
+    theta, fmin, converged = _check_boundary(fun, final.theta, final.f, column_diag, opts, final.converged)
     return SolverResult(theta, fmin, converged, final.niter, final.h)
 
 
 _PROBE = 0.1
 
 
-def _probe_boundary(fun, theta: Array, f: Array, column_diag: Array, opts: SolverOptions, converged: Array):
-    """Check a converged fit with a diagonal element near 0 against theta_i + 0.1.
+def _check_boundary(fun, theta: Array, f: Array, column_diag: Array, opts: SolverOptions, converged: Array):
+    """Two checks, per diagonal element of a converged fit, with one evaluation site for `fun`:
 
-    By symmetry the gradient of a diagonal element vanishes at 0, so a maximum there looks like
-    convergence to a test that trusts an approximate Hessian. A lower objective at the probe
-    point means the fit is not done: it moves there and is reported unconverged (to continue)."""
+    probe: by symmetry the gradient of a diagonal element vanishes at 0, so a maximum there looks
+    like convergence to a test that trusts an approximate Hessian. If theta_i + 0.1 is lower, the
+    fit is not done: it moves there and is reported unconverged (to be continued).
+    polish (MixedModels.jl's rule): a diagonal element below xtol_zero_abs is set to exactly 0 when
+    that raises the objective by at most ftol_zero_abs, so singular fits land on the boundary."""
 
     def visit(i, carry):
         theta, f, converged = carry
-        trial = theta.at[i].add(_PROBE)
-        near = (column_diag[i] == i) & (theta[i] < _PROBE)
-        ft = fun(trial)
-        better = converged & near & (ft < f - _tolerance(f, opts))
-        return jnp.where(better, trial, theta), jnp.where(better, ft, f), converged & ~better
+        probe, zero = theta.at[i].add(_PROBE), theta.at[i].set(0.0)
+        f_probe, f_zero = jax.vmap(fun)(jnp.stack([probe, zero]))
+        diag = column_diag[i] == i
+        better = converged & diag & (theta[i] < _PROBE) & (f_probe < f - _tolerance(f, opts))
+        converged = converged & ~better
+        snap = converged & diag & (theta[i] > 0.0) & (theta[i] < opts.xtol_zero_abs) & (f_zero <= f + opts.ftol_zero_abs)
+        theta = jnp.where(better, probe, jnp.where(snap, zero, theta))
+        f = jnp.where(better, f_probe, jnp.where(snap, f_zero, f))
+        return theta, f, converged
 
     return lax.fori_loop(0, theta.shape[0], visit, (theta, f, converged))
 
@@ -249,21 +254,3 @@ def _acceptable(fc: Array, s: _State, opts: SolverOptions) -> Array:
     decreases = fc <= s.f - 1e-4 * jnp.maximum(s.predicted, 0.0)
     no_worse = fc <= s.f + _tolerance(s.f, opts)
     return jnp.isfinite(fc) & jnp.where(s.final, no_worse, decreases)
-
-
-def _polish_boundary(fun, theta: Array, f: Array, column_diag: Array, opts: SolverOptions, converged: Array) -> tuple[Array, Array]:
-    """At convergence, set each small diagonal element to exactly 0 when that costs at most ftol_zero_abs.
-
-    (An unconverged run is left as it is: continuing from a diagonal element at exactly 0 would
-    stall at the symmetric stationary point.)"""
-    limit = f + opts.ftol_zero_abs
-
-    def visit(i, carry):
-        theta, f = carry
-        trial = theta.at[i].set(0.0)
-        small = (column_diag[i] == i) & (theta[i] > 0.0) & (theta[i] < opts.xtol_zero_abs)
-        ft = fun(trial)
-        take = converged & small & (ft <= limit)
-        return jnp.where(take, trial, theta), jnp.where(take, ft, f)
-
-    return lax.fori_loop(0, theta.shape[0], visit, (theta, f))
