@@ -1,5 +1,6 @@
 """What the benchmark scripts share: paths, and what to record about the code and the machine."""
 
+import json
 import os
 import platform
 import subprocess
@@ -68,3 +69,15 @@ def run_meta(loads: dict, code: dict) -> dict:
         "jaxmm_code": code,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def run_rscript(script: str, *args: str) -> dict:
+    """Run `Rscript bench/<script>.R args...` and read the JSON it writes to bench/results/<script>.json."""
+    cmd = ["Rscript", f"bench/{script}.R", *args]
+    print("running", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    wall = time.perf_counter() - start
+    out = json.loads((RESULTS / f"{script}.json").read_text())
+    out["_wall_s"] = wall
+    return out

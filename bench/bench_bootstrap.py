@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 import jaxmm  # noqa: E402
-from _common import RESULTS, ROOT, code_version, load, run_meta  # noqa: E402
+from _common import RESULTS, ROOT, code_version, load, run_meta, run_rscript  # noqa: E402
 
 
 
@@ -78,14 +78,7 @@ def maxrss_mib() -> float:
 
 
 def run_lme4(nsim: int) -> dict:
-    cmd = ["Rscript", "bench/lme4_bootmer.R", str(nsim)]
-    print("running", " ".join(cmd), flush=True)
-    t = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    wall = time.perf_counter() - t
-    out = json.loads((RESULTS / "lme4_bootmer.json").read_text())
-    out["_wall_s"] = wall
-    return out
+    return run_rscript("lme4_bootmer", str(nsim))
 
 
 def one_run(m, nsamp: int) -> tuple[dict, object]:

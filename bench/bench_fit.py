@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 import jaxmm  # noqa: E402
-from _common import RESULTS, ROOT, code_version, load, run_meta  # noqa: E402
+from _common import RESULTS, code_version, load, run_meta, run_rscript  # noqa: E402
 
 
 
@@ -149,15 +148,7 @@ def time_statsmodels(name: str) -> dict:
 
 
 def run_lme4(names: list[str]) -> dict:
-    args = [f"{n}={LME4_REPEATS[n]}" for n in names]
-    cmd = ["Rscript", "bench/lme4_fit_times.R", *args]
-    print("running", " ".join(cmd), flush=True)
-    t = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    wall = time.perf_counter() - t
-    out = json.loads((RESULTS / "lme4_fit_times.json").read_text())
-    out["_wall_s"] = wall
-    return out
+    return run_rscript("lme4_fit_times", *(f"{n}={LME4_REPEATS[n]}" for n in names))
 
 
 def fmt(x, digits=4):

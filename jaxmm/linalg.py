@@ -104,15 +104,18 @@ def leading_logdets(s: Array, cuts: tuple[int, ...]) -> Array:
     The leading block of L^-1 is the inverse factor of the leading block of S, so these are
     prefix sums of -2 log diag(L^-1); their derivative (custom JVP) is the prefix sums of
     diag(L^-1 dS L^-T), one matrix product per direction (tr(S_k^-1 dS_k) for each cut)."""
-    return _at_cuts(jnp.cumsum(-2.0 * jnp.log(jnp.diagonal(cholesky_inverse(s)))), cuts)
+    return _logdets(cholesky_inverse(s), cuts)
 
 
 @leading_logdets.defjvp
 def _leading_logdets_jvp(cuts, primals, tangents):
     (s,), (ds,) = primals, tangents
     linv = cholesky_inverse(s)
-    logdets = _at_cuts(jnp.cumsum(-2.0 * jnp.log(jnp.diagonal(linv))), cuts)
-    return logdets, _at_cuts(jnp.cumsum(jnp.sum((linv @ ds) * linv, axis=-1)), cuts)
+    return _logdets(linv, cuts), _at_cuts(jnp.cumsum(jnp.sum((linv @ ds) * linv, axis=-1)), cuts)
+
+
+def _logdets(linv: Array, cuts: tuple[int, ...]) -> Array:
+    return _at_cuts(jnp.cumsum(-2.0 * jnp.log(jnp.diagonal(linv))), cuts)
 
 
 def _at_cuts(prefix: Array, cuts: tuple[int, ...]) -> Array:
