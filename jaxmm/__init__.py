@@ -1,6 +1,6 @@
 """jaxmm: linear mixed-effects models and their parametric bootstrap, in JAX."""
 
-from ._cache import enable_compilation_cache
+from ._compile import enable_compilation_cache
 from .bootstrap import parametricbootstrap
 from .datasets import dataset, datasets
 from .model import LinearMixedModel, fit

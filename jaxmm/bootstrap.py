@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from ._compile import jit
 from .design import ModelMatrices, Structure, suffstats
 from .model import FitResult, LinearMixedModel, fit_response, floor_eigenvalues, objective_hessian, solver_options
 from .results import MixedModelBootstrap, Replicates
@@ -38,7 +39,7 @@ def _memory_budget() -> int:
     return int(stats.get("bytes_limit", 4 * _CPU_MEMORY_BUDGET) // 4)
 
 
-@partial(jax.jit, static_argnames=("structure", "opts"))
+@partial(jit, static_argnames=("structure", "opts"))
 def _fit_replicates(
     key: Array,
     indices: Array,
@@ -171,7 +172,7 @@ def _run(key, nsamp: int, m: LinearMixedModel, sim, opts: SolverOptions, batch: 
         h0 = floor_eigenvalues(m._fit["hessian"])
     else:
         stats = suffstats(mats, m.structure, jnp.asarray(m.design.y))
-        h0 = floor_eigenvalues(objective_hessian(jnp.asarray(start), blocks, stats, m.structure, reml))
+        h0 = floor_eigenvalues(objective_hessian(jnp.asarray(start), blocks, stats, structure=m.structure, reml=reml))
     round_opts = opts._replace(maxiter=min(opts.maxiter, ROUND_MAXITER))
     out = Replicates.empty(nsamp, m)
     lane_index = np.full(batch, -1)  # replicate in each lane; -1 for an idle lane
@@ -196,7 +197,7 @@ def _run(key, nsamp: int, m: LinearMixedModel, sim, opts: SolverOptions, batch: 
                 _fit_replicates(
                     key, jnp.asarray(np.maximum(lane_index, 0)), jnp.asarray(lane_theta), jnp.asarray(lane_hess),
                     jnp.asarray(opts.maxiter - lane_used),
-                    sim_dev, mats, blocks, m.structure, reml, round_opts,
+                    sim_dev, mats, blocks, structure=m.structure, reml=reml, opts=round_opts,
                 )
             )
             used = lane_used + res.niter

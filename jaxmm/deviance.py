@@ -22,13 +22,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import numpy as np
 from jax import Array
 
 from .design import Blocks, Structure, SuffStats, TermSpec
 from .linalg import chol_small, cholesky, leading_logdets, solve_lower_small, solve_upper_small
-
-# Up to this size a dense factor is unrolled (vectorises under vmap); above it LAPACK wins.
-_UNROLL_MAX = 3
 
 
 class Factor(NamedTuple):
@@ -39,11 +37,15 @@ class Factor(NamedTuple):
 
 
 def lambdas(theta: Array, structure: Structure) -> tuple[Array, ...]:
-    """The k x k lower-triangular factor lambda_t of each term, filled column-major from theta."""
+    """The k x k lower-triangular factor lambda_t of each term, filled column-major from theta.
+
+    vec(lambda_t) = P_t theta_t with P_t a constant 0/1 placement matrix: a product rather than a
+    scatter, which XLA's CPU backend would turn into a loop (slower to compile and to differentiate)."""
     out, offset = [], 0
     for t in structure.terms:
-        lam = jnp.zeros((t.k, t.k), theta.dtype).at[t.theta_rows, t.theta_cols].set(theta[offset : offset + t.ntheta])
-        out.append(lam)
+        place = np.zeros((t.k * t.k, t.ntheta))
+        place[np.asarray(t.theta_rows) * t.k + np.asarray(t.theta_cols), np.arange(t.ntheta)] = 1.0
+        out.append((jnp.asarray(place, theta.dtype) @ theta[offset : offset + t.ntheta]).reshape(t.k, t.k))
         offset += t.ntheta
     return tuple(out)
 
@@ -112,7 +114,8 @@ def profiled_terms(factor: Factor, structure: Structure) -> Profiled:
     log r^2 = a_D - a_(qr+p)."""
     qr, p = structure.qrest, structure.p
     a_r, a_x, a_all = leading_logdets(factor.schur, (qr, qr + p, qr + p + 1))
-    logdet_l11 = 2.0 * jnp.sum(jnp.log(jnp.diagonal(factor.l11, axis1=-2, axis2=-1)))
+    eye = np.eye(factor.l11.shape[-1], dtype=bool)
+    logdet_l11 = 2.0 * jnp.sum(jnp.log(jnp.where(eye, factor.l11, 1.0)))  # elementwise: no gather to differentiate
     return Profiled(logdet_l11 + a_r, a_x - a_r, jnp.exp(a_all - a_x))
 
 
@@ -130,6 +133,28 @@ def objective(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structu
     return deviance_from_terms(profiled_terms(factorize(theta, blocks, stats, structure), structure), structure, reml)
 
 
+class FixedEffects(NamedTuple):
+    """What the fixed-effects part of L gives at theta."""
+
+    beta: Array  # (p,)
+    pwrss: Array  # r^2
+    vcov: Array  # (L_X L_X')^-1 = (X' V^-1 X)^-1 sigma^2, to be scaled by sigma^2
+    l22: Array  # Cholesky factor of the Schur complement
+
+
+def fixed_effects(factor: Factor, structure: Structure) -> FixedEffects:
+    """beta-hat, r^2 and (L_X L_X')^-1 from one dense factor L22 of the Schur complement.
+
+    L' is upper triangular, so the fixed-effects rows of L' [u; beta] = (last row of L) involve
+    L_X alone: L_X' beta = l_Xy; and r = L[-1, -1]."""
+    qr, p = structure.qrest, structure.p
+    l22 = cholesky(factor.schur)
+    lx = l22[qr : qr + p, qr : qr + p]
+    lx_inv = jsl.solve_triangular(lx, jnp.eye(p, dtype=lx.dtype), lower=True)
+    beta = lx_inv.T @ l22[-1, qr : qr + p]
+    return FixedEffects(beta, l22[-1, -1] ** 2, lx_inv.T @ lx_inv, l22)
+
+
 class Solution(NamedTuple):
     """Penalised least-squares solution at theta: fixed effects and spherical random effects u."""
 
@@ -141,14 +166,12 @@ class Solution(NamedTuple):
 def solve_pls(factor: Factor, theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure) -> Solution:
     """beta-hat and the conditional modes u: back-substitute L' [u; beta] = (last row of L).
 
-    The rest comes from l22; then per level of term 1
+    u_r from the rows of L22 above X's (beta known); then per level of term 1
     u1_j = (L11_j L11_j')^-1 lambda1' (Z1'y - Z1'Zr Lambda_r u_r - Z1'X beta)_j."""
-    l22 = cholesky(factor.schur)
-    d = l22.shape[0]
-    top = jsl.solve_triangular(l22[: d - 1, : d - 1], l22[d - 1, : d - 1], lower=True, trans=1)
-    qr = structure.qrest
+    fixed = fixed_effects(factor, structure)
+    l22, beta, qr = fixed.l22, fixed.beta, structure.qrest
+    ur = jsl.solve_triangular(l22[:qr, :qr], l22[-1, :qr] - l22[qr : qr + structure.p, :qr].T @ beta, lower=True, trans=1)
     lams = lambdas(theta, structure)
-    ur, beta = top[:qr], top[qr:]
     br = rmul_lambda(ur[None, :], tuple(lam.T for lam in lams[1:]), structure.terms[1:])[0]  # Lambda_r u_r
     zr_part = jax.ops.segment_sum(
         blocks.nz_vec * br[blocks.nz_col][:, None], blocks.nz_level, num_segments=blocks.z1z1.shape[0]
@@ -157,11 +180,3 @@ def solve_pls(factor: Factor, theta: Array, blocks: Blocks, stats: SuffStats, st
     rhs = jnp.einsum("ba,jb->ja", lams[0], resid1)
     u1 = solve_upper_small(factor.l11, solve_lower_small(factor.l11, rhs[..., None]))[..., 0]
     return Solution(beta=beta, u1=u1, ur=ur)
-
-
-def unscaled_vcov(factor: Factor, structure: Structure) -> Array:
-    """(L_X L_X')^{-1} = (X' V^{-1} X)^{-1} sigma^2, to be scaled by sigma^2."""
-    qr, p = structure.qrest, structure.p
-    lx = cholesky(factor.schur)[qr : qr + p, qr : qr + p]
-    lx_inv = jsl.solve_triangular(lx, jnp.eye(p, dtype=lx.dtype), lower=True)
-    return lx_inv.T @ lx_inv

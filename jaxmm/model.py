@@ -16,7 +16,8 @@ from jax import Array
 from scipy import stats as sps
 
 from .design import Blocks, Design, Structure, SuffStats, build_design, suffstats
-from .deviance import factorize, lambdas, objective, profiled_terms, solve_pls, unscaled_vcov
+from .deviance import factorize, fixed_effects, lambdas, objective, solve_pls
+from ._compile import is_small, jit
 from .solver import SolverOptions, minimize
 
 
@@ -51,19 +52,18 @@ def fit_response(
     sigma-hat^2 = pwrss / n (ML) or pwrss / (n - p) (REML); se(beta) = sigma-hat * sqrt(diag((L_X L_X')^-1)).
     """
     fun = partial(objective, blocks=blocks, stats=stats, structure=structure, reml=reml)
-    res = minimize(fun, theta0, jnp.asarray(structure.column_diag), opts, h0, budget)
-    factor = factorize(res.theta, blocks, stats, structure)
+    res = minimize(fun, theta0, structure.column_diag, opts, h0, budget)
+    fixed = fixed_effects(factorize(res.theta, blocks, stats, structure), structure)
     dof = structure.n - jnp.asarray(reml, theta0.dtype) * structure.p
-    sigma = jnp.sqrt(profiled_terms(factor, structure).pwrss / dof)
-    se = sigma * jnp.sqrt(jnp.diagonal(unscaled_vcov(factor, structure)))
-    beta = solve_pls(factor, res.theta, blocks, stats, structure).beta
-    return FitResult(res.fmin, res.theta, beta, se, sigma, res.converged, res.niter, res.hessian)
+    sigma = jnp.sqrt(fixed.pwrss / dof)
+    se = sigma * jnp.sqrt(jnp.diagonal(fixed.vcov))
+    return FitResult(res.fmin, res.theta, fixed.beta, se, sigma, res.converged, res.niter, res.hessian)
 
 
-_fit_response = jax.jit(fit_response, static_argnames=("structure", "opts"))
+_fit_response = jit(fit_response, static_argnames=("structure", "opts"))
 
 
-@partial(jax.jit, static_argnames=("structure",))
+@partial(jit, static_argnames=("structure",))
 def objective_hessian(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure, reml: Array) -> Array:
     return jax.hessian(objective)(theta, blocks, stats, structure, reml)
 
@@ -74,18 +74,12 @@ def floor_eigenvalues(h) -> np.ndarray:
     return (vec * np.maximum(eig, 1e-3 * np.max(np.abs(eig)) + 1e-8)) @ vec.T
 
 
-# Above this many rows of the dense Schur complement, an exact Hessian costs as much as several
-# gradients (it differentiates dense factorisations twice): single fits then take BFGS steps from
-# the exact Hessian at the start instead of Newton steps.
-_NEWTON_MAX_DENSE = 256
-
-
-@partial(jax.jit, static_argnames=("structure",))
+@partial(jit, static_argnames=("structure",))
 def _modes_and_vcov(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure):
     """Spherical conditional modes u, (L_X L_X')^-1 and the lambda_t at theta (once per fit)."""
     factor = factorize(theta, blocks, stats, structure)
     sol = solve_pls(factor, theta, blocks, stats, structure)
-    return sol.u1, sol.ur, unscaled_vcov(factor, structure), lambdas(theta, structure)
+    return sol.u1, sol.ur, fixed_effects(factor, structure).vcov, lambdas(theta, structure)
 
 
 def solver_options(overrides: dict[str, Any] | None) -> SolverOptions:
@@ -141,10 +135,12 @@ class LinearMixedModel:
             stats = suffstats(self.design.matrices, self.structure, jnp.asarray(self.design.y))
             theta0, reml = jnp.asarray(start), jnp.asarray(self.REML)
             h0 = None
-            if self.structure.qrest + self.structure.p + 1 > _NEWTON_MAX_DENSE:
-                h0 = jnp.asarray(floor_eigenvalues(objective_hessian(theta0, blocks, stats, self.structure, reml)))
-            res = _fit_response(stats, theta0, blocks, self.structure, reml, opts, h0)
-            u1, ur, vcov, lams = _modes_and_vcov(res.theta, blocks, stats, self.structure)
+            if not is_small(self.structure):
+                # An exact Hessian of a large model costs as much as several gradients (it
+                # differentiates dense factorisations twice): BFGS steps from the exact start Hessian.
+                h0 = jnp.asarray(floor_eigenvalues(objective_hessian(theta0, blocks, stats, structure=self.structure, reml=reml)))
+            res = _fit_response(stats, theta0, blocks, structure=self.structure, reml=reml, opts=opts, h0=h0)
+            u1, ur, vcov, lams = _modes_and_vcov(res.theta, blocks, stats, structure=self.structure)
             self._fit = {
                 "beta": np.asarray(res.beta),
                 "se": np.asarray(res.stderror),

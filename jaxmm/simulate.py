@@ -15,12 +15,13 @@ from .deviance import lambdas
 
 
 def simulate_response(key: Array, mats: ModelMatrices, structure: Structure, beta: Array, sigma: Array, theta: Array) -> Array:
-    """y = X beta + sigma (Z Lambda(theta) u + e), with u and e standard normal. Pure: vmap over keys."""
-    keys = jax.random.split(key, len(structure.terms) + 1)
-    y = mats.x @ beta + sigma * jax.random.normal(keys[0], (structure.n,), dtype=beta.dtype)
-    for term, lam, refs, z, k in zip(structure.terms, lambdas(theta, structure), mats.refs, mats.z, keys[1:]):
-        b = jax.random.normal(k, (term.nlevels, term.k), dtype=beta.dtype) @ lam.T
+    """y = X beta + sigma (Z Lambda(theta) u + e), with [e; u] one standard normal draw. Pure: vmap over keys."""
+    draws = jax.random.normal(key, (structure.n + sum(t.nranef for t in structure.terms),), dtype=beta.dtype)
+    y, offset = mats.x @ beta + sigma * draws[: structure.n], structure.n
+    for term, lam, refs, z in zip(structure.terms, lambdas(theta, structure), mats.refs, mats.z):
+        b = draws[offset : offset + term.nranef].reshape(term.nlevels, term.k) @ lam.T
         y = y + sigma * jnp.sum(z * b[refs], axis=1)
+        offset += term.nranef
     return y
 
 

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array, lax
 
 from .linalg import cho_solve_small, chol_small
@@ -101,12 +102,12 @@ def _is_converged(f: Array, g: Array, h: Array, opts: SolverOptions) -> Array:
     return jnp.all(jnp.isfinite(chol)) & (0.5 * decrement <= _tolerance(f, opts))
 
 
-def canonical_signs(theta: Array, column_diag: Array) -> Array:
+def canonical_signs(theta: Array, column_diag: np.ndarray) -> Array:
     """Flip the sign of every lambda column whose diagonal element is negative (same objective)."""
     return _column_signs(theta, column_diag) * theta
 
 
-def _column_signs(theta: Array, column_diag: Array) -> Array:
+def _column_signs(theta: Array, column_diag: np.ndarray) -> Array:
     return jnp.where(theta[column_diag] < 0.0, -1.0, 1.0).astype(theta.dtype)
 
 
@@ -135,7 +136,7 @@ def _step(g: Array, h: Array, mu: Array) -> tuple[Array, Array]:
 def minimize(
     fun: Callable[[Array], Array],
     theta0: Array,
-    column_diag: Array,
+    column_diag: np.ndarray,
     opts: SolverOptions = SolverOptions(),
     h0: Array | None = None,
     budget: Array | None = None,
@@ -225,28 +226,28 @@ def minimize(
 _PROBE = 0.1
 
 
-def _check_boundary(fun, theta: Array, f: Array, column_diag: Array, opts: SolverOptions, converged: Array):
-    """Two checks, per diagonal element of a converged fit, with one evaluation site for `fun`:
+def _check_boundary(fun, theta: Array, f: Array, column_diag: np.ndarray, opts: SolverOptions, converged: Array):
+    """Two checks on the diagonal elements of a converged fit, evaluated together in one vmap:
 
     probe: by symmetry the gradient of a diagonal element vanishes at 0, so a maximum there looks
-    like convergence to a test that trusts an approximate Hessian. If theta_i + 0.1 is lower, the
-    fit is not done: it moves there and is reported unconverged (to be continued).
-    polish (MixedModels.jl's rule): a diagonal element below xtol_zero_abs is set to exactly 0 when
-    that raises the objective by at most ftol_zero_abs, so singular fits land on the boundary."""
-
-    def visit(i, carry):
-        theta, f, converged = carry
-        probe, zero = theta.at[i].add(_PROBE), theta.at[i].set(0.0)
-        f_probe, f_zero = jax.vmap(fun)(jnp.stack([probe, zero]))
-        diag = column_diag[i] == i
-        better = converged & diag & (theta[i] < _PROBE) & (f_probe < f - _tolerance(f, opts))
-        converged = converged & ~better
-        snap = converged & diag & (theta[i] > 0.0) & (theta[i] < opts.xtol_zero_abs) & (f_zero <= f + opts.ftol_zero_abs)
-        theta = jnp.where(better, probe, jnp.where(snap, zero, theta))
-        f = jnp.where(better, f_probe, jnp.where(snap, f_zero, f))
-        return theta, f, converged
-
-    return lax.fori_loop(0, theta.shape[0], visit, (theta, f, converged))
+    like convergence to a test that trusts an approximate Hessian. If theta_i + 0.1 is lower for
+    some theta_i < 0.1, the fit is not done: it moves to the best such probe and is reported
+    unconverged (to be continued).
+    polish (MixedModels.jl's rule): the diagonal elements below xtol_zero_abs are all set to exactly
+    0 when that raises the objective by at most ftol_zero_abs, so singular fits land on the boundary."""
+    is_diag = column_diag == np.arange(len(column_diag))  # static, as are the probe directions
+    probes = theta + _PROBE * np.eye(len(theta))[is_diag]
+    small = is_diag & (theta > 0.0) & (theta < opts.xtol_zero_abs)
+    zeroed = jnp.where(small, 0.0, theta)
+    values = jax.vmap(fun)(jnp.concatenate([probes, zeroed[None]]))
+    f_probe, f_zero = values[:-1], values[-1]
+    improves = (theta[is_diag] < _PROBE) & (f_probe < f - _tolerance(f, opts))
+    better = converged & jnp.any(improves)
+    best = jnp.argmin(jnp.where(improves, f_probe, jnp.inf))
+    snap = converged & ~better & jnp.any(small) & (f_zero <= f + opts.ftol_zero_abs)
+    theta = jnp.where(better, probes[best], jnp.where(snap, zeroed, theta))
+    f = jnp.where(better, f_probe[best], jnp.where(snap, f_zero, f))
+    return theta, f, converged & ~better
 
 
 def _acceptable(fc: Array, s: _State, opts: SolverOptions) -> Array:
