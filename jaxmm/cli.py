@@ -1,0 +1,153 @@
+"""The `jaxmm` command: fit a model, or fit it and bootstrap it, from a data file or a shipped data set.
+
+    jaxmm fit --dataset sleepstudy --formula "reaction ~ 1 + days + (1 + days | subj)"
+    jaxmm bootstrap data.csv --formula "y ~ 1 + (1 | g)" -n 10000 --seed 42 --out reps.parquet
+
+Errors a user can cause (a bad formula, a missing file, an unreadable format) are printed as one
+line, `jaxmm: error: ...`, with exit status 2; `--traceback` shows the Python traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from .bootstrap import parametricbootstrap
+from .datasets import dataset
+from .model import fit
+
+_TABLE_FORMATS = (".csv", ".parquet")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (as every other error of the command is)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _level(text: str) -> float:
+    try:
+        level = float(text)
+    except ValueError:
+        level = float("nan")
+    if not 0.0 < level < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text!r}")
+    return level
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return n
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("data", nargs="?", help="a .csv or .parquet file of the data (or use --dataset)")
+    common.add_argument("--dataset", metavar="NAME", help="a data set shipped with jaxmm (see jaxmm.datasets())")
+    common.add_argument("--formula", "-f", required=True, help='lme4 syntax, e.g. "reaction ~ 1 + days + (1 + days | subj)"')
+    common.add_argument("--reml", action="store_true", help="fit by REML (default: maximum likelihood)")
+    common.add_argument("--traceback", action="store_true", help="show the Python traceback of an error")
+
+    parser = _Parser(prog="jaxmm", description="Linear mixed models and their parametric bootstrap, in JAX.")
+    parser.add_argument("--version", action="version", version=f"jaxmm {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{fit,bootstrap}", parser_class=_Parser)
+    commands.add_parser("fit", parents=[common], help="fit a model and print its summary")
+    boot = commands.add_parser(
+        "bootstrap",
+        parents=[common],
+        help="fit a model, bootstrap it, print the shortest coverage intervals",
+    )
+    boot.add_argument("-n", "--nsamp", type=_count, default=10_000, help="number of replicates (default 10000)")
+    boot.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    boot.add_argument("--level", type=_level, default=0.95, help="coverage of the intervals (default 0.95)")
+    boot.add_argument("--out", metavar="PATH", help="write the replicate table (samp.tbl) to a .parquet or .csv file")
+    return parser
+
+
+def read_table(path: str) -> pd.DataFrame:
+    """Read a data file by its extension: .csv (optionally compressed, e.g. .csv.gz) or .parquet."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"no such data file: {path}")
+    suffixes = [s.lower() for s in file.suffixes]
+    if suffixes[-1:] == [".parquet"]:
+        reader = pd.read_parquet
+    elif ".csv" in suffixes[-2:]:
+        reader = pd.read_csv
+    else:
+        raise ValueError(f"cannot read {path}: the data file must end in .csv or .parquet")
+    try:
+        return reader(file)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+
+
+def _data(args) -> pd.DataFrame:
+    if (args.data is None) == (args.dataset is None):
+        raise ValueError("give either a data file or --dataset NAME, not both or neither")
+    return dataset(args.dataset) if args.dataset else read_table(args.data)
+
+
+def _out_format(path: str) -> str:
+    """The format of --out, checked before the bootstrap runs so a long run is not lost to a typo."""
+    file = Path(path)
+    if file.suffix.lower() not in _TABLE_FORMATS:
+        raise ValueError(f"--out {path}: the file must end in .parquet or .csv")
+    if not file.parent.is_dir():
+        raise ValueError(f"--out {path}: no such directory {file.parent}")
+    return file.suffix.lower()
+
+
+def _command(args) -> None:
+    out_format = _out_format(args.out) if args.command == "bootstrap" and args.out else None
+    m = fit(args.formula, _data(args), REML=args.reml)
+    print(m)
+    if args.command == "fit":
+        return
+    samp = parametricbootstrap(args.seed, args.nsamp, m, progress=True)
+    print(f"\nParametric bootstrap: {samp.nsamp} replicates, seed {args.seed}")
+    print(f"Shortest {args.level:.0%} coverage intervals:")
+    print(samp.shortestcovint(args.level).to_string(index=False, na_rep=""))
+    print(f"Singular replicates: {int(samp.issingular().sum())} of {samp.nsamp}")
+    if out_format == ".parquet":
+        samp.tbl.to_parquet(args.out, index=False)
+    elif out_format == ".csv":
+        samp.tbl.to_csv(args.out, index=False)
+    if out_format:
+        print(f"Replicate table written to {args.out}")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"jaxmm: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with `argv` (default sys.argv[1:]); returns the exit status."""
+    args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            _command(args)
+        except (ValueError, OSError) as err:
+            # ValueError: jaxmm's (and pandas', pyarrow's) messages about the input; OSError: files.
+            # Anything else is a bug, so its traceback shows.
+            if args.traceback:
+                raise
+            message = " ".join(str(err).split()) or type(err).__name__  # parsers' messages span lines
+            print(f"jaxmm: error: {message}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("jaxmm: interrupted", file=sys.stderr)
+            return 130
+    return 0
