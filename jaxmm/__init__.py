@@ -1,5 +1,6 @@
 """jaxmm: linear mixed-effects models and their parametric bootstrap, in JAX."""
 
+from . import plot  # matplotlib itself is imported only when a plot is drawn
 from ._compile import enable_compilation_cache
 from .bootstrap import parametricbootstrap
 from .datasets import dataset, datasets
