@@ -163,18 +163,30 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame) -> Design:
         raise ValueError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     data, ndropped = _complete_rows(mf, data)
     y = _response(mf, data)
+    _require_finite("response", (mf.response,), y[:, None])
     x_all, coefnames = _numeric_matrix(mf.fixed, data, "fixed-effects")
+    _require_finite("fixed-effects", coefnames, x_all)
     estimable = _estimable_columns(x_all)
+    x = x_all[:, estimable]
+    n, p = x.shape
+    if p >= n:
+        raise ValueError(
+            f"the fixed effects have rank {p} for {n} observations; "
+            "nothing is left to estimate the variance components from"
+        )
+    if np.linalg.norm(y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) <= 1e-12 * np.linalg.norm(y):
+        raise ValueError(
+            f"response {mf.response!r} is fitted exactly by the fixed effects ({', '.join(np.array(coefnames)[estimable])}): "
+            "its residual variance would be 0"
+        )
     terms, refs, zs, levels = _random_terms(mf, data)
-    n = len(data)
     for t in terms:
         if t.nranef >= n:
             raise ValueError(
                 f"random-effects term for {t.group!r} has {t.nranef} random effects for {n} observations; "
                 "its variance and the residual variance are unidentifiable"
             )
-    structure = Structure(terms=terms, n=n, p=int(estimable.sum()))
-    x = x_all[:, estimable]
+    structure = Structure(terms=terms, n=n, p=p)
     return Design(
         formula=mf,
         structure=structure,
@@ -210,7 +222,9 @@ def _required_columns(mf: MixedFormula) -> list[str]:
 
 
 def _complete_rows(mf: MixedFormula, data: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Keep the rows complete in every column the formula uses (lme4's na.omit), warning with the count."""
+    """Keep the rows on which the model is defined, as lme4's na.omit does, warning with the count:
+    rows complete in every column the formula uses, and where no transformation gives NaN (the
+    log of a negative value). An infinite value is not missing: it is an error, later."""
     if len(data) == 0:
         raise ValueError("data has no rows")
     columns = _required_columns(mf)
@@ -220,13 +234,37 @@ def _complete_rows(mf: MixedFormula, data: pd.DataFrame) -> tuple[pd.DataFrame, 
             f"{missing[0]!r} in formula {mf.text!r} is neither a column of the data nor a known function; "
             f"columns are: {', '.join(map(str, data.columns))}"
         )
-    complete = data[columns].notna().all(axis=1).to_numpy()
-    ndropped = int((~complete).sum())
+    keep = data[columns].notna().all(axis=1).to_numpy(copy=True)
+    undefined = []
+    if keep.any():
+        rows = np.flatnonzero(keep)
+        for name, values in _evaluated_columns(mf, data.iloc[rows]):
+            nan = np.isnan(values)
+            if nan.any():
+                undefined.append(name)
+                keep[rows[nan]] = False
+    ndropped = int((~keep).sum())
+    reason = f"missing values in {columns}" + (f" or NaN values of {', '.join(undefined)}" if undefined else "")
     if ndropped == len(data):
-        raise ValueError(f"every row has a missing value in one of the columns {columns}")
+        raise ValueError(f"every row has {reason}")
     if ndropped:
-        warnings.warn(f"dropped {ndropped} of {len(data)} rows with missing values in {columns}", stacklevel=3)
-    return data.loc[complete].reset_index(drop=True), ndropped
+        warnings.warn(f"dropped {ndropped} of {len(data)} rows with {reason}", stacklevel=3)
+    return data.loc[keep].reset_index(drop=True), ndropped
+
+
+def _evaluated_columns(mf: MixedFormula, data: pd.DataFrame):
+    """(name, values) of the response and of every model-matrix column the formula evaluates to."""
+    yield mf.response, _response(mf, data)
+    for what, expr in [("fixed-effects", mf.fixed)] + [(f"random-effects term for {t.group_name!r}:", t.expr) for t in mf.random]:
+        mat, names = _numeric_matrix(expr, data, what)
+        yield from zip(names, mat.T)
+
+
+def _require_finite(what: str, names, mat: np.ndarray) -> None:
+    """Infinite values (after the NaN rows were dropped) have no sensible fit: name the column."""
+    finite = np.isfinite(mat).all(axis=0)
+    if not finite.all():
+        raise ValueError(f"{what} column {names[int(np.argmin(finite))]!r} has infinite values")
 
 
 def _response(mf: MixedFormula, data: pd.DataFrame) -> np.ndarray:
@@ -239,10 +277,7 @@ def _response(mf: MixedFormula, data: pd.DataFrame) -> np.ndarray:
         raise ValueError(f"response {mf.response!r} is not numeric")
     if lhs.shape[1] != 1:
         raise ValueError(f"response {mf.response!r} must be a single numeric column")
-    y = np.asarray(lhs.iloc[:, 0], dtype=np.float64)
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"response {mf.response!r} has infinite or NaN values")
-    return y
+    return np.asarray(lhs.iloc[:, 0], dtype=np.float64)
 
 
 def _coefname(name: str) -> str:
@@ -260,11 +295,7 @@ def _coefname(name: str) -> str:
 
 def _numeric_matrix(rhs: str, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
     mm = _formulaic(what, rhs, lambda: model_matrix(rhs, data, na_action="ignore"))
-    mat = np.asarray(mm, dtype=np.float64)
-    if not np.all(np.isfinite(mat)):
-        bad = [c for c, ok in zip(mm.columns, np.isfinite(mat).all(axis=0)) if not ok]
-        raise ValueError(f"{what} column {bad[0]!r} has infinite or NaN values")
-    return mat, tuple(_coefname(c) for c in mm.columns)
+    return np.asarray(mm, dtype=np.float64), tuple(_coefname(c) for c in mm.columns)
 
 
 def _estimable_columns(x: np.ndarray, tol: float = 1e-9) -> np.ndarray:
@@ -297,12 +328,14 @@ def _grouping_factor(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.nda
 
 def _random_terms(mf: MixedFormula, data: pd.DataFrame):
     """Merge bar terms on the same grouping factor (as MixedModels.jl does) and order by size."""
-    by_group: dict[tuple[str, ...], list[RandomTerm]] = {}
+    by_group: dict[frozenset[str], list[RandomTerm]] = {}
     for term in mf.random:
-        by_group.setdefault(term.group, []).append(term)
+        # a:b and b:a are the same grouping factor
+        by_group.setdefault(frozenset(term.group), []).append(term)
     built = []
-    for group, bars in by_group.items():
-        name = ":".join(group)
+    for bars in by_group.values():
+        group, name = bars[0].group, bars[0].group_name
+        spellings = list(dict.fromkeys(bar.group_name for bar in bars))
         refs, levels = _grouping_factor(data, group)
         if len(levels) < 2:
             raise ValueError(f"grouping factor {name!r} has a single level; it needs at least two")
@@ -313,13 +346,16 @@ def _random_terms(mf: MixedFormula, data: pd.DataFrame):
             )
         mats, columns, pattern = [], [], []
         for bar in bars:
-            z, cols = _numeric_matrix(bar.expr, data, f"random-effects term for {name!r}:")
+            what = f"random-effects term for {name!r}:"
+            z, cols = _numeric_matrix(bar.expr, data, what)
+            _require_finite(what, cols, z)
             offset = len(columns)
             pattern += [(offset + r, offset + c) for c in range(len(cols)) for r in range(c, len(cols)) if bar.correlated or r == c]
             mats.append(z)
             columns += cols
         if len(set(columns)) != len(columns):
-            raise ValueError(f"random-effects terms for {name!r} repeat a column: {columns}")
+            written = f" (written {' and '.join(map(repr, spellings))})" if len(spellings) > 1 else ""
+            raise ValueError(f"random-effects terms for {name!r}{written} repeat a column: {columns}")
         if not columns:
             raise ValueError(f"random-effects term for {name!r} has no columns")
         pattern.sort(key=lambda rc: (rc[1], rc[0]))

@@ -104,7 +104,8 @@ def _signed_terms(rhs: str) -> list[tuple[str, str]]:
         if depth == 0 and ch in "+-":
             if rhs[start:i].strip():
                 terms.append((sign, rhs[start:i].strip()))
-            elif terms or sign == "-":
+            elif (terms or sign == "-") and not (sign == "+" and ch == "-"):
+                # '+ -1' is a unary minus, lme4's '- 1'; '+ +' and '- -' are typing errors
                 raise ValueError(f"formula right-hand side {rhs!r} has an empty term")
             sign, start = ch, i + 1
     if not rhs[start:].strip():
@@ -141,9 +142,10 @@ def _grouping_factors(grouping: str, term: str) -> list[tuple[str, ...]]:
     nested = [g.strip() for g in grouping.split("/")]
     factors, prefix = [], ()
     for piece in nested:
-        names = tuple(name.strip() for name in piece.split(":"))
+        # a:a is a (the interaction of a factor with itself), as in lme4
+        names = tuple(dict.fromkeys(name.strip() for name in piece.split(":")))
         if not all(re.fullmatch(r"[A-Za-z_.][\w.]*", name) for name in names):
             raise ValueError(f"grouping factor {grouping!r} in {term!r} must be column names joined by ':' or '/'")
-        prefix = prefix + names
+        prefix = prefix + tuple(name for name in names if name not in prefix)
         factors.append(prefix)
     return factors

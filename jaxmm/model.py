@@ -97,6 +97,13 @@ def solver_options(overrides: dict[str, Any] | None) -> SolverOptions:
     return opts._replace(maxiter=int(opts.maxiter))
 
 
+def _checked_reml(value) -> bool:
+    # bool("no") is True: anything but a boolean is a mistake
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"REML must be True or False, got {value!r}")
+    return bool(value)
+
+
 @dataclass(frozen=True)
 class OptSummary:
     """How the fit went: start, optimum, convergence and the solver settings used."""
@@ -119,17 +126,17 @@ class LinearMixedModel:
 
     def __init__(self, formula: str, data: pd.DataFrame, *, REML: bool = False):
         self.design: Design = build_design(formula, data)
-        self.REML = bool(REML)
+        self.REML = _checked_reml(REML)
         self.optsum: OptSummary | None = None
         self._fit: dict[str, np.ndarray] = {}
 
     # ---- fitting -------------------------------------------------------------------------
     def fit(self, *, REML: bool | None = None, optsum_overrides: dict[str, Any] | None = None, theta0=None) -> LinearMixedModel:
         """Minimise the profiled deviance (ML) or REML criterion over theta; returns self."""
-        if REML is not None:
-            self.REML = bool(REML)
+        reml = self.REML if REML is None else _checked_reml(REML)
         opts = solver_options(optsum_overrides)
         start = self.initial_theta() if theta0 is None else self._checked_theta(theta0, "theta0")
+        self.REML = reml
         with jax.enable_x64(True):
             blocks = jax.tree.map(jnp.asarray, self.design.blocks)
             stats = suffstats(self.design.matrices, self.structure, jnp.asarray(self.design.y))

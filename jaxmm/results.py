@@ -330,7 +330,14 @@ def restorereplicates(path, m: LinearMixedModel) -> MixedModelBootstrap:
     path = Path(path)
     try:
         table = pq.read_table(str(path))
-        meta = json.loads(table.schema.metadata[b"jaxmm"])
+        metadata = table.schema.metadata or {}
+        if b"jaxmm" not in metadata:
+            raise ValueError("it has no jaxmm metadata")
+        meta = json.loads(metadata[b"jaxmm"])
+        if not isinstance(meta, dict):
+            raise ValueError(f"its jaxmm metadata is a {type(meta).__name__}, not an object")
+    except FileNotFoundError:
+        raise
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise ValueError(f"{path} is not a jaxmm bootstrap file: {err}") from None
     sig = _signature(m)
@@ -340,6 +347,9 @@ def restorereplicates(path, m: LinearMixedModel) -> MixedModelBootstrap:
         raise ValueError(f"{path} holds a bootstrap of another model: its {diff} is {theirs.get(diff)!r}, the model's is {sig.get(diff)!r}")
     df = table.to_pandas()
     p, nt = len(m.coefnames), m.structure.ntheta
+    absent = [c for c in ["objective", "σ", "converged", "niter", *_numbered("β", p), *_numbered("se", p), *_numbered("θ", nt)] if c not in df]
+    if absent:
+        raise ValueError(f"{path} is damaged: it has no column {absent[0]!r}")
     reps = Replicates(
         objective=df["objective"].to_numpy(),
         beta=df[_numbered("β", p)].to_numpy(),
