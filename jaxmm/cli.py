@@ -120,6 +120,7 @@ def _command(args) -> None:
     print(f"Shortest {args.level:.0%} coverage intervals:")
     print(samp.shortestcovint(args.level).to_string(index=False, na_rep=""))
     print(f"Singular replicates: {int(samp.issingular().sum())} of {samp.nsamp}")
+    print(f"Converged replicates: {int(samp.converged.sum())} of {samp.nsamp}")
     if out_format == ".parquet":
         samp.tbl.to_parquet(args.out, index=False)
     elif out_format == ".csv":
