@@ -21,7 +21,8 @@ from .bootstrap import parametricbootstrap
 from .datasets import dataset
 from .model import fit
 
-_TABLE_FORMATS = (".csv", ".parquet")
+# --out: the replicate table's writer by the file's extension
+_WRITERS = {".parquet": pd.DataFrame.to_parquet, ".csv": pd.DataFrame.to_csv}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,7 +103,7 @@ def _data(args) -> pd.DataFrame:
 def _out_format(path: str) -> str:
     """The format of --out, checked before the bootstrap runs so a long run is not lost to a typo."""
     file = Path(path)
-    if file.suffix.lower() not in _TABLE_FORMATS:
+    if file.suffix.lower() not in _WRITERS:
         raise ValueError(f"--out {path}: the file must end in .parquet or .csv")
     if not file.parent.is_dir():
         raise ValueError(f"--out {path}: no such directory {file.parent}")
@@ -117,15 +118,12 @@ def _command(args) -> None:
         return
     samp = parametricbootstrap(args.seed, args.nsamp, m, progress=True)
     print(f"\nParametric bootstrap: {samp.nsamp} replicates, seed {args.seed}")
-    print(f"Shortest {args.level:.0%} coverage intervals:")
+    print(f"Shortest {100 * args.level:g}% coverage intervals:")
     print(samp.shortestcovint(args.level).to_string(index=False, na_rep=""))
     print(f"Singular replicates: {int(samp.issingular().sum())} of {samp.nsamp}")
     print(f"Converged replicates: {int(samp.converged.sum())} of {samp.nsamp}")
-    if out_format == ".parquet":
-        samp.tbl.to_parquet(args.out, index=False)
-    elif out_format == ".csv":
-        samp.tbl.to_csv(args.out, index=False)
     if out_format:
+        _WRITERS[out_format](samp.tbl, args.out, index=False)
         print(f"Replicate table written to {args.out}")
 
 
