@@ -1,8 +1,7 @@
 """The walkthrough notebook runs top to bottom (with few replicates) without a cell error."""
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
