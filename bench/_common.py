@@ -1,4 +1,7 @@
-"""What the benchmark scripts share: paths, and what to record about the code and the machine."""
+"""What the benchmark scripts share: paths, and what to record about the code and the machine.
+
+Importing it (before jaxmm) switches jaxmm's persistent compilation cache off for this process and
+the processes it starts, so every compile time a benchmark reports is a real compile."""
 
 import json
 import os
@@ -7,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+os.environ["JAXMM_CACHE_DIR"] = ""
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -39,8 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-import jaxmm  # noqa: E402
 from _common import RESULTS, ROOT, code_version, load, run_meta, run_rscript  # noqa: E402
+import jaxmm  # noqa: E402
 
 
 

