@@ -4,16 +4,21 @@ from . import plot  # matplotlib itself is imported only when a plot is drawn
 from ._compile import enable_compilation_cache
 from .bootstrap import parametricbootstrap
 from .datasets import dataset, datasets
+from .lrt import BootstrapLikelihoodRatioTest, LikelihoodRatioTest, likelihoodratiotest, pblrt
 from .model import LinearMixedModel, fit
 from .results import MixedModelBootstrap, restorereplicates, shortestcovint, vcat
 
 __all__ = [
+    "BootstrapLikelihoodRatioTest",
+    "LikelihoodRatioTest",
     "LinearMixedModel",
     "MixedModelBootstrap",
     "dataset",
     "datasets",
     "fit",
+    "likelihoodratiotest",
     "parametricbootstrap",
+    "pblrt",
     "plot",
     "restorereplicates",
     "shortestcovint",

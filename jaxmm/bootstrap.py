@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from functools import partial
-from dataclasses import fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ._compile import jit
 from .design import ModelMatrices, Structure, suffstats
+from .deviance import factorize, lambdas, solve_pls
 from .model import FitResult, LinearMixedModel, fit_response, floor_eigenvalues, objective_hessian, solver_options
 from .results import MixedModelBootstrap, Replicates
 from .simulate import replicate_key, simulate_response
@@ -53,37 +54,98 @@ def _memory_budget() -> int:
     return int(stats.get("bytes_limit", 4 * _CPU_MEMORY_BUDGET) // 4)
 
 
-@partial(jit, static_argnames=("structure", "opts", "mesh"))
+class ReplicateFit(NamedTuple):
+    """What a `statistic` is given for each replicate: its fit, in the model's parametrisation.
+
+    beta: the estimable fixed effects (p,); theta; sigma; b: per random-effects term, in the
+    order of m.structure.terms, the conditional modes on the original scale, an (m_t, k_t) array
+    laid out as m.ranef()[term.group]; fitted: X beta + Z b (n,)."""
+
+    beta: Array
+    theta: Array
+    sigma: Array
+    b: tuple[Array, ...]
+    fitted: Array
+
+
+class _Simulation(NamedTuple):
+    """The model responses are simulated from: its matrices and (beta, sigma, theta), and the
+    random effects to hold fixed (use_u=True) or None (drawn afresh)."""
+
+    mats: ModelMatrices
+    beta: Array
+    sigma: Array
+    theta: Array
+    ranef: tuple[Array, ...] | None
+
+
+class _Refit(NamedTuple):
+    """A model every simulated response is fitted to: its matrices, blocks and criterion."""
+
+    mats: ModelMatrices
+    blocks: Any
+    reml: Array
+
+
+class _Lanes(NamedTuple):
+    """Per lane, where one model's fit of the lane's replicate stands: its start (or where it
+    stopped), BFGS Hessian and the iterations it may still take."""
+
+    theta: Array
+    hessian: Array
+    budget: Array
+
+
+def _replicate_fit(fit: FitResult, stats, refit: _Refit, structure: Structure) -> ReplicateFit:
+    """The conditional modes b_t = lambda_t u_t and fitted values at the fit's theta."""
+    factor = factorize(fit.theta, refit.blocks, stats, structure)
+    sol = solve_pls(factor, fit.theta, refit.blocks, stats, structure)
+    lams = lambdas(fit.theta, structure)
+    us, offset = [sol.u1], 0
+    for t in structure.terms[1:]:
+        us.append(sol.ur[offset : offset + t.nranef].reshape(t.nlevels, t.k))
+        offset += t.nranef
+    b = tuple(u @ lam.T for u, lam in zip(us, lams))
+    fitted = refit.mats.x @ sol.beta + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b, refit.mats.refs, refit.mats.z))
+    return ReplicateFit(sol.beta, fit.theta, fit.sigma, b, fitted)
+
+
+@partial(jit, static_argnames=("structure", "structures", "opts", "mesh", "statistic"))
 def _fit_replicates(
     key: Array,
     indices: Array,
-    theta0: Array,
-    h0: Array,
-    budget: Array,
-    sim: tuple[Array, Array, Array],
-    mats: ModelMatrices,
-    blocks,
+    lanes: tuple[_Lanes, ...],
+    sim: _Simulation,
+    refits: tuple[_Refit, ...],
     structure: Structure,
-    reml: Array,
+    structures: tuple[Structure, ...],
     opts: SolverOptions,
     mesh: Mesh,
-) -> FitResult:
-    """Simulate and refit replicates `indices`, each from its own start theta0 and BFGS Hessian h0,
-    for at most `budget` iterations each; the lanes are spread over the devices of `mesh`."""
+    statistic: Callable | None,
+) -> tuple[tuple[FitResult, ...], Array | None]:
+    """Simulate replicates `indices` from `sim` (of shape `structure`) and fit each to every model
+    of `refits` (of shapes `structures`), each fit from its lane's start and BFGS Hessian for at
+    most its lane's budget of iterations; with `statistic`, also statistic(ReplicateFit) of the
+    first model's fit. The lanes are spread over the devices of `mesh`."""
 
-    def device_lanes(key, sim, mats, blocks, reml, indices, theta0, h0, budget):
-        beta, sigma, theta = sim
+    def device_lanes(key, sim, refits, indices, lanes):
+        def one(i, lane):
+            y = simulate_response(replicate_key(key, i), sim.mats, structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
+            stats = tuple(suffstats(r.mats, s, y) for r, s in zip(refits, structures))
+            fits = tuple(
+                fit_response(st, ln.theta, r.blocks, s, r.reml, opts, ln.hessian, ln.budget)
+                for st, ln, r, s in zip(stats, lane, refits, structures)
+            )
+            if statistic is None:
+                return fits, None
+            return fits, statistic(_replicate_fit(fits[0], stats[0], refits[0], structures[0]))
 
-        def one(i, start, hess, most):
-            y = simulate_response(replicate_key(key, i), mats, structure, beta, sigma, theta)
-            return fit_response(suffstats(mats, structure, y), start, blocks, structure, reml, opts, hess, most)
-
-        return jax.vmap(one)(indices, theta0, h0, budget)
+        return jax.vmap(one)(indices, lanes)
 
     shared, spread = P(), P(_LANES)
     # check_vma=False: nothing crosses devices, so JAX need not track which values vary across them.
-    return jax.shard_map(device_lanes, mesh=mesh, in_specs=(shared,) * 5 + (spread,) * 4, out_specs=spread, check_vma=False)(
-        key, sim, mats, blocks, reml, indices, theta0, h0, budget
+    return jax.shard_map(device_lanes, mesh=mesh, in_specs=(shared,) * 3 + (spread,) * 2, out_specs=spread, check_vma=False)(
+        key, sim, refits, indices, lanes
     )
 
 
@@ -161,6 +223,8 @@ def parametricbootstrap(
     beta=None,
     sigma=None,
     theta=None,
+    use_u: bool = False,
+    statistic: Callable | None = None,
     progress: bool = True,
     optsum_overrides: dict[str, Any] | None = None,
     batch_size: int | None = None,
@@ -170,6 +234,15 @@ def parametricbootstrap(
 
     rng: an int seed or a JAX key; replicate i draws from fold_in(key, i) alone.
     ftype: storage precision of the results (fits run in float64).
+    use_u: hold the random effects at m's conditional modes b-hat (m.ranef()) and draw only the
+    residuals, y = X beta + Z b-hat + sigma e: lme4's bootMer(use.u = TRUE), a bootstrap
+    conditional on the observed groups (theta is then not used to simulate, so it cannot be given).
+    statistic: a jit-able function of a `ReplicateFit` (beta, theta, sigma, b, fitted of each
+    replicate's fit) returning an array, as lme4's bootMer(FUN = ...); its values are
+    `samp.statistic`, shape (nsamp, ...), with intervals from `samp.statistic_confint()`. It is
+    traced once per function object: define it once and reuse it. For predictions at new data,
+    close over a design matrix built like m's (its columns the estimable coefficients, in
+    m.coefnames order): `f = lambda r: X_new @ r.beta`.
     optsum_overrides: solver settings for the replicate fits (ftol_rel, ftol_abs, xtol_abs, maxiter).
     batch_size: lanes fitted per call over all devices, a multiple of their number (default:
     lane_width(m) per device). devices: the local devices to spread the lanes over: all (default),
@@ -181,77 +254,140 @@ def parametricbootstrap(
     of lanes per device (batch_size, or devices on one CPU) changes how XLA vectorises the lanes
     and so the rounding of the results, in the last bits (about 1e-12 relative).
     """
-    if not isinstance(m, LinearMixedModel) or m.optsum is None:
-        raise ValueError("m must be a fitted LinearMixedModel (jaxmm.fit(...))")
-    if not _is_count(nsamp) or nsamp < 1:
-        raise ValueError(f"nsamp must be a positive integer, got {nsamp!r}")
+    _check_fitted("m", m)
     try:
         dtype = np.dtype(ftype)
     except TypeError:
         dtype = None
     if dtype not in (np.float16, np.float32, np.float64):
         raise ValueError(f"ftype must be np.float16, np.float32 or np.float64, got {ftype!r}")
-    ftype = dtype
+    if not isinstance(use_u, (bool, np.bool_)):
+        raise ValueError(f"use_u must be True or False, got {use_u!r}")
+    if use_u and theta is not None:
+        raise ValueError("theta cannot be given with use_u=True: the random effects are held at m's conditional modes")
+    if statistic is not None and not callable(statistic):
+        raise ValueError(f"statistic must be a function of a ReplicateFit, got {statistic!r}")
+    sim = _simulation_parameters(m, beta, sigma, theta)
+    (res,), stat = simulate_and_refit(
+        rng, nsamp, m, sim, (m,), use_u=bool(use_u), statistic=statistic, optsum_overrides=optsum_overrides,
+        batch_size=batch_size, devices=devices, progress=progress,
+    )
+    failed = int((~res.converged).sum())
+    if failed:
+        warnings.warn(f"{failed} of {nsamp} bootstrap replicates did not converge; see samp.converged", RuntimeWarning, stacklevel=2)
+    return MixedModelBootstrap(m, res.astype(dtype), sim=sim, statistic=stat)
+
+
+def _check_fitted(name: str, m) -> None:
+    if not isinstance(m, LinearMixedModel) or m.optsum is None:
+        raise ValueError(f"{name} must be a fitted LinearMixedModel (jaxmm.fit(...))")
+
+
+def simulate_and_refit(
+    rng,
+    nsamp: int,
+    sim_model: LinearMixedModel,
+    sim: tuple[np.ndarray, float, np.ndarray],
+    models: tuple[LinearMixedModel, ...],
+    *,
+    use_u: bool = False,
+    statistic: Callable | None = None,
+    optsum_overrides: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+    devices=None,
+    progress: bool = True,
+) -> tuple[list[Replicates], np.ndarray | None]:
+    """Simulate `nsamp` responses from `sim_model` at sim = (beta, sigma, theta) and fit every model
+    of `models` (fitted to the same data rows) to each: one Replicates per model, and the
+    statistic's values (of the first model's fits) or None. The engine of `parametricbootstrap`
+    (models = (m,)) and `jaxmm.pblrt` (models = (small, large)); see parametricbootstrap for
+    the arguments.
+
+    Each model's fits start from its own fitted theta and Hessian, the simulating model's from the
+    generating theta."""
+    if not _is_count(nsamp) or nsamp < 1:
+        raise ValueError(f"nsamp must be a positive integer, got {nsamp!r}")
     if batch_size is not None and (not _is_count(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     nsamp = int(nsamp)
     opts = solver_options(optsum_overrides)
-    sim = _simulation_parameters(m, beta, sigma, theta)
     chosen = _local_devices(devices)
     share = _process_share(nsamp, jax.process_index(), jax.process_count())
     mesh = Mesh(np.array(chosen), (_LANES,))
     if batch_size is not None and batch_size % len(chosen):
         raise ValueError(f"batch_size must be a multiple of the number of devices ({len(chosen)}), got {batch_size}")
-    batch = int(batch_size or len(chosen) * lane_width(m, chosen[0].platform))
+    batch = int(batch_size or len(chosen) * min(lane_width(mm, chosen[0].platform) for mm in models))
     with jax.enable_x64(True):
         key = _as_key(rng)
-        res = _run(key, share, m, sim, opts, batch, mesh, progress and jax.process_index() == 0)
+        starts = [_start(mm, sim[2] if mm is sim_model else mm.theta) for mm in models]
+        beta, sigma, theta = sim
+        ranef = tuple(jnp.asarray(sim_model.ranef()[t.group].to_numpy()) for t in sim_model.structure.terms) if use_u else None
+        simulation = _Simulation(jax.tree.map(jnp.asarray, sim_model.design.matrices), jnp.asarray(beta), jnp.asarray(sigma), jnp.asarray(theta), ranef)
+        parts, stat = _run(key, share, simulation, sim_model.structure, models, starts, opts, batch, mesh,
+                           progress and jax.process_index() == 0, statistic)
         if jax.process_count() > 1:
-            res = _gather(res, nsamp)
-    failed = int((~res.converged).sum())
-    if failed:
-        warnings.warn(f"{failed} of {nsamp} bootstrap replicates did not converge; see samp.converged", RuntimeWarning, stacklevel=2)
-    return MixedModelBootstrap(m, res.astype(ftype), sim=sim)
+            parts = [Replicates(**_gather(vars(part), nsamp)) for part in parts]
+            if stat is not None:
+                stat = _gather({"statistic": stat}, nsamp)["statistic"]
+    return parts, stat
 
 
-def _gather(part: Replicates, nsamp: int) -> Replicates:
-    """Every process's share, in replicate order, on every process."""
-    longest = -(-nsamp // jax.process_count())
-    padded = {f.name: np.resize(getattr(part, f.name), (longest, *getattr(part, f.name).shape[1:])) for f in fields(part)}
-    gathered = multihost_utils.process_allgather(padded)
-    sizes = [len(_process_share(nsamp, i, jax.process_count())) for i in range(jax.process_count())]
-    return Replicates(**{name: np.concatenate([a[i, :n] for i, n in enumerate(sizes)]) for name, a in gathered.items()})
-
-
-def _run(key, share: range, m: LinearMixedModel, sim, opts: SolverOptions, batch: int, mesh: Mesh, progress: bool) -> Replicates:
-    """Fit replicates `share` through one compiled batch shape, refilling the lanes as replicates finish.
-
-    Each call runs at most `ROUND_MAXITER` solver iterations on `batch` lanes. A lane whose
-    replicate converged (or used up `opts.maxiter`) is stored and refilled with the next replicate;
-    one that needs more iterations continues, from where it stopped (theta and the BFGS Hessian),
-    in the next call. So no batch waits for its slowest lane, and every call has the same shape:
-    one compilation."""
-    shared, spread = NamedSharding(mesh, P()), NamedSharding(mesh, P(_LANES))
-    mats = jax.device_put(jax.tree.map(jnp.asarray, m.design.matrices), shared)
-    blocks = jax.device_put(jax.tree.map(jnp.asarray, m.design.blocks), shared)
-    beta, sigma, theta = sim
-    sim_dev = jax.device_put((jnp.asarray(beta), jnp.asarray(sigma), jnp.asarray(theta)), shared)
-    key = jax.device_put(key, shared)
+def _start(m: LinearMixedModel, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The start of m's replicate fits near `theta`, and a positive-definite Hessian there for BFGS."""
     # The generating theta is a good start, but a diagonal element at exactly 0 is a stationary
     # point of the deviance (by symmetry), so starts are kept off the boundary.
     start = np.where(m.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
-    reml = jax.device_put(jnp.asarray(m.REML), shared)
     if np.array_equal(start, m.theta):  # the fit's own final Hessian: nothing more to compile
-        h0 = floor_eigenvalues(m._fit["hessian"])
-    else:
-        here = jax.tree.map(jnp.asarray, (m.design.blocks, suffstats(m.design.matrices, m.structure, jnp.asarray(m.design.y))))
-        h0 = floor_eigenvalues(objective_hessian(jnp.asarray(start), *here, structure=m.structure, reml=jnp.asarray(m.REML)))
+        return start, floor_eigenvalues(m._fit["hessian"])
+    here = jax.tree.map(jnp.asarray, (m.design.blocks, suffstats(m.design.matrices, m.structure, jnp.asarray(m.design.y))))
+    return start, floor_eigenvalues(objective_hessian(jnp.asarray(start), *here, structure=m.structure, reml=jnp.asarray(m.REML)))
+
+
+def _gather(part: dict[str, np.ndarray], nsamp: int) -> dict[str, np.ndarray]:
+    """Every process's share of each array (one row per replicate), in replicate order, on every process."""
+    longest = -(-nsamp // jax.process_count())
+    padded = {name: np.resize(a, (longest, *a.shape[1:])) for name, a in part.items()}
+    gathered = multihost_utils.process_allgather(padded)
+    sizes = [len(_process_share(nsamp, i, jax.process_count())) for i in range(jax.process_count())]
+    return {name: np.concatenate([a[i, :n] for i, n in enumerate(sizes)]) for name, a in gathered.items()}
+
+
+def _run(
+    key,
+    share: range,
+    sim: _Simulation,
+    sim_structure: Structure,
+    models: tuple[LinearMixedModel, ...],
+    starts: list[tuple[np.ndarray, np.ndarray]],
+    opts: SolverOptions,
+    batch: int,
+    mesh: Mesh,
+    progress: bool,
+    statistic: Callable | None,
+) -> tuple[list[Replicates], np.ndarray | None]:
+    """Fit replicates `share` to every model through one compiled batch shape, refilling the lanes
+    as replicates finish.
+
+    Each call runs at most `ROUND_MAXITER` solver iterations per fit on `batch` lanes. A fit that
+    converged (or used up `opts.maxiter`) is stored and closed; one that needs more iterations
+    continues, from where it stopped (theta and the BFGS Hessian), in the next call. A lane whose
+    replicate has no open fit left is refilled with the next replicate. So no batch waits for its
+    slowest lane, and every call has the same shape: one compilation. Closed fits and idle lanes
+    get a budget of one iteration, their results unused."""
+    shared, spread = NamedSharding(mesh, P()), NamedSharding(mesh, P(_LANES))
+    sim = jax.device_put(sim, shared)
+    refits = jax.device_put(
+        tuple(_Refit(*jax.tree.map(jnp.asarray, (mm.design.matrices, mm.design.blocks)), jnp.asarray(mm.REML)) for mm in models), shared
+    )
+    key = jax.device_put(key, shared)
     round_opts = opts._replace(maxiter=min(opts.maxiter, ROUND_MAXITER))
-    out = Replicates.empty(len(share), m)
+    outs = [Replicates.empty(len(share), mm) for mm in models]
+    stat_out = None
     lane_index = np.full(batch, -1)  # replicate (position in the share) in each lane; -1 for an idle lane
-    lane_theta = np.tile(start, (batch, 1))
-    lane_hess = np.tile(h0, (batch, 1, 1))
-    lane_used = np.zeros(batch, dtype=np.int64)  # iterations spent in earlier calls
+    lane_theta = [np.tile(start, (batch, 1)) for start, _ in starts]
+    lane_hess = [np.tile(h0, (batch, 1, 1)) for _, h0 in starts]
+    lane_used = [np.zeros(batch, dtype=np.int64) for _ in models]  # iterations spent in earlier calls
+    lane_open = [np.zeros(batch, dtype=bool) for _ in models]  # the lane's fit to this model still runs
     upcoming = 0
     show = progress and sys.stderr.isatty()
     from tqdm import tqdm
@@ -264,24 +400,34 @@ def _run(key, share: range, m: LinearMixedModel, sim, opts: SolverOptions, batch
             idle = np.flatnonzero(lane_index < 0)
             fresh = idle[: max(0, min(len(idle), len(share) - upcoming))]
             lane_index[fresh] = np.arange(upcoming, upcoming + len(fresh))
-            lane_theta[fresh], lane_hess[fresh], lane_used[fresh] = start, h0, 0
+            for (start, h0), theta, hess, used, open_ in zip(starts, lane_theta, lane_hess, lane_used, lane_open):
+                theta[fresh], hess[fresh], used[fresh], open_[fresh] = start, h0, 0, True
             upcoming += len(fresh)
             busy = lane_index >= 0
             if not busy.any():
                 break
-            res = jax.device_get(
+            fits, stat = jax.device_get(
                 _fit_replicates(
-                    key, lanes(share.start + np.maximum(lane_index, 0)), lanes(lane_theta), lanes(lane_hess),
-                    lanes(opts.maxiter - lane_used), sim_dev, mats, blocks,
-                    structure=m.structure, reml=reml, opts=round_opts, mesh=mesh,
+                    key, lanes(share.start + np.maximum(lane_index, 0)),
+                    tuple(_Lanes(lanes(theta), lanes(hess), lanes(np.where(open_, opts.maxiter - used, 1)))
+                          for theta, hess, used, open_ in zip(lane_theta, lane_hess, lane_used, lane_open)),
+                    sim, refits, structure=sim_structure, structures=tuple(mm.structure for mm in models),
+                    opts=round_opts, mesh=mesh, statistic=statistic,
                 )
             )
-            used = lane_used + res.niter
-            finished = busy & (res.converged | (used >= opts.maxiter) | ~np.isfinite(res.objective))
-            done = np.flatnonzero(finished)
-            out.store(lane_index[done], jax.tree.map(lambda a: a[done], res), m, extra_iterations=lane_used[done])
-            bar.update(len(done))
-            lane_index[done] = -1
-            going = busy & ~finished
-            lane_theta[going], lane_hess[going], lane_used[going] = res.theta[going], res.hessian[going], used[going]
-    return out
+            for j, (mm, res, out) in enumerate(zip(models, fits, outs)):
+                used = lane_used[j] + res.niter
+                finished = lane_open[j] & (res.converged | (used >= opts.maxiter) | ~np.isfinite(res.objective))
+                done = np.flatnonzero(finished)
+                out.store(lane_index[done], jax.tree.map(lambda a: a[done], res), mm, extra_iterations=lane_used[j][done])
+                if statistic is not None and j == 0:
+                    if stat_out is None:
+                        stat_out = np.full((len(share), *stat.shape[1:]), np.nan, dtype=np.result_type(stat.dtype, np.float64))
+                    stat_out[lane_index[done]] = stat[done]
+                lane_open[j] &= ~finished
+                going = lane_open[j]
+                lane_theta[j][going], lane_hess[j][going], lane_used[j][going] = res.theta[going], res.hessian[going], used[going]
+            complete = busy & ~np.any(lane_open, axis=0)
+            bar.update(int(complete.sum()))
+            lane_index[complete] = -1
+    return outs, stat_out

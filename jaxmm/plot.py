@@ -5,6 +5,9 @@ where the refit is singular (sigma_j exactly 0, rho exactly -1 or +1). A kernel 
 smears that point mass into a bump, so `density` draws it as a spike of its own, and `histogram`
 puts the boundary on a bin edge and colours the replicates exactly at it.
 
+`reference` draws the reference distribution of a parametric-bootstrap likelihood-ratio test
+(`jaxmm.pblrt`) against the chi-square law of the classical test.
+
 Every function returns the matplotlib Figure; pass `ax=` to draw into existing axes.
 """
 
@@ -161,4 +164,24 @@ def grid(samp, level: float = 0.95, *, bins=40, ncols: int = 3, ax=None):
         a.axvspan(lower, upper, color=_INTERVAL_COLOR, alpha=0.3, zorder=0, gid="interval")
         a.set_title(f"{par} ({described[par]})\n[{lower:.4g}, {upper:.4g}]", fontsize="medium")
     fig.suptitle(f"{samp.nsamp} bootstrap replicates: shortest {level:.0%} intervals shaded, boundary replicates in red")
+    return fig
+
+
+def reference(result, *, bins=40, ax=None):
+    """Histogram of a `jaxmm.pblrt` result's reference distribution (the LRT* of its replicates),
+    with the chi-square(df) density the classical test uses (scaled to the replicate counts) and
+    the observed LRT as a vertical line; replicates with LRT* exactly 0 (the small model fits as
+    well as the large one) are coloured. Returns the Figure."""
+    from scipy.stats import chi2
+
+    values = np.asarray(result.reference, dtype=np.float64)
+    fig, ax = _figure_and_axes(ax)
+    _draw_histogram(ax, values, "LRT*", (0.0, math.inf), bins)
+    width = (values.max() - values.min()) / bins if np.ptp(values) > 0 else 1.0
+    x = np.linspace(max(values.min(), 1e-3), max(values.max(), result.lrt), 512)
+    ax.plot(x, chi2.pdf(x, result.df) * len(values) * width, color="C2", gid="chi-square", label=f"χ²({result.df})")
+    ax.axvline(result.lrt, color=_INTERVAL_COLOR, gid="observed", label=f"observed LRT = {result.lrt:.4g}")
+    ax.set_ylim(0, 1.1 * np.histogram(values, bins)[0].max())
+    ax.set_title(f"{result.nused} replicates: bootstrap p = {result.pvalue_bootstrap:.4g}, χ² p = {result.pvalue_chisq:.4g}", fontsize="medium")
+    ax.legend()
     return fig

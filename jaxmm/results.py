@@ -87,6 +87,20 @@ def _check_level(level: float) -> None:
         raise ValueError(f"level must be strictly between 0 and 1, got {level!r}")
 
 
+def _check_interval(level: float, method: str) -> None:
+    _check_level(level)
+    if method not in ("shortest", "equaltail"):
+        raise ValueError(f"method must be 'shortest' or 'equaltail', got {method!r}")
+
+
+def _interval(values: np.ndarray, level: float, method: str) -> tuple[float, float]:
+    """The shortest interval holding `level` of the values, or the equal-tailed (percentile) one."""
+    if method == "shortest":
+        return shortestcovint(values, level)
+    lo, hi = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 @dataclass
 class MixedModelBootstrap:
     """The result of `parametricbootstrap`: one fit per simulated response, and summaries of them."""
@@ -94,6 +108,7 @@ class MixedModelBootstrap:
     model: LinearMixedModel
     replicates: Replicates
     sim: tuple = field(default=())
+    statistic: np.ndarray | None = None  # (N, ...) the values of parametricbootstrap's `statistic`
 
     # ---- per-replicate arrays ---------------------------------------------------------------
     @property
@@ -247,21 +262,21 @@ class MixedModelBootstrap:
 
     def confint(self, level: float = 0.95, method: str = "shortest") -> pd.DataFrame:
         """Intervals for β.., σ, σ.., ρ.. (tbl's names): 'shortest' or 'equaltail' (percentile)."""
-        _check_level(level)
-        if method not in ("shortest", "equaltail"):
-            raise ValueError(f"method must be 'shortest' or 'equaltail', got {method!r}")
+        _check_interval(level, method)
         tbl = self.tbl
-        rows = []
-        for par in tbl.columns:
-            if par == "obj" or par.startswith("θ"):
-                continue
-            values = tbl[par].to_numpy(dtype=np.float64)
-            if method == "shortest":
-                lo, hi = shortestcovint(values, level)
-            else:
-                lo, hi = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
-            rows.append((par, float(lo), float(hi)))
+        rows = [(par, *_interval(tbl[par].to_numpy(dtype=np.float64), level, method)) for par in tbl.columns
+                if par != "obj" and not par.startswith("θ")]
         return pd.DataFrame(rows, columns=["par", "lower", "upper"])
+
+    def statistic_confint(self, level: float = 0.95, method: str = "shortest") -> pd.DataFrame:
+        """Intervals for each element of `samp.statistic` (see confint): index, lower, upper, where
+        index is the element's position in one replicate's value (a tuple; () for a scalar)."""
+        if self.statistic is None:
+            raise ValueError("this bootstrap has no statistic; pass statistic= to parametricbootstrap")
+        _check_interval(level, method)
+        values = self.statistic.astype(np.float64)
+        rows = [(index, *_interval(values[(slice(None), *index)], level, method)) for index in np.ndindex(values.shape[1:])]
+        return pd.DataFrame(rows, columns=["index", "lower", "upper"])
 
     def __repr__(self) -> str:
         tbl = self.tbl
@@ -283,8 +298,12 @@ class MixedModelBootstrap:
         cols = {"objective": r.objective, "σ": r.sigma, "converged": r.converged, "niter": r.niter}
         for name, arr in (("β", r.beta), ("se", r.se), ("θ", r.theta)):
             cols.update(zip(_numbered(name, arr.shape[1]), arr.T))
-        table = pa.table(cols)
         meta = {"model": _signature(self.model), "sim": [np.asarray(s).tolist() for s in self.sim], "format": 1}
+        if self.statistic is not None:
+            flat = self.statistic.reshape(len(self.statistic), -1)
+            cols.update(zip(_numbered("statistic", flat.shape[1]), flat.T))
+            meta["statistic_shape"] = list(self.statistic.shape[1:])
+        table = pa.table(cols)
         table = table.replace_schema_metadata({b"jaxmm": json.dumps(meta).encode()})
         pq.write_table(table, str(path))
 
@@ -317,14 +336,19 @@ def vcat(*samps) -> MixedModelBootstrap:
         if other != sig:
             diff = next(k for k in sig if sig[k] != other[k])
             raise ValueError(f"cannot combine bootstraps of different models: their {diff} differ ({sig[diff]!r} vs {other[diff]!r})")
-    return MixedModelBootstrap(samps[0].model, Replicates.concat([s.replicates for s in samps]), sim=samps[0].sim)
+    stats = [s.statistic for s in samps]
+    if any(v is None for v in stats) and not all(v is None for v in stats):
+        raise ValueError("cannot combine bootstraps with and without a statistic")
+    statistic = None if stats[0] is None else np.concatenate(stats)
+    return MixedModelBootstrap(samps[0].model, Replicates.concat([s.replicates for s in samps]), sim=samps[0].sim, statistic=statistic)
 
 
 def restorereplicates(path, m: LinearMixedModel) -> MixedModelBootstrap:
     """Read a file written by `samp.save(path)` for the model `m` (checked against it).
 
-    Layout: a Parquet table with columns objective, σ, converged, niter, β1.., se1.., θ1.. and
-    schema metadata key "jaxmm" holding JSON with the model's signature and simulation parameters."""
+    Layout: a Parquet table with columns objective, σ, converged, niter, β1.., se1.., θ1.. (and
+    statistic1.., the flattened statistic, if any) and schema metadata key "jaxmm" holding JSON
+    with the model's signature, simulation parameters (and the statistic's shape)."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -359,4 +383,11 @@ def restorereplicates(path, m: LinearMixedModel) -> MixedModelBootstrap:
         converged=df["converged"].to_numpy(dtype=bool),
         niter=df["niter"].to_numpy(),
     )
-    return MixedModelBootstrap(m, reps, sim=tuple(np.asarray(s) for s in meta.get("sim", ())))
+    statistic = None
+    if "statistic_shape" in meta:
+        shape = tuple(meta["statistic_shape"])
+        names = _numbered("statistic", math.prod(shape))
+        if any(c not in df for c in names):
+            raise ValueError(f"{path} is damaged: it lacks statistic columns")
+        statistic = df[names].to_numpy().reshape(len(df), *shape)
+    return MixedModelBootstrap(m, reps, sim=tuple(np.asarray(s) for s in meta.get("sim", ())), statistic=statistic)

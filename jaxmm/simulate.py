@@ -14,13 +14,29 @@ from .design import ModelMatrices, Structure
 from .deviance import lambdas
 
 
-def simulate_response(key: Array, mats: ModelMatrices, structure: Structure, beta: Array, sigma: Array, theta: Array) -> Array:
-    """y = X beta + sigma (Z Lambda(theta) u + e), with [e; u] one standard normal draw. Pure: vmap over keys."""
+def simulate_response(
+    key: Array,
+    mats: ModelMatrices,
+    structure: Structure,
+    beta: Array,
+    sigma: Array,
+    theta: Array,
+    ranef: tuple[Array, ...] | None = None,
+) -> Array:
+    """y = X beta + sigma (Z Lambda(theta) u + e), with [e; u] one standard normal draw. Pure: vmap over keys.
+
+    Given `ranef` (per term, the (m_t, k_t) random effects b_t, e.g. the fitted model's
+    conditional modes: lme4's use.u=TRUE), the random effects are held there instead,
+    y = X beta + Z b + sigma e, and theta is not used. The same draw is taken either way, so
+    replicate i's e is the same in both."""
     draws = jax.random.normal(key, (structure.n + sum(t.nranef for t in structure.terms),), dtype=beta.dtype)
     y, offset = mats.x @ beta + sigma * draws[: structure.n], structure.n
-    for term, lam, refs, z in zip(structure.terms, lambdas(theta, structure), mats.refs, mats.z):
-        b = draws[offset : offset + term.nranef].reshape(term.nlevels, term.k) @ lam.T
-        y = y + sigma * jnp.sum(z * b[refs], axis=1)
+    for j, (term, lam, refs, z) in enumerate(zip(structure.terms, lambdas(theta, structure), mats.refs, mats.z)):
+        if ranef is None:
+            b = draws[offset : offset + term.nranef].reshape(term.nlevels, term.k) @ lam.T
+            y = y + sigma * jnp.sum(z * b[refs], axis=1)
+        else:
+            y = y + jnp.sum(z * ranef[j][refs], axis=1)
         offset += term.nranef
     return y
 
