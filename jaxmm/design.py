@@ -144,6 +144,7 @@ class Design:
     matrices: ModelMatrices
     blocks: Blocks
     ndropped: int
+    weights: np.ndarray | None = None  # prior weights (a GLMM's binomial trials), if given
 
 
 def suffstats(mats: ModelMatrices, structure: Structure, y: Array) -> SuffStats:
@@ -156,12 +157,17 @@ def suffstats(mats: ModelMatrices, structure: Structure, y: Array) -> SuffStats:
     return SuffStats(per_term[0], zry, mats.x.T @ y, y @ y)
 
 
-def build_design(formula: str | MixedFormula, data: pd.DataFrame) -> Design:
-    """Parse `formula`, check it against `data`, drop incomplete rows (with a warning) and form the blocks."""
+def build_design(formula: str | MixedFormula, data: pd.DataFrame, residual: bool = True, weights: str | None = None) -> Design:
+    """Parse `formula`, check it against `data`, drop incomplete rows (with a warning) and form the blocks.
+
+    residual=False (a generalized linear mixed model, which has no residual variance) skips the
+    checks that a residual variance be identifiable: there a random effect per observation is
+    an identifiable overdispersion term. `weights` names a column of prior weights; rows where
+    it is missing are dropped with the others."""
     mf = formula if isinstance(formula, MixedFormula) else parse_formula(formula)
     if not isinstance(data, pd.DataFrame):
         raise ValueError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    data, ndropped = _complete_rows(mf, data)
+    data, ndropped = _complete_rows(mf, data, () if weights is None else (weights,))
     y = _response(mf, data)
     _require_finite("response", (mf.response,), y[:, None])
     x_all, coefnames = _numeric_matrix(mf.fixed, data, "fixed-effects")
@@ -174,14 +180,14 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame) -> Design:
             f"the fixed effects have rank {p} for {n} observations; "
             "nothing is left to estimate the variance components from"
         )
-    if np.linalg.norm(y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) <= 1e-12 * np.linalg.norm(y):
+    if residual and np.linalg.norm(y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) <= 1e-12 * np.linalg.norm(y):
         raise ValueError(
             f"response {mf.response!r} is fitted exactly by the fixed effects ({', '.join(np.array(coefnames)[estimable])}): "
             "its residual variance would be 0"
         )
-    terms, refs, zs, levels = _random_terms(mf, data)
+    terms, refs, zs, levels = _random_terms(mf, data, residual)
     for t in terms:
-        if t.nranef >= n:
+        if residual and t.nranef >= n:
             raise ValueError(
                 f"random-effects term for {t.group!r} has {t.nranef} random effects for {n} observations; "
                 "its variance and the residual variance are unidentifiable"
@@ -198,7 +204,17 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame) -> Design:
         matrices=ModelMatrices(x, refs, zs),
         blocks=_blocks(structure, refs, zs, x),
         ndropped=ndropped,
+        weights=None if weights is None else _weights(data[weights]),
     )
+
+
+def _weights(column: pd.Series) -> np.ndarray:
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        raise ValueError(f"weights must be numeric, got dtype {column.dtype}")
+    w = column.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(w) & (w > 0)):
+        raise ValueError(f"weights must be finite and positive, got {w[~(np.isfinite(w) & (w > 0))][0]}")
+    return w
 
 
 def _formulaic(what: str, expr: str, call):
@@ -221,13 +237,13 @@ def _required_columns(mf: MixedFormula) -> list[str]:
     return sorted(names)
 
 
-def _complete_rows(mf: MixedFormula, data: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def _complete_rows(mf: MixedFormula, data: pd.DataFrame, extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, int]:
     """Keep the rows on which the model is defined, as lme4's na.omit does, warning with the count:
-    rows complete in every column the formula uses, and where no transformation gives NaN (the
+    rows complete in every column the formula uses (and the `extra` ones), and where no transformation gives NaN (the
     log of a negative value). An infinite value is not missing: it is an error, later."""
     if len(data) == 0:
         raise ValueError("data has no rows")
-    columns = _required_columns(mf)
+    columns = sorted(set(_required_columns(mf)) | set(extra))
     missing = [c for c in columns if c not in data.columns]
     if missing:
         raise ValueError(
@@ -326,7 +342,7 @@ def _grouping_factor(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.nda
     return refs.reshape(-1).astype(np.int32), names
 
 
-def _random_terms(mf: MixedFormula, data: pd.DataFrame):
+def _random_terms(mf: MixedFormula, data: pd.DataFrame, residual: bool):
     """Merge bar terms on the same grouping factor (as MixedModels.jl does) and order by size."""
     by_group: dict[frozenset[str], list[RandomTerm]] = {}
     for term in mf.random:
@@ -339,7 +355,7 @@ def _random_terms(mf: MixedFormula, data: pd.DataFrame):
         refs, levels = _grouping_factor(data, group)
         if len(levels) < 2:
             raise ValueError(f"grouping factor {name!r} has a single level; it needs at least two")
-        if len(levels) >= len(data):
+        if residual and len(levels) >= len(data):
             raise ValueError(
                 f"grouping factor {name!r} has {len(levels)} levels for {len(data)} observations; "
                 "a random effect per observation is unidentifiable from the residual"

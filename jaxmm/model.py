@@ -395,9 +395,32 @@ def _format_coeftable(ct: pd.DataFrame) -> str:
     return body.to_string()
 
 
-def fit(formula: str, data: pd.DataFrame, *, REML: bool = False, optsum_overrides: dict[str, Any] | None = None) -> LinearMixedModel:
-    """Fit a linear mixed model by ML (default) or REML, with lme4's formula syntax.
+def fit(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    REML: bool = False,
+    optsum_overrides: dict[str, Any] | None = None,
+    family: str | None = None,
+    link: str | None = None,
+    weights=None,
+    fast: bool = False,
+    nAGQ: int = 1,
+):
+    """Fit a linear mixed model by ML (default) or REML, with lme4's formula syntax; with `family`
+    ("bernoulli", "binomial", "poisson"), a generalized linear mixed model by the Laplace
+    approximation (jaxmm.glmm.GeneralizedLinearMixedModel; `link`, `weights`, `fast`).
 
-    >>> m = jaxmm.fit("reaction ~ 1 + days + (1 + days | subj)", jaxmm.dataset("sleepstudy"))
+    >>> m = jaxmm.fit("reaction ~ 1 + days + (1 + days|subj)", jaxmm.dataset("sleepstudy"))
     """
-    return LinearMixedModel(formula, data, REML=REML).fit(optsum_overrides=optsum_overrides)
+    if nAGQ != 1:
+        raise ValueError(f"nAGQ must be 1 (the Laplace approximation); adaptive Gauss-Hermite quadrature is not supported yet, got {nAGQ!r}")
+    if family is None or (isinstance(family, str) and family.lower() == "gaussian"):
+        if link not in (None, "identity") or weights is not None or fast is not False:
+            raise ValueError("link, weights and fast apply to a generalized linear mixed model (family='bernoulli', 'binomial' or 'poisson')")
+        return LinearMixedModel(formula, data, REML=REML).fit(optsum_overrides=optsum_overrides)
+    if REML is not False:
+        raise ValueError(f"REML applies to linear mixed models; a generalized one (family={family!r}) is fitted by ML")
+    from .glmm import GeneralizedLinearMixedModel  # glmm.py builds on this module
+
+    return GeneralizedLinearMixedModel(formula, data, family, link=link, weights=weights).fit(fast=fast, optsum_overrides=optsum_overrides)

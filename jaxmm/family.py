@@ -1,0 +1,97 @@
+"""Distribution families and link functions of generalized linear mixed models.
+
+A family gives, for each observation, the conditional deviance
+
+    d_i(eta_i) = -2 log p(y_i | mu_i),   mu_i = g^-1(eta_i),
+
+the exact log density with its normalising constants (binomial coefficients, log y!), as R's
+family()$aic sums it: the sum over observations is what lme4's -2 logLik adds to the Laplace
+terms. It is written in terms of eta, through log mu and log(1 - mu), so that it stays finite for
+large |eta|. The Fisher (IRLS) weights are
+
+    w_i = m_i (dmu/deta)^2 / V(mu_i)
+
+with m_i the prior weight (the number of trials of a binomial observation).
+
+Families and links: "bernoulli" and "binomial" (y the proportion of successes out of the m_i
+trials given as weights) with "logit" (the default), "probit" or "cloglog"; "poisson" with "log".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.scipy.special import gammaln, log_ndtr, ndtr
+
+_LINKS = {"bernoulli": ("logit", "probit", "cloglog"), "binomial": ("logit", "probit", "cloglog"), "poisson": ("log",)}
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family and its link; hashable, so it is a static argument of jitted functions."""
+
+    name: str
+    link: str
+
+    def inverse_link(self, eta: Array) -> Array:
+        """mu = g^-1(eta)."""
+        if self.link == "logit":
+            return jax.nn.sigmoid(eta)
+        if self.link == "probit":
+            return ndtr(eta)
+        if self.link == "cloglog":
+            return -jnp.expm1(-jnp.exp(eta))
+        return jnp.exp(eta)
+
+    def _log_mu(self, eta: Array) -> tuple[Array, Array]:
+        """log mu and log(1 - mu) (the latter for the binomial links only)."""
+        if self.link == "logit":
+            return -jax.nn.softplus(-eta), -jax.nn.softplus(eta)
+        if self.link == "probit":
+            return log_ndtr(eta), log_ndtr(-eta)
+        if self.link == "cloglog":
+            return jnp.log(-jnp.expm1(-jnp.exp(eta))), -jnp.exp(eta)
+        return eta, jnp.zeros_like(eta)
+
+    def deviance(self, y: Array, weights: Array, eta: Array) -> Array:
+        """-2 log p(y_i | mu_i) per observation (see the module docstring).
+
+        binomial: m (y log mu + (1 - y) log(1 - mu)) + log C(m, m y), m the trials;
+        poisson:  y log mu - mu - log y!."""
+        log_mu, log1m_mu = self._log_mu(eta)
+        if self.name == "poisson":
+            loglik = y * log_mu - jnp.exp(eta) - gammaln(y + 1.0)
+        else:
+            successes = weights * y
+            failures = weights - successes
+            log_choose = gammaln(weights + 1.0) - gammaln(successes + 1.0) - gammaln(failures + 1.0)
+            # 0 log 0 = 0: a certain outcome contributes nothing
+            loglik = jnp.where(successes > 0, successes * log_mu, 0.0) + jnp.where(failures > 0, failures * log1m_mu, 0.0) + log_choose
+        return -2.0 * loglik
+
+    def fisher_weights(self, weights: Array, eta: Array) -> Array:
+        """w = m (dmu/deta)^2 / V(mu), V(mu) = mu (1 - mu) (binomial) or mu (poisson).
+
+        For the canonical links (logit, log) dmu/deta = V(mu), so w = m dmu/deta, which has no
+        0/0 where mu rounds to 0 or 1."""
+        mu_eta = jax.jvp(self.inverse_link, (eta,), (jnp.ones_like(eta),))[1]
+        if self.link in ("logit", "log"):
+            return weights * mu_eta
+        log_mu, log1m_mu = self._log_mu(eta)
+        variance = jnp.exp(log_mu + log1m_mu)
+        return jnp.where(variance > 0.0, weights * mu_eta**2 / jnp.where(variance > 0.0, variance, 1.0), 0.0)
+
+
+def family(name: str, link: str | None = None) -> Family:
+    """The Family for `name` ("bernoulli", "binomial", "poisson") and `link` (None: the canonical one)."""
+    if not isinstance(name, str) or name.lower() not in _LINKS:
+        raise ValueError(f"family must be one of {', '.join(map(repr, _LINKS))} (or 'gaussian'), got {name!r}")
+    name = name.lower()
+    if link is None:
+        return Family(name, _LINKS[name][0])
+    if not isinstance(link, str) or link.lower() not in _LINKS[name]:
+        raise ValueError(f"link for family {name!r} must be one of {', '.join(map(repr, _LINKS[name]))}, got {link!r}")
+    return Family(name, link.lower())

@@ -1,0 +1,451 @@
+"""Generalized linear mixed models fitted by the Laplace approximation, as MixedModels.jl and lme4 do.
+
+With eta = X beta + Z Lambda u, mu = g^-1(eta) and the spherical random effects u ~ N(0, I), the
+Laplace approximation to -2 log L(theta, beta) (generalizedlinearmixedmodel.jl's deviance, plus
+the normalising constants of the conditional densities, which lme4's -2 logLik includes) is
+
+    f(theta, beta) = sum_i d_i(eta_i) + ||u~||^2 + log|Lambda'Z'W Z Lambda + I|
+
+where d_i = -2 log p(y_i | mu_i) (jaxmm/family.py), u~ is the conditional mode of u, the minimiser
+of the penalised deviance  sum_i d_i + ||u||^2  (found by PIRLS), and W holds the Fisher weights
+at u~. `objective` is f at the optimum, the value lme4 reports as -2 logLik.
+
+fast=False (the default: lme4's nAGQ = 1, MixedModels.jl's fast=false) minimises f over theta and
+beta together; fast=True (lme4's nAGQ = 0) minimises over theta alone, with beta found by PIRLS
+together with u (the joint mode of the penalised deviance in (u, beta)).
+
+PIRLS (penalised iteratively reweighted least squares) is Fisher scoring on the penalised
+deviance with step halving, in a `lax.while_loop`. The solver needs first and second derivatives
+of f, and so of u~(theta, beta): the loop itself is not differentiated; from its (gradient-
+stopped) result two exact Newton steps are taken, which leave u~ where it is but carry its exact
+first and second derivatives (the implicit function theorem: at a root the Newton map's
+derivative in u vanishes, so one step gives the first derivatives and a second the second).
+
+Dense formulation: the q x q penalised system (q = all random effects) is formed densely, its
+entries summed over the n rows by `segment_sum` (Z itself is never formed) and factored by a dense
+Cholesky: O(q^3) per PIRLS iteration, fine for q in the hundreds (verbagg: q = 340). A model with
+thousands of random effects would need the blocked factorisation of deviance.py.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+import pandas as pd
+from jax import Array, lax
+from scipy import stats as sps
+
+from ._compile import jit
+from .deviance import lambdas
+from .linalg import leading_logdets
+from .design import Design, Structure, build_design
+from .family import Family, family as make_family
+from .model import OptSummary, _format_coeftable, _format_varcorr, solver_options
+from .solver import SolverOptions, minimize
+
+
+class GlmmData(NamedTuple):
+    """The response, prior weights and model matrices; `index[i, c]` is the random effect (of q)
+    that column c of the concatenated per-term z matrices multiplies on row i."""
+
+    y: Array  # (n,)
+    weights: Array  # (n,) prior weights: the binomial trials; ones otherwise
+    x: Array  # (n, p)
+    z: tuple[Array, ...]  # per term, (n, k)
+    index: Array  # (n, K), K = sum of the terms' k
+
+
+class Mode(NamedTuple):
+    """A point of the penalised deviance: spherical random effects and fixed effects."""
+
+    u: Array  # (q,)
+    beta: Array  # (p,)
+
+
+class Laplace(NamedTuple):
+    objective: Array
+    mode: Mode
+
+
+def glmm_data(design: Design) -> GlmmData:
+    mats, structure = design.matrices, design.structure
+    offsets = np.cumsum([0] + [t.nranef for t in structure.terms])
+    index = np.column_stack(
+        [off + np.asarray(refs)[:, None] * t.k + np.arange(t.k) for off, refs, t in zip(offsets, mats.refs, structure.terms)]
+    )
+    weights = np.ones(structure.n) if design.weights is None else design.weights
+    return GlmmData(design.y, weights, mats.x, mats.z, index.astype(np.int32))
+
+
+def _z_lambda(theta: Array, data: GlmmData, structure: Structure) -> Array:
+    """The nonzero entries of Z Lambda, (n, K): each term's z_t lambda_t."""
+    return jnp.concatenate([z @ lam for z, lam in zip(data.z, lambdas(theta, structure))], axis=1)
+
+
+def _eta(mode: Mode, zl: Array, data: GlmmData) -> Array:
+    """eta = X beta + Z Lambda u."""
+    return data.x @ mode.beta + jnp.sum(zl * mode.u[data.index], axis=1)
+
+
+def _penalised_deviance(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> Array:
+    return jnp.sum(fam.deviance(data.y, data.weights, _eta(mode, zl, data))) + mode.u @ mode.u
+
+
+def _z_gram(zl: Array, c: Array, index: Array, q: int) -> Array:
+    """Lambda'Z' diag(c) Z Lambda (q x q), summed row by row over the K x K nonzero products."""
+    values = c[:, None, None] * zl[:, :, None] * zl[:, None, :]
+    return jax.ops.segment_sum(values.reshape(-1), (index[:, :, None] * q + index[:, None, :]).reshape(-1), num_segments=q * q).reshape(q, q)
+
+
+def _half_deviance_derivatives(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> tuple[Array, Array, Array]:
+    """eta, and the first and second derivatives of d_i/2 in eta_i."""
+    eta = _eta(mode, zl, data)
+    half_deviance = jax.grad(lambda e: 0.5 * jnp.sum(fam.deviance(data.y, data.weights, e)))
+    g, curvature = jax.jvp(half_deviance, (eta,), (jnp.ones_like(eta),))
+    return eta, g, curvature
+
+
+def _penalised_gradient(mode: Mode, zl: Array, data: GlmmData, fam: Family, vary_beta: bool) -> Array:
+    """Gradient of half the penalised deviance in u (and beta): [Lambda'Z'g + u; X'g], g = d(d_i/2)/deta."""
+    q = mode.u.shape[0]
+    _, g, _ = _half_deviance_derivatives(mode, zl, data, fam)
+    grad = jax.ops.segment_sum((zl * g[:, None]).reshape(-1), data.index.reshape(-1), num_segments=q) + mode.u
+    return jnp.concatenate([grad, data.x.T @ g]) if vary_beta else grad
+
+
+def _penalised_hessian(mode: Mode, zl: Array, data: GlmmData, fam: Family, vary_beta: bool, fisher: bool) -> Array:
+    """Hessian of half the penalised deviance in u (and beta, when vary_beta):
+
+        [Lambda'Z'CZ Lambda + I   Lambda'Z'CX]
+        [X'CZ Lambda              X'CX       ]
+
+    with C the Fisher weights (fisher=True: PIRLS's scoring) or the exact curvature
+    d^2(d_i/2)/deta^2 (fisher=False: Newton). For the canonical links they agree."""
+    q, p = mode.u.shape[0], mode.beta.shape[0]
+    eta, _, curvature = _half_deviance_derivatives(mode, zl, data, fam)
+    c = fam.fisher_weights(data.weights, eta) if fisher else curvature
+    hess = _z_gram(zl, c, data.index, q) + jnp.eye(q, dtype=eta.dtype)
+    if not vary_beta:
+        return hess
+    cx = c[:, None] * data.x
+    zx = jax.ops.segment_sum((zl[:, :, None] * cx[:, None, :]).reshape(-1, p), data.index.reshape(-1), num_segments=q)
+    return jnp.block([[hess, zx], [zx.T, data.x.T @ cx]])
+
+
+def _step(mode: Mode, factor, grad: Array, vary_beta: bool) -> Mode:
+    """mode - H^-1 grad, H given by its Cholesky factor."""
+    step = jsl.cho_solve(factor, -grad)
+    q = mode.u.shape[0]
+    return Mode(mode.u + step[:q], mode.beta + step[q:] if vary_beta else mode.beta)
+
+
+_HALVINGS = 0.5 ** np.arange(11)
+
+
+def pirls(zl: Array, beta: Array, data: GlmmData, fam: Family, vary_beta: bool, q: int, tol: float = 1e-12, maxiter: int = 100) -> Mode:
+    """The conditional mode of u (and of beta, when vary_beta) by Fisher scoring from u = 0.
+
+    Each iteration takes the largest of 1, 1/2, ..., 1/1024 of the scoring step that does not
+    raise the penalised deviance (all evaluated together: each is one pass over eta); it stops
+    when the decrease is below tol relative, or no fraction decreases it."""
+
+    def body(state):
+        mode, pdev, niter, _ = state
+        hess = _penalised_hessian(mode, zl, data, fam, vary_beta, fisher=True)
+        target = _step(mode, jsl.cho_factor(hess, lower=True), _penalised_gradient(mode, zl, data, fam, vary_beta), vary_beta)
+        trials = jax.vmap(lambda t: Mode(*(a + t * (b - a) for a, b in zip(mode, target))))(jnp.asarray(_HALVINGS))
+        pdevs = jax.vmap(lambda m: _penalised_deviance(m, zl, data, fam))(trials)
+        ok = pdevs <= pdev
+        pick = jnp.argmax(ok)
+        new_pdev = jnp.where(ok[pick], pdevs[pick], pdev)
+        new_mode = jax.tree.map(lambda t, old: jnp.where(ok[pick], t[pick], old), trials, mode)
+        done = ~ok[pick] | (pdev - new_pdev <= tol * jnp.abs(new_pdev)) | (niter + 1 >= maxiter)
+        return new_mode, new_pdev, niter + 1, done
+
+    start = Mode(jnp.zeros(q, zl.dtype), beta)
+    init = (start, _penalised_deviance(start, zl, data, fam), jnp.array(0), jnp.array(False))
+    return lax.while_loop(lambda s: ~s[3], body, init)[0]
+
+
+def laplace(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool) -> Laplace:
+    """f(theta, beta) of the module docstring, with the mode it is evaluated at. Pure: jit, vmap,
+    differentiate twice.
+
+    fast=False: beta is the fixed effects. fast=True: beta is only PIRLS's start for them (the
+    mode's beta is the joint mode's), and f is a function of theta alone."""
+    q = sum(t.nranef for t in structure.terms)
+    zl = _z_lambda(theta, data, structure)
+    mode = lax.stop_gradient(pirls(lax.stop_gradient(zl), lax.stop_gradient(beta), data, fam, fast, q))
+    # Two chord steps, with the exact Hessian at the mode held constant: at the mode they move
+    # nothing, but carry the mode's first and second derivatives (see the module docstring).
+    hess = _penalised_hessian(mode, lax.stop_gradient(zl), data, fam, fast, fisher=False)
+    factor = jsl.cho_factor(hess, lower=True)
+    if not fast:
+        mode = Mode(mode.u, beta)  # beta's derivatives come from the argument itself
+    for _ in range(2):
+        mode = _step(mode, factor, _penalised_gradient(mode, zl, data, fam, fast), fast)
+    eta = _eta(mode, zl, data)
+    gram = _z_gram(zl, fam.fisher_weights(data.weights, eta), data.index, q) + jnp.eye(q, dtype=eta.dtype)
+    logdet = leading_logdets(gram, (q,))[0]
+    return Laplace(jnp.sum(fam.deviance(data.y, data.weights, eta)) + mode.u @ mode.u + logdet, mode)
+
+
+class GlmmFit(NamedTuple):
+    """Everything a fit yields (one lane of a future bootstrap batch)."""
+
+    objective: Array
+    theta: Array
+    beta: Array
+    u: Array
+    vcov: Array  # of beta-hat
+    converged: Array
+    niter: Array
+
+
+def fit_glmm(theta0: Array, beta0: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, opts: SolverOptions) -> GlmmFit:
+    """Minimise the Laplace objective from (theta0, beta0) by the project's Newton solver. Pure.
+
+    fast=False optimises x = (theta, beta): the fixed effects have no bound and no sign symmetry
+    (column_diag -1). Cov(beta-hat), as lme4 computes it: fast=False, the beta block of
+    2 H^-1 with H the exact Hessian of f in (theta, beta) at the optimum (lme4's finite-difference
+    one); fast=True, the beta block of the inverse of PIRLS's Fisher system in (u, beta) at the
+    mode (lme4's RX-based one, which it uses for nAGQ = 0)."""
+    ntheta, p = structure.ntheta, beta0.shape[0]
+    if fast:
+        column_diag = structure.column_diag
+        res = minimize(lambda th: laplace(th, beta0, data, structure, fam, True).objective, theta0, column_diag, opts)
+        theta, start = res.theta, beta0
+    else:
+        column_diag = np.concatenate([structure.column_diag, np.full(p, -1, dtype=np.int32)])
+        joint = lambda x: laplace(x[:ntheta], x[ntheta:], data, structure, fam, False).objective
+        res = minimize(joint, jnp.concatenate([theta0, beta0]), column_diag, opts)
+        theta, start = res.theta[:ntheta], res.theta[ntheta:]
+    at = laplace(theta, start, data, structure, fam, fast)
+    if fast:
+        info = _penalised_hessian(at.mode, _z_lambda(theta, data, structure), data, fam, True, fisher=True)
+        vcov = jnp.linalg.inv(info)[-p:, -p:]
+    else:
+        vcov = 2.0 * jnp.linalg.inv(res.hessian)[ntheta:, ntheta:]
+    return GlmmFit(at.objective, theta, at.mode.beta, at.mode.u, vcov, res.converged, res.niter)
+
+
+_fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts"))
+
+
+class GeneralizedLinearMixedModel:
+    """A generalized linear mixed model: g(E[y | b]) = X beta + Z b, b ~ N(0, Lambda Lambda'),
+    fitted by maximum likelihood with the Laplace approximation (lme4's nAGQ = 1).
+
+    `weights`: prior weights, a column name or an array with one value per row of `data`; for
+    family="binomial" the number of trials, with the response the proportion of successes
+    (lme4's `glmer(incidence/size ~ ..., weights = size)`). Use `jaxmm.fit(..., family=...)`.
+    """
+
+    def __init__(self, formula: str, data: pd.DataFrame, family: str, *, link: str | None = None, weights=None):
+        self.family: Family = make_family(family, link)
+        if weights is not None and self.family.name != "binomial":
+            raise ValueError(f"weights are the binomial trials; family {self.family.name!r} takes none (got weights={weights!r})")
+        if isinstance(data, pd.DataFrame) and weights is not None and not isinstance(weights, str):
+            values = np.asarray(weights)
+            if values.shape != (len(data),):
+                raise ValueError(f"weights must be a column name or have one value per row of data ({len(data)}), got shape {values.shape}")
+            data, weights = data.assign(**{"(weights)": values}), "(weights)"
+        if isinstance(data, pd.DataFrame) and weights is not None and weights not in data.columns:
+            raise ValueError(f"weights {weights!r} is not a column of the data")
+        self.design: Design = build_design(formula, data, residual=False, weights=weights)
+        y = self.design.y
+        if self.family.name == "poisson" and np.any((y < 0) | (y != np.round(y))):
+            raise ValueError(f"response {self.design.response!r} must be non-negative counts for family 'poisson'")
+        if self.family.name != "poisson" and np.any((y < 0) | (y > 1)):
+            raise ValueError(f"response {self.design.response!r} must be in [0, 1] for family {self.family.name!r} (a proportion, with weights the trials)")
+        if self.family.name == "bernoulli" and np.any((y != 0) & (y != 1)):
+            raise ValueError(f"response {self.design.response!r} must be 0 or 1 for family 'bernoulli'")
+        self.fast = False
+        self.optsum: OptSummary | None = None
+        self._fit: dict[str, Any] = {}
+
+    def fit(self, *, fast: bool = False, optsum_overrides: dict[str, Any] | None = None) -> GeneralizedLinearMixedModel:
+        """Minimise the Laplace objective over (theta, beta), or theta alone with fast=True; returns self.
+
+        The start, as lme4's and MixedModels.jl's: theta = 1 on the diagonal, 0 below it, and beta
+        the fit of the GLM without random effects (PIRLS at theta = 0)."""
+        if not isinstance(fast, (bool, np.bool_)):
+            raise ValueError(f"fast must be True or False, got {fast!r}")
+        opts = solver_options(optsum_overrides)
+        structure = self.structure
+        theta0 = np.where(structure.lowerbd == 0.0, 1.0, 0.0)
+        with jax.enable_x64(True):
+            data = jax.tree.map(jnp.asarray, glmm_data(self.design))
+            beta0 = _glm_start(data, structure=structure, fam=self.family)
+            res = _fit_glmm(jnp.asarray(theta0), beta0, data, structure=structure, fam=self.family, fast=bool(fast), opts=opts)
+            lams = lambdas(res.theta, structure)
+            self._fit = {
+                "beta": np.asarray(res.beta),
+                "vcov": np.asarray(res.vcov),
+                "u": np.asarray(res.u),
+                "lambdas": tuple(np.asarray(lam) for lam in lams),
+            }
+            self.optsum = OptSummary(np.asarray(theta0), np.asarray(res.theta), float(res.objective), bool(res.converged), int(res.niter), opts)
+        self.fast = bool(fast)
+        if not self.optsum.converged:
+            warnings.warn(f"the fit did not converge in {self.optsum.niter} iterations; see m.optsum", RuntimeWarning, stacklevel=2)
+        return self
+
+    def _require_fit(self) -> dict[str, Any]:
+        if self.optsum is None:
+            raise RuntimeError("the model has not been fitted yet; call .fit()")
+        return self._fit
+
+    @property
+    def structure(self) -> Structure:
+        return self.design.structure
+
+    @property
+    def formula(self) -> str:
+        return self.design.formula.text
+
+    @property
+    def nobs(self) -> int:
+        return self.structure.n
+
+    @property
+    def lowerbd(self) -> np.ndarray:
+        return self.structure.lowerbd
+
+    @property
+    def coefnames(self) -> tuple[str, ...]:
+        return self.design.coefnames
+
+    @property
+    def dof(self) -> int:
+        """Number of parameters: fixed effects (estimable) and theta (no residual scale)."""
+        return self.structure.p + self.structure.ntheta
+
+    @property
+    def objective(self) -> float:
+        """-2 log-likelihood by the Laplace approximation (lme4's -2 logLik; see jaxmm/glmm.py)."""
+        self._require_fit()
+        return self.optsum.fmin
+
+    @property
+    def theta(self) -> np.ndarray:
+        self._require_fit()
+        return self.optsum.final.copy()
+
+    def _by_coef(self, estimable_values: np.ndarray, fill: float) -> pd.Series:
+        full = np.full(len(self.coefnames), fill)
+        full[self.design.estimable] = estimable_values
+        return pd.Series(full, index=list(self.coefnames), dtype=np.float64)
+
+    @property
+    def beta(self) -> pd.Series:
+        """Fixed-effects estimates by coefficient name; inestimable (aliased) ones are -0.0."""
+        return self._by_coef(self._require_fit()["beta"], -0.0)
+
+    fixef = beta
+
+    @property
+    def stderror(self) -> pd.Series:
+        """Standard errors of the fixed effects (see `fit_glmm`); NaN for inestimable coefficients."""
+        return self._by_coef(np.sqrt(np.diagonal(self._require_fit()["vcov"])), np.nan)
+
+    def coeftable(self) -> pd.DataFrame:
+        """Estimate, standard error, Wald z and two-sided p-value per fixed-effects coefficient."""
+        beta, se = self.beta, self.stderror
+        z = beta / se
+        return pd.DataFrame({"Est.": beta, "SE": se, "z": z, "p": 2.0 * sps.norm.sf(np.abs(z))})
+
+    @property
+    def loglikelihood(self) -> float:
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2.0 * self.dof
+
+    @property
+    def bic(self) -> float:
+        return self.objective + self.dof * math.log(self.nobs)
+
+    def issingular(self, atol: float = 0.0) -> bool:
+        """True when some bounded component of theta is at (within atol of) its lower bound."""
+        return bool(np.any(self.theta - self.lowerbd <= atol))
+
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components as lme4's as.data.frame(VarCorr(m)): grp, var1, var2, vcov, sdcor
+        (the covariance of b is Lambda Lambda'; there is no residual row)."""
+        rows = []
+        for term, lam in zip(self.structure.terms, self._require_fit()["lambdas"]):
+            cov = lam @ lam.T
+            sd = np.sqrt(np.diag(cov))
+            rows += [(term.group, c, None, cov[i, i], sd[i]) for i, c in enumerate(term.columns)]
+            if any(r != c for r, c in zip(term.theta_rows, term.theta_cols)):
+                for i in range(term.k):
+                    for j in range(i + 1, term.k):
+                        corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                        rows.append((term.group, term.columns[i], term.columns[j], cov[i, j], corr))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects b = Lambda u, per grouping factor (levels x columns)."""
+        fit = self._require_fit()
+        out, offset = {}, 0
+        for term, lam, levels in zip(self.structure.terms, fit["lambdas"], self.design.levels):
+            u = fit["u"][offset : offset + term.nranef].reshape(term.nlevels, term.k)
+            offset += term.nranef
+            out[term.group] = pd.DataFrame(u @ lam.T, index=pd.Index(levels, name=term.group), columns=list(term.columns))
+        return out
+
+    def fitted(self) -> np.ndarray:
+        """mu = g^-1(X beta-hat + Z b-hat), the conditional means."""
+        mats = self.design.matrices
+        eta = np.asarray(mats.x) @ self._require_fit()["beta"]
+        for term, refs, z in zip(self.structure.terms, mats.refs, mats.z):
+            eta = eta + np.sum(np.asarray(z) * self.ranef()[term.group].to_numpy()[np.asarray(refs)], axis=1)
+        with jax.enable_x64(True):
+            return np.asarray(self.family.inverse_link(jnp.asarray(eta)))
+
+    def __repr__(self) -> str:
+        if self.optsum is None:
+            return f"GeneralizedLinearMixedModel({self.formula!r}, not fitted)"
+        return self.summary()
+
+    def summary(self) -> str:
+        """A MixedModels.jl-style summary: family, criteria, variance components, fixed effects."""
+        self._require_fit()
+        method = "maximum likelihood (Laplace approximation" + (", fast: beta from PIRLS)" if self.fast else ")")
+        header = ("logLik", "-2 logLik", "AIC", "BIC")
+        values = (self.loglikelihood, self.objective, self.aic, self.bic)
+        groups = "; ".join(f"{t.group} {t.nlevels}" for t in self.structure.terms)
+        lines = [
+            f"Generalized linear mixed model fit by {method}",
+            f" {self.formula}",
+            f" Distribution: {self.family.name}; link: {self.family.link}",
+            "  " + "".join(f"{h:>12}" for h in header),
+            "  " + "".join(f"{v:12.4f}" for v in values),
+            "",
+            "Variance components:",
+            _format_varcorr(self.varcorr()),
+            f" Number of obs: {self.nobs}; levels of grouping factors: {groups}",
+            "",
+        ]
+        if not self.optsum.converged:
+            lines.append(" WARNING: the optimiser did not converge")
+        lines += ["Fixed-effects parameters:", _format_coeftable(self.coeftable())]
+        if self.design.ndropped:
+            lines.append(f" ({self.design.ndropped} rows with missing values dropped)")
+        return "\n".join(lines)
+
+
+@partial(jit, static_argnames=("structure", "fam"))
+def _glm_start(data: GlmmData, structure: Structure, fam: Family) -> Array:
+    """beta of the GLM without random effects: PIRLS in (u, beta) at theta = 0, where u stays 0."""
+    zl = _z_lambda(jnp.zeros(structure.ntheta), data, structure)
+    return pirls(zl, jnp.zeros(structure.p), data, fam, True, sum(t.nranef for t in structure.terms)).beta
