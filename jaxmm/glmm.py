@@ -29,7 +29,6 @@ thousands of random effects would need the blocked factorisation of deviance.py.
 
 from __future__ import annotations
 
-import math
 import warnings
 from functools import partial
 from typing import Any, NamedTuple
@@ -40,14 +39,13 @@ import jax.scipy.linalg as jsl
 import numpy as np
 import pandas as pd
 from jax import Array, lax
-from scipy import stats as sps
 
 from ._compile import jit
 from .deviance import lambdas
 from .linalg import leading_logdets
 from .design import Design, Structure, build_design
 from .family import Family, family as make_family
-from .model import OptSummary, _format_coeftable, _format_varcorr, solver_options
+from .model import MixedModel, OptSummary, _format_coeftable, _format_varcorr, modes_by_term, solver_options
 from .solver import SolverOptions, minimize
 
 
@@ -239,7 +237,7 @@ def fit_glmm(theta0: Array, beta0: Array, data: GlmmData, structure: Structure, 
 _fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts"))
 
 
-class GeneralizedLinearMixedModel:
+class GeneralizedLinearMixedModel(MixedModel):
     """A generalized linear mixed model: g(E[y | b]) = X beta + Z b, b ~ N(0, Lambda Lambda'),
     fitted by maximum likelihood with the Laplace approximation (lme4's nAGQ = 1).
 
@@ -268,6 +266,7 @@ class GeneralizedLinearMixedModel:
         if self.family.name == "bernoulli" and np.any((y != 0) & (y != 1)):
             raise ValueError(f"response {self.design.response!r} must be 0 or 1 for family 'bernoulli'")
         self.fast = False
+        self.REML = False
         self.optsum: OptSummary | None = None
         self._fit: dict[str, Any] = {}
 
@@ -288,8 +287,8 @@ class GeneralizedLinearMixedModel:
             lams = lambdas(res.theta, structure)
             self._fit = {
                 "beta": np.asarray(res.beta),
-                "vcov": np.asarray(res.vcov),
-                "u": np.asarray(res.u),
+                "se": np.sqrt(np.diagonal(np.asarray(res.vcov))),
+                "u": modes_by_term(np.asarray(res.u), structure),
                 "lambdas": tuple(np.asarray(lam) for lam in lams),
             }
             self.optsum = OptSummary(np.asarray(theta0), np.asarray(res.theta), float(res.objective), bool(res.converged), int(res.niter), opts)
@@ -298,124 +297,20 @@ class GeneralizedLinearMixedModel:
             warnings.warn(f"the fit did not converge in {self.optsum.niter} iterations; see m.optsum", RuntimeWarning, stacklevel=2)
         return self
 
-    def _require_fit(self) -> dict[str, Any]:
-        if self.optsum is None:
-            raise RuntimeError("the model has not been fitted yet; call .fit()")
-        return self._fit
-
-    @property
-    def structure(self) -> Structure:
-        return self.design.structure
-
-    @property
-    def formula(self) -> str:
-        return self.design.formula.text
-
-    @property
-    def nobs(self) -> int:
-        return self.structure.n
-
-    @property
-    def lowerbd(self) -> np.ndarray:
-        return self.structure.lowerbd
-
-    @property
-    def coefnames(self) -> tuple[str, ...]:
-        return self.design.coefnames
-
     @property
     def dof(self) -> int:
         """Number of parameters: fixed effects (estimable) and theta (no residual scale)."""
         return self.structure.p + self.structure.ntheta
 
-    @property
-    def objective(self) -> float:
-        """-2 log-likelihood by the Laplace approximation (lme4's -2 logLik; see jaxmm/glmm.py)."""
-        self._require_fit()
-        return self.optsum.fmin
-
-    @property
-    def theta(self) -> np.ndarray:
-        self._require_fit()
-        return self.optsum.final.copy()
-
-    def _by_coef(self, estimable_values: np.ndarray, fill: float) -> pd.Series:
-        full = np.full(len(self.coefnames), fill)
-        full[self.design.estimable] = estimable_values
-        return pd.Series(full, index=list(self.coefnames), dtype=np.float64)
-
-    @property
-    def beta(self) -> pd.Series:
-        """Fixed-effects estimates by coefficient name; inestimable (aliased) ones are -0.0."""
-        return self._by_coef(self._require_fit()["beta"], -0.0)
-
-    fixef = beta
-
-    @property
-    def stderror(self) -> pd.Series:
-        """Standard errors of the fixed effects (see `fit_glmm`); NaN for inestimable coefficients."""
-        return self._by_coef(np.sqrt(np.diagonal(self._require_fit()["vcov"])), np.nan)
-
-    def coeftable(self) -> pd.DataFrame:
-        """Estimate, standard error, Wald z and two-sided p-value per fixed-effects coefficient."""
-        beta, se = self.beta, self.stderror
-        z = beta / se
-        return pd.DataFrame({"Est.": beta, "SE": se, "z": z, "p": 2.0 * sps.norm.sf(np.abs(z))})
-
-    @property
-    def loglikelihood(self) -> float:
-        return -0.5 * self.objective
-
-    @property
-    def aic(self) -> float:
-        return self.objective + 2.0 * self.dof
-
-    @property
-    def bic(self) -> float:
-        return self.objective + self.dof * math.log(self.nobs)
-
-    def issingular(self, atol: float = 0.0) -> bool:
-        """True when some bounded component of theta is at (within atol of) its lower bound."""
-        return bool(np.any(self.theta - self.lowerbd <= atol))
-
     def varcorr(self) -> pd.DataFrame:
         """Variance components as lme4's as.data.frame(VarCorr(m)): grp, var1, var2, vcov, sdcor
         (the covariance of b is Lambda Lambda'; there is no residual row)."""
-        rows = []
-        for term, lam in zip(self.structure.terms, self._require_fit()["lambdas"]):
-            cov = lam @ lam.T
-            sd = np.sqrt(np.diag(cov))
-            rows += [(term.group, c, None, cov[i, i], sd[i]) for i, c in enumerate(term.columns)]
-            if any(r != c for r, c in zip(term.theta_rows, term.theta_cols)):
-                for i in range(term.k):
-                    for j in range(i + 1, term.k):
-                        corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
-                        rows.append((term.group, term.columns[i], term.columns[j], cov[i, j], corr))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
-
-    def ranef(self) -> dict[str, pd.DataFrame]:
-        """Conditional modes of the random effects b = Lambda u, per grouping factor (levels x columns)."""
-        fit = self._require_fit()
-        out, offset = {}, 0
-        for term, lam, levels in zip(self.structure.terms, fit["lambdas"], self.design.levels):
-            u = fit["u"][offset : offset + term.nranef].reshape(term.nlevels, term.k)
-            offset += term.nranef
-            out[term.group] = pd.DataFrame(u @ lam.T, index=pd.Index(levels, name=term.group), columns=list(term.columns))
-        return out
+        return pd.DataFrame(self._varcorr_rows(1.0), columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
     def fitted(self) -> np.ndarray:
         """mu = g^-1(X beta-hat + Z b-hat), the conditional means."""
-        mats = self.design.matrices
-        eta = np.asarray(mats.x) @ self._require_fit()["beta"]
-        for term, refs, z in zip(self.structure.terms, mats.refs, mats.z):
-            eta = eta + np.sum(np.asarray(z) * self.ranef()[term.group].to_numpy()[np.asarray(refs)], axis=1)
         with jax.enable_x64(True):
-            return np.asarray(self.family.inverse_link(jnp.asarray(eta)))
-
-    def __repr__(self) -> str:
-        if self.optsum is None:
-            return f"GeneralizedLinearMixedModel({self.formula!r}, not fitted)"
-        return self.summary()
+            return np.asarray(self.family.inverse_link(jnp.asarray(self._linear_predictor())))
 
     def summary(self) -> str:
         """A MixedModels.jl-style summary: family, criteria, variance components, fixed effects."""

@@ -116,7 +116,141 @@ class OptSummary:
     options: SolverOptions
 
 
-class LinearMixedModel:
+class MixedModel:
+    """What linear and generalized linear mixed models share once fitted: the design, theta, the
+    fixed effects and the random effects b = Lambda u. A subclass's fit() fills `optsum` and
+    `_fit` (beta, se, lambdas and the spherical modes u per term)."""
+
+    design: Design
+    REML: bool
+    optsum: OptSummary | None
+
+    def _require_fit(self) -> dict[str, Any]:
+        if self.optsum is None:
+            raise RuntimeError("the model has not been fitted yet; call .fit()")
+        return self._fit
+
+    # ---- structure ----------------------------------------------------------------------
+    @property
+    def structure(self) -> Structure:
+        return self.design.structure
+
+    @property
+    def formula(self) -> str:
+        return self.design.formula.text
+
+    @property
+    def nobs(self) -> int:
+        return self.structure.n
+
+    @property
+    def ndropped(self) -> int:
+        return self.design.ndropped
+
+    @property
+    def lowerbd(self) -> np.ndarray:
+        return self.structure.lowerbd
+
+    @property
+    def coefnames(self) -> tuple[str, ...]:
+        return self.design.coefnames
+
+    @property
+    def rank(self) -> int:
+        return self.structure.p
+
+    # ---- estimates ----------------------------------------------------------------------
+    @property
+    def objective(self) -> float:
+        """-2 log-likelihood at the optimum (for an LMM fitted by REML, the REML criterion)."""
+        self._require_fit()
+        return self.optsum.fmin
+
+    @property
+    def theta(self) -> np.ndarray:
+        self._require_fit()
+        return self.optsum.final.copy()
+
+    def _by_coef(self, estimable_values: np.ndarray, fill: float) -> pd.Series:
+        full = np.full(len(self.coefnames), fill)
+        full[self.design.estimable] = estimable_values
+        return pd.Series(full, index=list(self.coefnames), dtype=np.float64)
+
+    @property
+    def beta(self) -> pd.Series:
+        """Fixed-effects estimates by coefficient name; inestimable (aliased) ones are -0.0."""
+        return self._by_coef(self._require_fit()["beta"], -0.0)
+
+    fixef = beta
+
+    @property
+    def stderror(self) -> pd.Series:
+        """Standard errors of the fixed effects; NaN for inestimable coefficients."""
+        return self._by_coef(self._require_fit()["se"], np.nan)
+
+    def coeftable(self) -> pd.DataFrame:
+        """Estimate, standard error, Wald z and two-sided p-value per fixed-effects coefficient."""
+        beta, se = self.beta, self.stderror
+        z = beta / se
+        return pd.DataFrame({"Est.": beta, "SE": se, "z": z, "p": 2.0 * sps.norm.sf(np.abs(z))})
+
+    @property
+    def loglikelihood(self) -> float:
+        if self.REML:
+            raise ValueError("the log-likelihood is defined for ML fits; refit with REML=False")
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2.0 * self.dof
+
+    @property
+    def bic(self) -> float:
+        return self.objective + self.dof * math.log(self.nobs)
+
+    def issingular(self, atol: float = 0.0) -> bool:
+        """True when some bounded component of theta is at (within atol of) its lower bound."""
+        return bool(np.any(self.theta - self.lowerbd <= atol))
+
+    def _varcorr_rows(self, scale: float) -> list[tuple]:
+        """Per term: each column's variance and standard deviation, then each pair's covariance and
+        correlation (for correlated terms), of b ~ N(0, scale^2 Lambda Lambda')."""
+        rows = []
+        for term, lam in zip(self.structure.terms, self._require_fit()["lambdas"]):
+            cov = scale**2 * lam @ lam.T
+            sd = np.sqrt(np.diag(cov))
+            rows += [(term.group, c, None, cov[i, i], sd[i]) for i, c in enumerate(term.columns)]
+            if any(r != c for r, c in zip(term.theta_rows, term.theta_cols)):
+                for i in range(term.k):
+                    for j in range(i + 1, term.k):
+                        corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                        rows.append((term.group, term.columns[i], term.columns[j], cov[i, j], corr))
+        return rows
+
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects b = Lambda u, per grouping factor (levels x columns)."""
+        fit = self._require_fit()
+        return {
+            term.group: pd.DataFrame(u @ lam.T, index=pd.Index(levels, name=term.group), columns=list(term.columns))
+            for term, u, lam, levels in zip(self.structure.terms, fit["u"], fit["lambdas"], self.design.levels)
+        }
+
+    def _linear_predictor(self) -> np.ndarray:
+        """X beta-hat + Z b-hat."""
+        mats, beta = self.design.matrices, self._require_fit()["beta"]
+        eta = np.asarray(mats.x) @ beta
+        for term, refs, z in zip(self.structure.terms, mats.refs, mats.z):
+            b = self.ranef()[term.group].to_numpy()
+            eta = eta + np.sum(np.asarray(z) * b[np.asarray(refs)], axis=1)
+        return eta
+
+    def __repr__(self) -> str:
+        if self.optsum is None:
+            return f"{type(self).__name__}({self.formula!r}, not fitted)"
+        return self.summary()
+
+
+class LinearMixedModel(MixedModel):
     """A linear mixed-effects model y = X beta + Z b + e, b ~ N(0, sigma^2 Lambda Lambda'), e ~ N(0, sigma^2 I).
 
     Construct, then `fit()`; or use `jaxmm.fit(formula, data)`, which does both.
@@ -153,7 +287,7 @@ class LinearMixedModel:
                 "se": np.asarray(res.stderror),
                 "sigma": float(res.sigma),
                 "unscaled_vcov": np.asarray(vcov),
-                "u": (np.asarray(u1), np.asarray(ur)),
+                "u": modes_by_term(np.concatenate([np.ravel(u1), np.asarray(ur)]), self.structure),
                 "lambdas": tuple(np.asarray(lam) for lam in lams),
                 "hessian": np.asarray(res.hessian),
             }
@@ -183,40 +317,6 @@ class LinearMixedModel:
             raise ValueError(f"{name} must be finite with diagonal elements >= 0, got {theta.tolist()}")
         return theta
 
-    def _require_fit(self) -> dict[str, Any]:
-        if self.optsum is None:
-            raise RuntimeError("the model has not been fitted yet; call .fit()")
-        return self._fit
-
-    # ---- structure ----------------------------------------------------------------------
-    @property
-    def structure(self) -> Structure:
-        return self.design.structure
-
-    @property
-    def formula(self) -> str:
-        return self.design.formula.text
-
-    @property
-    def nobs(self) -> int:
-        return self.structure.n
-
-    @property
-    def ndropped(self) -> int:
-        return self.design.ndropped
-
-    @property
-    def lowerbd(self) -> np.ndarray:
-        return self.structure.lowerbd
-
-    @property
-    def coefnames(self) -> tuple[str, ...]:
-        return self.design.coefnames
-
-    @property
-    def rank(self) -> int:
-        return self.structure.p
-
     @property
     def dof(self) -> int:
         """Number of parameters: fixed effects (estimable), theta, and sigma."""
@@ -224,36 +324,8 @@ class LinearMixedModel:
 
     # ---- estimates ----------------------------------------------------------------------
     @property
-    def objective(self) -> float:
-        """-2 log-likelihood (ML) or the REML criterion at the optimum."""
-        self._require_fit()
-        return self.optsum.fmin
-
-    @property
-    def theta(self) -> np.ndarray:
-        self._require_fit()
-        return self.optsum.final.copy()
-
-    @property
     def sigma(self) -> float:
         return self._require_fit()["sigma"]
-
-    def _by_coef(self, estimable_values: np.ndarray, fill: float) -> pd.Series:
-        full = np.full(len(self.coefnames), fill)
-        full[self.design.estimable] = estimable_values
-        return pd.Series(full, index=list(self.coefnames), dtype=np.float64)
-
-    @property
-    def beta(self) -> pd.Series:
-        """Fixed-effects estimates by coefficient name; inestimable (aliased) ones are -0.0."""
-        return self._by_coef(self._require_fit()["beta"], -0.0)
-
-    fixef = beta
-
-    @property
-    def stderror(self) -> pd.Series:
-        """Standard errors of the fixed effects; NaN for inestimable coefficients."""
-        return self._by_coef(self._require_fit()["se"], np.nan)
 
     @property
     def vcov(self) -> pd.DataFrame:
@@ -265,81 +337,21 @@ class LinearMixedModel:
         full[np.ix_(est, est)] = fit["sigma"] ** 2 * fit["unscaled_vcov"]
         return pd.DataFrame(full, index=names, columns=names)
 
-    def coeftable(self) -> pd.DataFrame:
-        """Estimate, standard error, Wald z and two-sided p-value per fixed-effects coefficient."""
-        beta, se = self.beta, self.stderror
-        z = beta / se
-        return pd.DataFrame({"Est.": beta, "SE": se, "z": z, "p": 2.0 * sps.norm.sf(np.abs(z))})
-
-    @property
-    def loglikelihood(self) -> float:
-        if self.REML:
-            raise ValueError("the log-likelihood is defined for ML fits; refit with REML=False")
-        return -0.5 * self.objective
-
-    @property
-    def aic(self) -> float:
-        return self.objective + 2.0 * self.dof
-
-    @property
-    def bic(self) -> float:
-        return self.objective + self.dof * math.log(self.nobs)
-
-    def issingular(self, atol: float = 0.0) -> bool:
-        """True when some bounded component of theta is at (within atol of) its lower bound."""
-        return bool(np.any(self.theta - self.lowerbd <= atol))
-
     def varcorr(self) -> pd.DataFrame:
-        """Variance components as lme4's as.data.frame(VarCorr(m)): grp, var1, var2, vcov, sdcor.
-
-        Rows per term: each column's variance and standard deviation, then each pair's covariance
-        and correlation (for correlated terms), and finally the residual."""
-        fit = self._require_fit()
-        sigma2, rows = fit["sigma"] ** 2, []
-        for term, lam in zip(self.structure.terms, fit["lambdas"]):
-            cov = sigma2 * lam @ lam.T
-            sd = np.sqrt(np.diag(cov))
-            rows += [(term.group, c, None, cov[i, i], sd[i]) for i, c in enumerate(term.columns)]
-            if any(r != c for r, c in zip(term.theta_rows, term.theta_cols)):
-                for i in range(term.k):
-                    for j in range(i + 1, term.k):
-                        corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
-                        rows.append((term.group, term.columns[i], term.columns[j], cov[i, j], corr))
-        rows.append(("Residual", None, None, sigma2, fit["sigma"]))
+        """Variance components as lme4's as.data.frame(VarCorr(m)): grp, var1, var2, vcov, sdcor;
+        the random-effects terms, then the residual."""
+        sigma = self.sigma
+        rows = self._varcorr_rows(sigma) + [("Residual", None, None, sigma**2, sigma)]
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
-
-    def ranef(self) -> dict[str, pd.DataFrame]:
-        """Conditional modes of the random effects b = Lambda u, per grouping factor (levels x columns)."""
-        fit = self._require_fit()
-        u1, ur = fit["u"]
-        out, offset = {}, 0
-        for i, (term, lam, levels) in enumerate(zip(self.structure.terms, fit["lambdas"], self.design.levels)):
-            if i == 0:
-                u = u1
-            else:
-                u = ur[offset : offset + term.nranef].reshape(term.nlevels, term.k)
-                offset += term.nranef
-            out[term.group] = pd.DataFrame(u @ lam.T, index=pd.Index(levels, name=term.group), columns=list(term.columns))
-        return out
 
     def fitted(self) -> np.ndarray:
         """X beta-hat + Z b-hat."""
-        mats, beta = self.design.matrices, self._require_fit()["beta"]
-        fitted = np.asarray(mats.x) @ beta
-        for term, refs, z in zip(self.structure.terms, mats.refs, mats.z):
-            b = self.ranef()[term.group].to_numpy()
-            fitted = fitted + np.sum(np.asarray(z) * b[np.asarray(refs)], axis=1)
-        return fitted
+        return self._linear_predictor()
 
     def residuals(self) -> np.ndarray:
         return self.design.y - self.fitted()
 
     # ---- display ------------------------------------------------------------------------
-    def __repr__(self) -> str:
-        if self.optsum is None:
-            return f"LinearMixedModel({self.formula!r}, not fitted)"
-        return self.summary()
-
     def summary(self) -> str:
         """A MixedModels.jl-style summary: criteria, variance components, fixed effects."""
         self._require_fit()
@@ -360,6 +372,12 @@ class LinearMixedModel:
         if self.ndropped:
             lines.append(f" ({self.ndropped} rows with missing values dropped)")
         return "\n".join(lines)
+
+
+def modes_by_term(u: np.ndarray, structure: Structure) -> tuple[np.ndarray, ...]:
+    """The spherical modes u (all terms, level-major within each) as one (levels x k) array per term."""
+    cuts = np.cumsum([t.nranef for t in structure.terms])[:-1]
+    return tuple(piece.reshape(t.nlevels, t.k) for piece, t in zip(np.split(u, cuts), structure.terms))
 
 
 def _format_varcorr(vc: pd.DataFrame) -> str:
