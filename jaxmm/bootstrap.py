@@ -10,8 +10,9 @@ Scale-out uses JAX's own machinery: the lanes of a batch are spread over the loc
 `shard_map` over a one-axis mesh (each device runs its own while-loops on its lanes), and when
 JAX runs as several processes (`jax.distributed.initialize()`), each process fits a contiguous
 share of the replicates and the shares are gathered (`process_allgather`), so every process
-returns the whole table. Replicate i depends on (rng, i) alone, so the table is the same,
-replicate for replicate, on one device or many, in one process or several.
+returns the whole table. Replicate i's random numbers depend on (rng, i) alone; its fitted
+numbers are bit-identical whenever the lanes per device are the same (any nsamp, any number of
+processes), and otherwise differ in the last bits only (see `parametricbootstrap`).
 """
 
 from __future__ import annotations
