@@ -245,15 +245,16 @@ def parametricbootstrap(
     close over a design matrix built like m's (its columns the estimable coefficients, in
     m.coefnames order): `f = lambda r: X_new @ r.beta`.
     optsum_overrides: solver settings for the replicate fits (ftol_rel, ftol_abs, xtol_abs, maxiter).
-    batch_size: lanes fitted per call over all devices, a multiple of their number (default:
-    lane_width(m) per device). devices: the local devices to spread the lanes over: all (default),
+    batch_size: lanes in flight over all devices, rounded up to a multiple of lane_width(m) per
+    device (the default: one such call); they are fitted one lane width per device at a time, by
+    the same compiled program. devices: the local devices to spread the lanes over: all (default),
     a count, or a list from jax.local_devices(). Under jax.distributed, each process fits its
     share on its own devices and every process returns the whole table.
 
-    Reproducibility: with the same lanes per device, replicate i's numbers are bit-identical
-    whatever nsamp, the run's split into processes, or the replicate's lane. A different number
-    of lanes per device (batch_size, or devices on one CPU) changes how XLA vectorises the lanes
-    and so the rounding of the results, in the last bits (about 1e-12 relative).
+    Reproducibility: replicate i's numbers are bit-identical whatever nsamp, batch_size, the
+    replicate's lane or the run's split into processes. Several devices in one process run a
+    partitioned program that XLA vectorises differently on a CPU: the results agree with one
+    device in all but the last bits (about 1e-11 relative).
     """
     _check_fitted("m", m)
     try:
@@ -315,16 +316,15 @@ def simulate_and_refit(
     chosen = _local_devices(devices)
     share = _process_share(nsamp, jax.process_index(), jax.process_count())
     mesh = Mesh(np.array(chosen), (_LANES,))
-    if batch_size is not None and batch_size % len(chosen):
-        raise ValueError(f"batch_size must be a multiple of the number of devices ({len(chosen)}), got {batch_size}")
-    batch = int(batch_size or len(chosen) * min(lane_width(mm, chosen[0].platform) for mm in models))
+    call_lanes = len(chosen) * min(lane_width(mm, chosen[0].platform) for mm in models)
+    batch = call_lanes * -(-int(batch_size or call_lanes) // call_lanes)
     with jax.enable_x64(True):
         key = _as_key(rng)
         starts = [_start(mm, sim[2] if mm is sim_model else mm.theta) for mm in models]
         beta, sigma, theta = sim
         ranef = tuple(jnp.asarray(sim_model.ranef()[t.group].to_numpy()) for t in sim_model.structure.terms) if use_u else None
         simulation = _Simulation(jax.tree.map(jnp.asarray, sim_model.design.matrices), jnp.asarray(beta), jnp.asarray(sigma), jnp.asarray(theta), ranef)
-        parts, stat = _run(key, share, simulation, sim_model.structure, models, starts, opts, batch, mesh,
+        parts, stat = _run(key, share, simulation, sim_model.structure, models, starts, opts, (batch, call_lanes), mesh,
                            progress and jax.process_index() == 0, statistic)
         if jax.process_count() > 1:
             parts = [Replicates(**_gather(vars(part), nsamp)) for part in parts]
@@ -361,7 +361,7 @@ def _run(
     models: tuple[LinearMixedModel, ...],
     starts: list[tuple[np.ndarray, np.ndarray]],
     opts: SolverOptions,
-    batch: int,
+    lanes_shape: tuple[int, int],
     mesh: Mesh,
     progress: bool,
     statistic: Callable | None,
@@ -369,12 +369,15 @@ def _run(
     """Fit replicates `share` to every model through one compiled batch shape, refilling the lanes
     as replicates finish.
 
-    Each call runs at most `ROUND_MAXITER` solver iterations per fit on `batch` lanes. A fit that
+    The `batch` lanes, lanes_shape = (batch, call_lanes), go through the kernel `call_lanes` at a
+    time: every call runs the same compiled program, so a replicate's numbers do not depend on the
+    batch size. Each call runs at most `ROUND_MAXITER` solver iterations per fit. A fit that
     converged (or used up `opts.maxiter`) is stored and closed; one that needs more iterations
     continues, from where it stopped (theta and the BFGS Hessian), in the next call. A lane whose
     replicate has no open fit left is refilled with the next replicate. So no batch waits for its
     slowest lane, and every call has the same shape: one compilation. Closed fits and idle lanes
     get a budget of one iteration, their results unused."""
+    batch, call_lanes = lanes_shape
     shared, spread = NamedSharding(mesh, P()), NamedSharding(mesh, P(_LANES))
     sim = jax.device_put(sim, shared)
     refits = jax.device_put(
@@ -393,8 +396,19 @@ def _run(
     show = progress and sys.stderr.isatty()
     from tqdm import tqdm
 
-    def lanes(a: np.ndarray) -> Array:
-        return jax.device_put(a, spread)
+    def call(part: slice):
+        """The kernel on lanes `part`, dispatched asynchronously."""
+
+        def lanes(a: np.ndarray) -> Array:
+            return jax.device_put(a[part], spread)
+
+        return _fit_replicates(
+            key, lanes(share.start + np.maximum(lane_index, 0)),
+            tuple(_Lanes(lanes(theta), lanes(hess), lanes(np.where(open_, opts.maxiter - used, 1)))
+                  for theta, hess, used, open_ in zip(lane_theta, lane_hess, lane_used, lane_open)),
+            sim, refits, structure=sim_structure, structures=tuple(mm.structure for mm in models),
+            opts=round_opts, mesh=mesh, statistic=statistic,
+        )
 
     with tqdm(total=len(share), disable=not show, unit="rep", desc="bootstrap") as bar:
         while True:
@@ -407,15 +421,8 @@ def _run(
             busy = lane_index >= 0
             if not busy.any():
                 break
-            fits, stat = jax.device_get(
-                _fit_replicates(
-                    key, lanes(share.start + np.maximum(lane_index, 0)),
-                    tuple(_Lanes(lanes(theta), lanes(hess), lanes(np.where(open_, opts.maxiter - used, 1)))
-                          for theta, hess, used, open_ in zip(lane_theta, lane_hess, lane_used, lane_open)),
-                    sim, refits, structure=sim_structure, structures=tuple(mm.structure for mm in models),
-                    opts=round_opts, mesh=mesh, statistic=statistic,
-                )
-            )
+            results = jax.device_get([call(slice(c, c + call_lanes)) for c in range(0, batch, call_lanes)])
+            fits, stat = jax.tree.map(lambda *parts: np.concatenate(parts), *results)
             for j, (mm, res, out) in enumerate(zip(models, fits, outs)):
                 used = lane_used[j] + res.niter
                 finished = lane_open[j] & (res.converged | (used >= opts.maxiter) | ~np.isfinite(res.objective))
