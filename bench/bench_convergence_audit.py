@@ -51,7 +51,7 @@ from _common import RESULTS, code_version, load, run_meta  # noqa: E402
 import jaxmm  # noqa: E402
 from jaxmm.design import suffstats  # noqa: E402
 from jaxmm.deviance import objective  # noqa: E402
-from jaxmm.simulate import replicate_key, simulate_response  # noqa: E402
+from jaxmm.simulate import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
 TOLERANCE = 1e-6  # relative: a replicate's objective above the refit's by more is a failure
@@ -121,13 +121,7 @@ class Refit:
 
     def responses(self, seed: int, nsamp: int) -> np.ndarray:
         """The responses of replicates 0..nsamp-1 of parametricbootstrap(seed, nsamp, m)."""
-        m = self.m
-        with jax.enable_x64(True):
-            beta = jnp.asarray(m.beta.to_numpy()[m.design.estimable])
-            sigma, theta = jnp.asarray(m.sigma), jnp.asarray(m.theta)
-            key = jax.random.key(seed)
-            one = lambda i: simulate_response(replicate_key(key, i), self.mats, m.structure, beta, sigma, theta)  # noqa: E731
-            return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(nsamp)))
+        return simulated_responses(self.m, seed, nsamp)
 
     def stats(self, ys: np.ndarray):
         with jax.enable_x64(True):

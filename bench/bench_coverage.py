@@ -31,15 +31,15 @@ import warnings
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import RESULTS, code_version, load, run_meta  # noqa: E402
 import jaxmm  # noqa: E402
 from jaxmm.results import MixedModelBootstrap, Replicates  # noqa: E402
-from jaxmm.simulate import replicate_key, simulate_response  # noqa: E402
+from jaxmm.simulate import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
 LEVEL = 0.95
@@ -54,7 +54,7 @@ jax.monitoring.register_event_duration_secs_listener(
 )
 
 
-def parameter_table(m, objective, beta, sigma, theta) -> "pd.DataFrame":
+def parameter_table(m, objective, beta, sigma, theta) -> pd.DataFrame:
     """samp.tbl's columns (obj, β.., σ, σ.., ρ.., θ..) for given fits of model m, one row each.
 
     Uses jaxmm's own bootstrap table, so a true value or another program's replicates get their
@@ -73,17 +73,6 @@ def parameter_table(m, objective, beta, sigma, theta) -> "pd.DataFrame":
         niter=np.zeros(n, dtype=np.int64),
     )
     return MixedModelBootstrap(m, reps).tbl
-
-
-def simulated_responses(m, seed: int, count: int) -> np.ndarray:
-    """count responses (count x n) drawn from m's fitted parameters, data set i from fold_in(key(seed), i)."""
-    with jax.enable_x64(True):
-        mats = jax.tree.map(jnp.asarray, m.design.matrices)
-        beta = jnp.asarray(m.beta.to_numpy()[m.design.estimable])
-        sigma, theta = jnp.asarray(m.sigma), jnp.asarray(m.theta)
-        key = jax.random.key(seed)
-        one = lambda i: simulate_response(replicate_key(key, i), mats, m.structure, beta, sigma, theta)  # noqa: E731
-        return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(count)))
 
 
 def coverage_of_design(name: str, datasets: int, nboot: int, seed: int) -> dict:
@@ -188,8 +177,8 @@ def main() -> None:
     out = {"level": LEVEL, "seed": args.seed, "designs": results, "meta": run_meta(loads, CODE_VERSION)}
     Path(args.out).write_text(json.dumps(out, indent=1, ensure_ascii=False))
 
-    print(f"\n| design | parameter | truth | shortest: coverage ± se | equal-tail: coverage ± se | "
-          f"shortest: truth below / above interval | median width (shortest) |")
+    print("\n| design | parameter | truth | shortest: coverage ± se | equal-tail: coverage ± se | "
+          "shortest: truth below / above interval | median width (shortest) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         for row in r["coverage"]:

@@ -26,14 +26,12 @@ import time
 
 from _common import RESULTS, ROOT, code_version, load, run_meta, run_rscript  # noqa: I001 (switches the cache off first)
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 import jaxmm
-from jaxmm.simulate import replicate_key, simulate_response
+from jaxmm.simulate import simulated_responses
 
 NSAMP = 2000
 SEED = 42
@@ -67,11 +65,7 @@ def paired_check(test, name: str, nsamp: int) -> dict:
     """Refit the first `nsamp` responses jaxmm simulated with lme4 (refit(), as PBmodcomp does):
     the same responses, so the LRT* differ only by the two programs' fits, not by Monte Carlo."""
     small = test.fits[0].model
-    with jax.enable_x64(True):
-        mats = jax.tree.map(jnp.asarray, small.design.matrices)
-        beta, sigma, theta = (jnp.asarray(v) for v in test.fits[0].sim)
-        key = jax.random.key(SEED)
-        ys = np.stack([np.asarray(simulate_response(replicate_key(key, i), mats, small.structure, beta, sigma, theta)) for i in range(nsamp)])
+    ys = simulated_responses(small, SEED, nsamp)
     with tempfile.TemporaryDirectory() as tmp:
         pd.DataFrame(ys.T).to_csv(f"{tmp}/y.csv", index=False)
         subprocess.run(["Rscript", "-e", PAIRED_R, f"{tmp}/y.csv", f"{tmp}/dev.csv", SMALL[name], LARGE], cwd=ROOT, check=True,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from .design import ModelMatrices, Structure
@@ -44,3 +45,15 @@ def simulate_response(
 def replicate_key(key: Array, index: Array) -> Array:
     """The key of replicate `index` (0-based) of a run seeded with `key`."""
     return jax.random.fold_in(key, index)
+
+
+def simulated_responses(m, seed: int, nsamp: int) -> np.ndarray:
+    """The responses (nsamp x n) that replicates 0..nsamp-1 of parametricbootstrap(seed, nsamp, m)
+    simulate from m's fitted beta, sigma and theta: to refit them by other means."""
+    with jax.enable_x64(True):
+        mats = jax.tree.map(jnp.asarray, m.design.matrices)
+        beta = jnp.asarray(m.beta.to_numpy()[m.design.estimable])
+        sigma, theta = jnp.asarray(m.sigma), jnp.asarray(m.theta)
+        key = jax.random.key(seed)
+        one = lambda i: simulate_response(replicate_key(key, i), mats, m.structure, beta, sigma, theta)  # noqa: E731
+        return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(nsamp)))

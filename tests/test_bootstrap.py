@@ -23,7 +23,7 @@ from scipy import stats as sps
 import jaxmm
 from jaxmm.design import suffstats
 from jaxmm.deviance import objective
-from jaxmm.simulate import replicate_key, simulate_response
+from jaxmm.simulate import simulated_responses
 
 DY = "yield ~ 1 + (1|batch)"
 SS = "reaction ~ 1 + days + (1 + days|subj)"
@@ -83,17 +83,6 @@ def ss_boot(ss):
 
 
 # ---- helpers for careful single fits -----------------------------------------------------------
-def _responses(m, seed: int, nsamp: int) -> np.ndarray:
-    """The responses replicates 0..nsamp-1 of a run seeded `seed` simulate (from the fitted parameters)."""
-    with jax.enable_x64(True):
-        mats = jax.tree.map(jnp.asarray, m.design.matrices)
-        beta = jnp.asarray(m.beta.to_numpy()[m.design.estimable])
-        sigma, theta = jnp.asarray(m.sigma), jnp.asarray(m.theta)
-        key = jax.random.key(seed)
-        one = lambda i: simulate_response(replicate_key(key, i), mats, m.structure, beta, sigma, theta)  # noqa: E731
-        return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(nsamp)))
-
-
 class _Careful:
     """jaxmm.fit of a response (from lme4's start), and scipy L-BFGS-B from other starts on jaxmm.deviance.objective."""
 
@@ -140,7 +129,7 @@ class _Careful:
 
 def _check_against_careful_fits(m, samp, seed, data, starts):
     careful = _Careful(m, data, starts)
-    ys = _responses(m, seed, samp.nsamp)
+    ys = simulated_responses(m, seed, samp.nsamp)
     diag = _diag(m)
     r = samp.replicates
     assert r.objective.dtype == np.float64
@@ -531,7 +520,7 @@ def test_reml_bootstrap(dy, dy_reml, dy_reml_boot, dy_boot2):
     assert samp.converged.all()
     assert not np.allclose(samp.objective, dy_boot2.objective, rtol=1e-3)  # not the ML criteria
     data = jaxmm.dataset("dyestuff")
-    ys = _responses(dy_reml, DY_SEED2, 10)
+    ys = simulated_responses(dy_reml, DY_SEED2, 10)
     careful = _Careful(dy_reml, data, [[1.0]])
     for i, y in enumerate(ys):
         reml_fit = careful.refit(y)
@@ -562,12 +551,7 @@ def test_crossed_nested_and_zerocorr_models_bootstrap(name, formula, columns):
     samp = jaxmm.parametricbootstrap(5, 24, m, progress=False)
     assert list(samp.tbl.columns) == columns
     assert samp.converged.all()
-    with jax.enable_x64(True):
-        mats = jax.tree.map(jnp.asarray, m.design.matrices)
-        y = simulate_response(
-            replicate_key(jax.random.key(5), 0), mats, m.structure,
-            jnp.asarray(m.beta.to_numpy()[m.design.estimable]), jnp.asarray(m.sigma), jnp.asarray(m.theta),
-        )
+    y = simulated_responses(m, 5, 1)[0]
     single = jaxmm.fit(formula, data.assign(**{m.design.response: np.asarray(y)}))
     assert samp.objective[0] <= single.objective * (1 + 1e-9)
     np.testing.assert_allclose(samp.objective[0], single.objective, rtol=1e-6)

@@ -22,7 +22,6 @@ import json
 import warnings
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -31,7 +30,7 @@ from scipy import stats as sps
 
 import jaxmm
 from jaxmm.lrt import check_nested
-from jaxmm.simulate import replicate_key, simulate_response
+from jaxmm.simulate import simulated_responses
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "pbkrtest_lrt.json").read_text())
 LARGE = "reaction ~ 1 + days + (1 + days | subj)"
@@ -192,12 +191,7 @@ def test_bartlett_and_gamma_follow_pbkrtest(name, pb):
 
 def test_replicates_are_single_fits_of_the_small_models_simulations(sleep, small, large, pb):
     m, result = small["ranef"], pb["ranef"]
-    with jax.enable_x64(True):
-        mats = jax.tree.map(jnp.asarray, m.design.matrices)
-        beta = jnp.asarray(m.beta.to_numpy()[m.design.estimable])
-        ys = [simulate_response(replicate_key(jax.random.key(SEED), i), mats, m.structure, beta, jnp.asarray(m.sigma), jnp.asarray(m.theta))
-              for i in range(3)]
-    for i, y in enumerate(ys):
+    for i, y in enumerate(simulated_responses(m, SEED, 3)):
         df = sleep.assign(reaction=np.asarray(y))
         single = [jaxmm.fit(f, df).objective for f in (SMALL["ranef"], LARGE)]
         np.testing.assert_allclose([result.fits[0].objective[i], result.fits[1].objective[i]], single, rtol=1e-8)
