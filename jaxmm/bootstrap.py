@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ._compile import jit
 from .design import ModelMatrices, Structure, suffstats
-from .deviance import factorize, lambdas, solve_pls
+from .deviance import factorize, lambdas, modes_by_term, solve_pls
 from .model import FitResult, LinearMixedModel, fit_response, floor_eigenvalues, objective_hessian, solver_options
 from .results import MixedModelBootstrap, Replicates
 from .simulate import replicate_key, simulate_response
@@ -101,12 +101,8 @@ def _replicate_fit(fit: FitResult, stats, refit: _Refit, structure: Structure) -
     """The conditional modes b_t = lambda_t u_t and fitted values at the fit's theta."""
     factor = factorize(fit.theta, refit.blocks, stats, structure)
     sol = solve_pls(factor, fit.theta, refit.blocks, stats, structure)
-    lams = lambdas(fit.theta, structure)
-    us, offset = [sol.u1], 0
-    for t in structure.terms[1:]:
-        us.append(sol.ur[offset : offset + t.nranef].reshape(t.nlevels, t.k))
-        offset += t.nranef
-    b = tuple(u @ lam.T for u, lam in zip(us, lams))
+    us = modes_by_term(jnp.concatenate([sol.u1.reshape(-1), sol.ur]), structure)
+    b = tuple(u @ lam.T for u, lam in zip(us, lambdas(fit.theta, structure)))
     fitted = refit.mats.x @ sol.beta + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b, refit.mats.refs, refit.mats.z))
     return ReplicateFit(sol.beta, fit.theta, fit.sigma, b, fitted)
 

@@ -163,6 +163,16 @@ class Solution(NamedTuple):
     ur: Array  # (qr,)
 
 
+def modes_by_term(u, structure: Structure) -> tuple:
+    """The spherical modes u (all terms, level-major within each; NumPy or JAX) as one
+    (levels x k) array per term."""
+    out, offset = [], 0
+    for t in structure.terms:
+        out.append(u[offset : offset + t.nranef].reshape(t.nlevels, t.k))
+        offset += t.nranef
+    return tuple(out)
+
+
 def solve_pls(factor: Factor, theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure) -> Solution:
     """beta-hat and the conditional modes u: back-substitute L' [u; beta] = (last row of L).
 

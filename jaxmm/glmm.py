@@ -41,11 +41,11 @@ import pandas as pd
 from jax import Array, lax
 
 from ._compile import jit
-from .deviance import lambdas
+from .deviance import lambdas, modes_by_term
 from .linalg import leading_logdets
 from .design import Design, Structure, build_design
 from .family import Family, family as make_family
-from .model import MixedModel, OptSummary, _format_coeftable, _format_varcorr, modes_by_term, solver_options
+from .model import MixedModel, OptSummary, _format_coeftable, _format_varcorr, solver_options
 from .solver import SolverOptions, minimize
 
 

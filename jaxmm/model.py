@@ -16,7 +16,7 @@ from jax import Array
 from scipy import stats as sps
 
 from .design import Blocks, Design, Structure, SuffStats, build_design, suffstats
-from .deviance import factorize, fixed_effects, lambdas, objective, solve_pls
+from .deviance import factorize, fixed_effects, lambdas, modes_by_term, objective, solve_pls
 from ._compile import is_small, jit
 from .solver import SolverOptions, minimize
 
@@ -372,12 +372,6 @@ class LinearMixedModel(MixedModel):
         if self.ndropped:
             lines.append(f" ({self.ndropped} rows with missing values dropped)")
         return "\n".join(lines)
-
-
-def modes_by_term(u: np.ndarray, structure: Structure) -> tuple[np.ndarray, ...]:
-    """The spherical modes u (all terms, level-major within each) as one (levels x k) array per term."""
-    cuts = np.cumsum([t.nranef for t in structure.terms])[:-1]
-    return tuple(piece.reshape(t.nlevels, t.k) for piece, t in zip(np.split(u, cuts), structure.terms))
 
 
 def _format_varcorr(vc: pd.DataFrame) -> str:
