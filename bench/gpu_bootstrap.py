@@ -3,7 +3,8 @@
     python bench/gpu_bootstrap.py [--tiny] [--out DIR] [--budget SECONDS]
 
 Writes DIR/gpu_bootstrap.json (default bench/results) with the device's name and, per model and
-replicate count, seconds, seconds per replicate and the number of converged and singular replicates.
+replicate count and precision (float64, and float32 for sleepstudy), seconds, seconds per replicate
+and the number of converged and singular replicates.
 Sizes are skipped once the time budget is spent, so a run always leaves its figures behind.
 """
 
@@ -33,34 +34,40 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=400.0, help="seconds; later sizes are skipped after it")
     args = parser.parse_args()
     plan = (
-        [("sleepstudy", [100, 1000]), ("dyestuff", [100])]
+        [("sleepstudy", [100, 1000], "float64"), ("dyestuff", [100], "float64"), ("sleepstudy", [1000], "float32")]
         if args.tiny
-        else [("sleepstudy", [1_000, 10_000, 100_000, 1_000_000]), ("dyestuff", [10_000, 100_000]), ("insteval", [1_000])]
+        else [
+            ("sleepstudy", [1_000, 10_000, 100_000, 1_000_000], "float64"),
+            ("dyestuff", [10_000, 100_000], "float64"),
+            ("sleepstudy", [100_000, 1_000_000], "float32"),
+            ("insteval", [1_000], "float64"),
+        ]
     )
     dev = jax.devices()[0]
     record = {"device": f"{dev.platform}: {dev.device_kind}", "device_count": jax.device_count(), "jax": jax.__version__, "runs": []}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    for name, sizes in plan:
+    for name, sizes, precision in plan:
         data, formula = MODELS[name]
         t = time.time()
         m = jaxmm.fit(formula, jaxmm.dataset(data))
         fit_s = time.time() - t
         for n in sizes:
             if time.time() - start > args.budget:
-                record["runs"].append({"model": name, "nsamp": n, "skipped": "time budget spent"})
+                record["runs"].append({"model": name, "nsamp": n, "precision": precision, "skipped": "time budget spent"})
                 continue
             t = time.time()
-            jaxmm.parametricbootstrap(1, n, m, progress=False)  # compiles this batch shape
+            jaxmm.parametricbootstrap(1, n, m, progress=False, precision=precision)  # compiles this batch shape
             first = time.time() - t
             t = time.time()
-            samp = jaxmm.parametricbootstrap(42, n, m, progress=False)
+            samp = jaxmm.parametricbootstrap(42, n, m, progress=False, precision=precision)
             steady = time.time() - t
             record["runs"].append(
                 {
                     "model": name,
                     "nsamp": n,
+                    "precision": precision,
                     "first_run_s": first,
                     "steady_s": steady,
                     "s_per_replicate": steady / n,

@@ -18,7 +18,7 @@ from scipy import stats as sps
 from .design import Blocks, Design, Structure, SuffStats, build_design, suffstats
 from .deviance import factorize, fixed_effects, lambdas, modes_by_term, objective, solve_pls
 from ._compile import is_small, jit
-from .solver import SolverOptions, minimize
+from .solver import SolverOptions, default_options, minimize
 
 
 class FitResult(NamedTuple):
@@ -82,8 +82,9 @@ def _modes_and_vcov(theta: Array, blocks: Blocks, stats: SuffStats, structure: S
     return sol.u1, sol.ur, fixed_effects(factor, structure).vcov, lambdas(theta, structure)
 
 
-def solver_options(overrides: dict[str, Any] | None) -> SolverOptions:
-    """SolverOptions from MixedModels.jl-style names (`ftol_rel`, `ftol_abs`, `xtol_abs`, `maxfeval`/`maxiter`)."""
+def solver_options(overrides: dict[str, Any] | None, dtype=np.float64) -> SolverOptions:
+    """SolverOptions for fits in `dtype` (see solver.default_options), with MixedModels.jl-style
+    overrides (`ftol_rel`, `ftol_abs`, `xtol_abs`, `maxfeval`/`maxiter`)."""
     overrides = dict(overrides or {})
     if "maxfeval" in overrides:
         overrides["maxiter"] = overrides.pop("maxfeval")
@@ -93,7 +94,7 @@ def solver_options(overrides: dict[str, Any] | None) -> SolverOptions:
     for key, value in overrides.items():
         if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
             raise ValueError(f"solver option {key!r} must be a finite non-negative number, got {value!r}")
-    opts = SolverOptions()._replace(**overrides)
+    opts = default_options(dtype)._replace(**overrides)
     return opts._replace(maxiter=int(opts.maxiter))
 
 

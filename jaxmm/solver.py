@@ -58,6 +58,15 @@ class SolverOptions(NamedTuple):
     ftol_zero_abs: float = 1e-5
 
 
+def default_options(dtype) -> SolverOptions:
+    """The stopping rules for fits computed in `dtype`: SolverOptions() in float64. float32 resolves
+    a deviance of about 1e3 to about 1e-4, so its rules are loosened to what it can resolve: changes
+    of 1e-6 relative in f, 1e-5 in theta, and a zeroed diagonal element may cost 1e-3 in f."""
+    if np.dtype(dtype) == np.float64:
+        return SolverOptions()
+    return SolverOptions(ftol_rel=1e-6, ftol_abs=1e-5, xtol_abs=1e-5, ftol_zero_abs=1e-3)
+
+
 class SolverResult(NamedTuple):
     theta: Array
     fmin: Array
@@ -243,7 +252,7 @@ def _check_boundary(fun, theta: Array, f: Array, column_diag: np.ndarray, opts: 
     polish (MixedModels.jl's rule): the diagonal elements below xtol_zero_abs are all set to exactly
     0 when that raises the objective by at most ftol_zero_abs, so singular fits land on the boundary."""
     is_diag = column_diag == np.arange(len(column_diag))  # static, as are the probe directions
-    probes = theta + _PROBE * np.eye(len(theta))[is_diag]
+    probes = theta + _PROBE * np.eye(len(theta), dtype=theta.dtype)[is_diag]
     small = is_diag & (theta > 0.0) & (theta < opts.xtol_zero_abs)
     zeroed = jnp.where(small, 0.0, theta)
     values = jax.vmap(fun)(jnp.concatenate([probes, zeroed[None]]))

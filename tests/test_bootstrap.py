@@ -469,6 +469,8 @@ def test_simulating_from_a_singular_theta(dy, dy_boot2):
         {"rng": 1.5},
         {"batch_size": 0},
         {"ftype": np.int32},
+        {"precision": "float16"},
+        {"precision": np.float32},
     ],
     ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()),
 )
@@ -480,6 +482,24 @@ def test_bad_arguments(dy, kwargs):
             args[k] = kwargs.pop(k)
     with pytest.raises(ValueError):
         jaxmm.parametricbootstrap(args["rng"], args["nsamp"], dy, args["ftype"], progress=False, **kwargs)
+
+
+def test_float32_fits_the_same_responses_to_float32_resolution(ss, ss_boot):
+    """precision="float32" fits the responses the float64 run simulates (drawn in float64 either
+    way); put back into the float64 deviance, its optima are as good as float64's to about 1e-5
+    relative (bench/bench_precision.py measures the tails on 10,000 replicates)."""
+    samp = _boot(ss, SS_SEED, precision="float32")
+    assert samp.converged.all()
+    assert samp.objective.dtype == np.float64  # ftype, the storage, is separate from the fits' precision
+    with jax.enable_x64(True):
+        mats, blocks = (jax.tree.map(jnp.asarray, a) for a in (ss.design.matrices, ss.design.blocks))
+        refit = jax.vmap(lambda y, th: objective(th, blocks, suffstats(mats, ss.structure, y), structure=ss.structure, reml=False))
+        at32 = np.asarray(refit(jnp.asarray(simulated_responses(ss, SS_SEED, NSAMP)), jnp.asarray(samp.theta)))
+    excess = (at32 - ss_boot.objective) / ss_boot.objective
+    assert np.all(excess > -1e-12) and np.median(excess) < 1e-7 and excess.max() < 1e-4
+    assert np.max(np.abs(samp.objective - at32) / at32) < 1e-6  # float32's own rounding of the deviance
+    np.testing.assert_allclose(samp.tbl[["β1", "β2"]], ss_boot.tbl[["β1", "β2"]], rtol=1e-4)
+    assert not np.array_equal(samp.objective, ss_boot.objective)
 
 
 def test_unfitted_model_rejected():
