@@ -6,13 +6,15 @@ sufficient statistics (Z'y, X'y, y'y) and refits it, the blocks Z'Z, Z'X, X'X be
 all lanes. A vmapped while-loop runs until its slowest lane finishes, so each call is capped at
 `ROUND_MAXITER` iterations and lanes are refilled as their replicates finish (see `_run`).
 
-Scale-out uses JAX's own machinery: the lanes of a batch are spread over the local devices with
-`shard_map` over a one-axis mesh (each device runs its own while-loops on its lanes), and when
+Scale-out: a batch is a sequence of kernel calls of a fixed number of lanes, and the calls take
+the local devices in turn; JAX dispatches them asynchronously, so the devices run side by side.
+Every device runs the same one-device program. (A program partitioned over N devices with
+shard_map is optimised differently by XLA -- on a CPU its results differ from one device's in the
+last bits -- so it is not used: a replicate's numbers must not depend on the device count.) When
 JAX runs as several processes (`jax.distributed.initialize()`), each process fits a contiguous
 share of the replicates and the shares are gathered (`process_allgather`), so every process
-returns the whole table. Replicate i's random numbers depend on (rng, i) alone; its fitted
-numbers are bit-identical whenever the lanes per device are the same (any nsamp, any number of
-processes), and otherwise differ in the last bits only (see `parametricbootstrap`).
+returns the whole table. Replicate i's random numbers depend on (rng, i) alone, and its fitted
+numbers are bit-identical for any nsamp, batch_size, number of devices or of processes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ._compile import jit
 from .design import ModelMatrices, Structure, suffstats
@@ -44,7 +45,6 @@ _CPU_MEMORY_BUDGET = 2 * 1024**3  # bytes a batch may use on a CPU, roughly
 # On a CPU, lanes whose working set stays within about this many bytes run fastest (measured on
 # sleepstudy, 10,000 replicates: 128 lanes 0.63 s, 1024 lanes 1.67 s; dyestuff: flat from 256 up).
 _CPU_CACHE_BUDGET = 2 * 1024**2
-_LANES = "replicates"  # the mesh axis that the lanes of a batch are spread over
 
 
 def _memory_budget() -> int:
@@ -113,7 +113,7 @@ def _replicate_fit(fit: FitResult, stats, refit: _Refit, structure: Structure) -
     return ReplicateFit(beta, fit.theta, fit.sigma, b, fitted)
 
 
-@partial(jit, static_argnames=("structure", "structures", "opts", "mesh", "statistic"))
+@partial(jit, static_argnames=("structure", "structures", "opts", "statistic"))
 def _fit_replicates(
     key: Array,
     indices: Array,
@@ -123,35 +123,27 @@ def _fit_replicates(
     structure: Structure,
     structures: tuple[Structure, ...],
     opts: SolverOptions,
-    mesh: Mesh,
     statistic: Callable | None,
 ) -> tuple[tuple[FitResult, ...], Array | None]:
     """Simulate replicates `indices` from `sim` (of shape `structure`) and fit each to every model
     of `refits` (of shapes `structures`), each fit from its lane's start and BFGS Hessian for at
     most its lane's budget of iterations; with `statistic`, also statistic(ReplicateFit) of the
-    first model's fit. The lanes are spread over the devices of `mesh`."""
+    first model's fit. Runs on the device its arguments are on."""
 
-    def device_lanes(key, sim, refits, indices, lanes):
-        def one(i, lane):
-            y = simulate_response(replicate_key(key, i), sim.mats, structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
-            stats = tuple(
-                _as_floats(suffstats(r.mats, s, y - r.mats.x @ r.centre), ln.theta.dtype) for r, s, ln in zip(refits, structures, lane)
-            )
-            fits = tuple(
-                (fit := fit_response(st, ln.theta, r.blocks, s, r.reml, opts, ln.hessian, ln.budget))._replace(beta=fit.beta + r.centre)
-                for st, ln, r, s in zip(stats, lane, refits, structures)
-            )
-            if statistic is None:
-                return fits, None
-            return fits, statistic(_replicate_fit(fits[0], stats[0], refits[0], structures[0]))
+    def one(i, lane):
+        y = simulate_response(replicate_key(key, i), sim.mats, structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
+        stats = tuple(
+            _as_floats(suffstats(r.mats, s, y - r.mats.x @ r.centre), ln.theta.dtype) for r, s, ln in zip(refits, structures, lane)
+        )
+        fits = tuple(
+            (fit := fit_response(st, ln.theta, r.blocks, s, r.reml, opts, ln.hessian, ln.budget))._replace(beta=fit.beta + r.centre)
+            for st, ln, r, s in zip(stats, lane, refits, structures)
+        )
+        if statistic is None:
+            return fits, None
+        return fits, statistic(_replicate_fit(fits[0], stats[0], refits[0], structures[0]))
 
-        return jax.vmap(one)(indices, lanes)
-
-    shared, spread = P(), P(_LANES)
-    # check_vma=False: nothing crosses devices, so JAX need not track which values vary across them.
-    return jax.shard_map(device_lanes, mesh=mesh, in_specs=(shared,) * 3 + (spread,) * 2, out_specs=spread, check_vma=False)(
-        key, sim, refits, indices, lanes
-    )
+    return jax.vmap(one)(indices, lanes)
 
 
 _PRECISIONS = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32)}
@@ -270,16 +262,16 @@ def parametricbootstrap(
     close over a design matrix built like m's (its columns the estimable coefficients, in
     m.coefnames order): `f = lambda r: X_new @ r.beta`.
     optsum_overrides: solver settings for the replicate fits (ftol_rel, ftol_abs, xtol_abs, maxiter).
-    batch_size: lanes in flight over all devices, rounded up to a multiple of lane_width(m) per
-    device (the default: one such call); they are fitted one lane width per device at a time, by
-    the same compiled program. devices: the local devices to spread the lanes over: all (default),
+    batch_size: lanes in flight over all devices, rounded up to a multiple of lane_width(m) times
+    the number of devices (the default: one call of lane_width(m) lanes per device); they are
+    fitted lane_width(m) at a time, by the same compiled program. devices: the local devices to spread the lanes over: all (default),
     a count, or a list from jax.local_devices(). Under jax.distributed, each process fits its
     share on its own devices and every process returns the whole table.
 
     Reproducibility: replicate i's numbers are bit-identical whatever nsamp, batch_size, the
-    replicate's lane or the run's split into processes. Several devices in one process run a
-    partitioned program that XLA vectorises differently on a CPU: the results agree with one
-    device in all but the last bits (about 1e-11 relative).
+    replicate's lane, the number of devices or the run's split into processes. Each device
+    compiles the kernel once (on a CPU shown as N devices: N compilations; the persistent cache
+    keeps them for later sessions).
     """
     _check_fitted("m", m)
     try:
@@ -342,16 +334,16 @@ def simulate_and_refit(
     opts = solver_options(optsum_overrides, dtype)
     chosen = _local_devices(devices)
     share = _process_share(nsamp, jax.process_index(), jax.process_count())
-    mesh = Mesh(np.array(chosen), (_LANES,))
-    call_lanes = len(chosen) * min(lane_width(mm, chosen[0].platform) for mm in models)
-    batch = call_lanes * -(-int(batch_size or call_lanes) // call_lanes)
+    call_lanes = min(lane_width(mm, chosen[0].platform) for mm in models)
+    step = call_lanes * len(chosen)  # one call per device
+    batch = step * -(-int(batch_size or step) // step)
     with jax.enable_x64(True):
         key = _as_key(rng)
         starts = [_start(mm, sim[2] if mm is sim_model else mm.theta) for mm in models]
         beta, sigma, theta = sim
         ranef = tuple(jnp.asarray(sim_model.ranef()[t.group].to_numpy()) for t in sim_model.structure.terms) if use_u else None
         simulation = _Simulation(jax.tree.map(jnp.asarray, sim_model.design.matrices), jnp.asarray(beta), jnp.asarray(sigma), jnp.asarray(theta), ranef)
-        parts, stat = _run(key, share, simulation, sim_model.structure, models, starts, opts, (batch, call_lanes), mesh,
+        parts, stat = _run(key, share, simulation, sim_model.structure, models, starts, opts, (batch, call_lanes), chosen,
                            progress and jax.process_index() == 0, statistic, dtype)
         if jax.process_count() > 1:
             parts = [Replicates(**_gather(vars(part), nsamp)) for part in parts]
@@ -389,7 +381,7 @@ def _run(
     starts: list[tuple[np.ndarray, np.ndarray]],
     opts: SolverOptions,
     lanes_shape: tuple[int, int],
-    mesh: Mesh,
+    devices: list,
     progress: bool,
     statistic: Callable | None,
     dtype: np.dtype,
@@ -398,25 +390,21 @@ def _run(
     as replicates finish.
 
     The `batch` lanes, lanes_shape = (batch, call_lanes), go through the kernel `call_lanes` at a
-    time: every call runs the same compiled program, so a replicate's numbers do not depend on the
-    batch size. Each call runs at most `ROUND_MAXITER` solver iterations per fit. A fit that
+    time, the calls taking the devices in turn (JAX runs them side by side): every call runs the
+    same one-device program, so a replicate's numbers depend neither on the batch size nor on the
+    number of devices. Each call runs at most `ROUND_MAXITER` solver iterations per fit. A fit that
     converged (or used up `opts.maxiter`) is stored and closed; one that needs more iterations
     continues, from where it stopped (theta and the BFGS Hessian), in the next call. A lane whose
     replicate has no open fit left is refilled with the next replicate. So no batch waits for its
-    slowest lane, and every call has the same shape: one compilation. Closed fits and idle lanes
+    slowest lane, and every call has the same shape: one compilation per device. Closed fits and idle lanes
     get a budget of one iteration, their results unused."""
     batch, call_lanes = lanes_shape
-    shared, spread = NamedSharding(mesh, P()), NamedSharding(mesh, P(_LANES))
-    sim = jax.device_put(sim, shared)
-    refits = jax.device_put(
-        tuple(
-            _Refit(jax.tree.map(jnp.asarray, mm.design.matrices), _as_floats(jax.tree.map(jnp.asarray, mm.design.blocks), dtype),
-                   jnp.asarray(mm.REML), jnp.asarray(mm.beta.to_numpy()[mm.design.estimable]))
-            for mm in models
-        ),
-        shared,
+    refits = tuple(
+        _Refit(jax.tree.map(jnp.asarray, mm.design.matrices), _as_floats(jax.tree.map(jnp.asarray, mm.design.blocks), dtype),
+               jnp.asarray(mm.REML), jnp.asarray(mm.beta.to_numpy()[mm.design.estimable]))
+        for mm in models
     )
-    key = jax.device_put(key, shared)
+    shared = [jax.device_put((key, sim, refits), d) for d in devices]
     round_opts = opts._replace(maxiter=min(opts.maxiter, ROUND_MAXITER))
     outs = [Replicates.empty(len(share), mm) for mm in models]
     stat_out = None
@@ -429,18 +417,19 @@ def _run(
     show = progress and sys.stderr.isatty()
     from tqdm import tqdm
 
-    def call(part: slice):
-        """The kernel on lanes `part`, dispatched asynchronously."""
+    def call(part: slice, device: int):
+        """The kernel on lanes `part`, dispatched asynchronously to devices[device]."""
+        key, sim, refits = shared[device]
 
         def lanes(a: np.ndarray) -> Array:
-            return jax.device_put(a[part], spread)
+            return jax.device_put(a[part], devices[device])
 
         return _fit_replicates(
             key, lanes(share.start + np.maximum(lane_index, 0)),
             tuple(_Lanes(lanes(theta.astype(dtype)), lanes(hess.astype(dtype)), lanes(np.where(open_, opts.maxiter - used, 1)))
                   for theta, hess, used, open_ in zip(lane_theta, lane_hess, lane_used, lane_open)),
             sim, refits, structure=sim_structure, structures=tuple(mm.structure for mm in models),
-            opts=round_opts, mesh=mesh, statistic=statistic,
+            opts=round_opts, statistic=statistic,
         )
 
     with tqdm(total=len(share), disable=not show, unit="rep", desc="bootstrap") as bar:
@@ -454,7 +443,8 @@ def _run(
             busy = lane_index >= 0
             if not busy.any():
                 break
-            results = jax.device_get([call(slice(c, c + call_lanes)) for c in range(0, batch, call_lanes)])
+            parts = range(0, batch, call_lanes)
+            results = jax.device_get([call(slice(c, c + call_lanes), j % len(devices)) for j, c in enumerate(parts)])
             fits, stat = jax.tree.map(lambda *parts: np.concatenate(parts), *results)
             for j, (mm, res, out) in enumerate(zip(models, fits, outs)):
                 used = lane_used[j] + res.niter
