@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     boot.add_argument("--level", type=_level, default=0.95, help="coverage of the intervals (default 0.95)")
     boot.add_argument("--out", metavar="PATH", help="write the replicate table (samp.tbl) to a .parquet or .csv file")
+    boot.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                      help="precision of the replicate fits (default float64; float32 for GPUs with slow float64)")
     return parser
 
 
@@ -116,7 +118,7 @@ def _command(args) -> None:
     print(m)
     if args.command == "fit":
         return
-    samp = parametricbootstrap(args.seed, args.nsamp, m, progress=True)
+    samp = parametricbootstrap(args.seed, args.nsamp, m, progress=True, precision=args.precision)
     print(f"\nParametric bootstrap: {samp.nsamp} replicates, seed {args.seed}")
     print(f"Shortest {100 * args.level:g}% coverage intervals:")
     print(samp.shortestcovint(args.level).to_string(index=False, na_rep=""))

@@ -59,6 +59,13 @@ def test_bootstrap_writes_csv_and_takes_the_level(samp, capsys, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(out_file), samp.tbl, check_exact=False, rtol=1e-12)
 
 
+def test_bootstrap_precision_float32(model, capsys, tmp_path):
+    out_file = tmp_path / "reps.parquet"
+    assert main(_bootstrap("--out", str(out_file), "--precision", "float32")) == 0
+    expected = jaxmm.parametricbootstrap(SEED, NSAMP, model, progress=False, precision="float32").tbl
+    pd.testing.assert_frame_equal(pd.read_parquet(out_file), expected)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_fit_reads_a_data_file(suffix, capsys, tmp_path):
     data = jaxmm.dataset("dyestuff")
@@ -92,6 +99,7 @@ def test_warnings_are_one_line(capsys, tmp_path):
         (["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "-n", "-3"], "jaxmm bootstrap: error: argument -n/--nsamp: must be a positive integer"),
         (["fit", "--dataset", "dyestuff"], "jaxmm fit: error: the following arguments are required: --formula"),
         (["refit"], "jaxmm: error: argument {fit,bootstrap}: invalid choice: 'refit'"),
+        (["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--precision", "half"], "jaxmm bootstrap: error: argument --precision: invalid choice: 'half'"),
     ],
 )
 def test_errors_are_one_line_with_status_2(argv, message, capsys, tmp_path, monkeypatch):
