@@ -207,6 +207,13 @@ def gauss_hermite(nAGQ: int) -> tuple[np.ndarray, np.ndarray]:
     return z, w / np.sqrt(2.0 * np.pi)
 
 
+def require_scalar_term(structure: Structure) -> None:
+    """The ValueError lme4 raises for nAGQ > 1 unless the model has one scalar random-effects term."""
+    if len(structure.terms) != 1 or structure.terms[0].k != 1:
+        terms = ", ".join(f"({' + '.join('1' if c == '(Intercept)' else c for c in t.columns)} | {t.group})" for t in structure.terms)
+        raise ValueError(f"nAGQ > 1 needs a single scalar random-effects term (as lme4's glmer); the model has {terms}")
+
+
 def adaptive_quadrature(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, nAGQ: int) -> Laplace:
     """-2 log L(theta, beta) by adaptive Gauss-Hermite quadrature with nAGQ nodes (lme4's glmerAGQ,
     MixedModels.jl's deviance(m, nAGQ)), for a model with a single scalar random-effects term:
@@ -223,9 +230,7 @@ def adaptive_quadrature(theta: Array, beta: Array, data: GlmmData, structure: St
     issues #161, #567); the two have the same optimum. Pure: jit, vmap, differentiate twice."""
     if nAGQ == 1:
         return laplace(theta, beta, data, structure, fam, fast)
-    if len(structure.terms) != 1 or structure.terms[0].k != 1:
-        terms = ", ".join(f"({' + '.join(t.columns)} | {t.group})" for t in structure.terms)
-        raise ValueError(f"nAGQ > 1 needs a single scalar random-effects term (as lme4's glmer); the model has {terms}")
+    require_scalar_term(structure)
     at = laplace(theta, beta, data, structure, fam, fast)
     q, group = structure.terms[0].nlevels, data.index[:, 0]
     zl = _z_lambda(theta, data, structure)
@@ -334,6 +339,8 @@ class GeneralizedLinearMixedModel(MixedModel):
         # True and 9.0 are mistakes, as "no" is for REML
         if isinstance(nAGQ, (bool, np.bool_)) or not isinstance(nAGQ, (int, np.integer)) or not 1 <= nAGQ <= 100:
             raise ValueError(f"nAGQ must be an integer from 1 to 100 (lme4's nAGQ = 0 is fast=True), got {nAGQ!r}")
+        if nAGQ > 1:
+            require_scalar_term(self.structure)  # before compiling, which would raise it too
         opts = solver_options(optsum_overrides)
         structure = self.structure
         theta0 = np.where(structure.lowerbd == 0.0, 1.0, 0.0)
