@@ -202,7 +202,7 @@ def laplace(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam
 
 def gauss_hermite(nAGQ: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes z_k and weights w_k of the nAGQ-point Gauss-Hermite rule for the standard normal:
-    E f(Z) ~ sum_k w_k f(Z = z_k), exact for polynomials of degree < 2 nAGQ; the w_k sum to 1."""
+    E f(Z) ~ sum_k w_k f(z_k), exact for polynomials of degree < 2 nAGQ; the w_k sum to 1."""
     z, w = np.polynomial.hermite_e.hermegauss(nAGQ)
     return z, w / np.sqrt(2.0 * np.pi)
 
@@ -228,10 +228,10 @@ def adaptive_quadrature(theta: Array, beta: Array, data: GlmmData, structure: St
     (u = u~_j + s_j Z), whose factors -2 log s_j sum to f's log|H|; nAGQ = 1 (z = 0, w = 1) is f.
     lme4 1.1-31 reports this less the saturated model's -2 log-likelihood for nAGQ > 1 (its
     issues #161, #567); the two have the same optimum. Pure: jit, vmap, differentiate twice."""
-    if nAGQ == 1:
-        return laplace(theta, beta, data, structure, fam, fast)
-    require_scalar_term(structure)
     at = laplace(theta, beta, data, structure, fam, fast)
+    if nAGQ == 1:
+        return at
+    require_scalar_term(structure)
     q, group = structure.terms[0].nlevels, data.index[:, 0]
     zl = _z_lambda(theta, data, structure)
     eta = _eta(at.mode, zl, data)
@@ -336,7 +336,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         the fit of the GLM without random effects (PIRLS at theta = 0)."""
         if not isinstance(fast, (bool, np.bool_)):
             raise ValueError(f"fast must be True or False, got {fast!r}")
-        # True and 9.0 are mistakes, as "no" is for REML
+        # bool is an int subclass: True would pass for 1
         if isinstance(nAGQ, (bool, np.bool_)) or not isinstance(nAGQ, (int, np.integer)) or not 1 <= nAGQ <= 100:
             raise ValueError(f"nAGQ must be an integer from 1 to 100 (lme4's nAGQ = 0 is fast=True), got {nAGQ!r}")
         if nAGQ > 1:
