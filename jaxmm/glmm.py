@@ -14,6 +14,10 @@ fast=False (the default: lme4's nAGQ = 1, MixedModels.jl's fast=false) minimises
 beta together; fast=True (lme4's nAGQ = 0) minimises over theta alone, with beta found by PIRLS
 together with u (the joint mode of the penalised deviance in (u, beta)).
 
+nAGQ > 1 (a model with a single scalar random-effects term only, as lme4 and MixedModels.jl
+allow) replaces f by its adaptive Gauss-Hermite refinement (`adaptive_quadrature`), which is f
+for nAGQ = 1 and tends to -2 log L as nAGQ grows; fast=True stays available, as in MixedModels.jl.
+
 PIRLS (penalised iteratively reweighted least squares) is Fisher scoring on the penalised
 deviance with step halving, in a `lax.while_loop`. The solver needs first and second derivatives
 of f, and so of u~(theta, beta): the loop itself is not differentiated; from its (gradient-
@@ -39,6 +43,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 import pandas as pd
 from jax import Array, lax
+from jax.scipy.special import logsumexp
 
 from ._compile import jit
 from .deviance import lambdas, modes_by_term
@@ -195,6 +200,54 @@ def laplace(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam
     return Laplace(jnp.sum(fam.deviance(data.y, data.weights, eta)) + mode.u @ mode.u + logdet, mode)
 
 
+def gauss_hermite(nAGQ: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes z_k and weights w_k of the nAGQ-point Gauss-Hermite rule for the standard normal:
+    E f(Z) ~ sum_k w_k f(z_k), exact for polynomials of degree < 2 nAGQ; the w_k sum to 1."""
+    z, w = np.polynomial.hermite_e.hermegauss(nAGQ)
+    return z, w / np.sqrt(2.0 * np.pi)
+
+
+def require_scalar_term(structure: Structure) -> None:
+    """The ValueError lme4 raises for nAGQ > 1 unless the model has one scalar random-effects term."""
+    if len(structure.terms) != 1 or structure.terms[0].k != 1:
+        terms = ", ".join(f"({' + '.join('1' if c == '(Intercept)' else c for c in t.columns)} | {t.group})" for t in structure.terms)
+        raise ValueError(f"nAGQ > 1 needs a single scalar random-effects term (as lme4's glmer); the model has {terms}")
+
+
+def adaptive_quadrature(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, nAGQ: int) -> Laplace:
+    """-2 log L(theta, beta) by adaptive Gauss-Hermite quadrature with nAGQ nodes (lme4's glmerAGQ,
+    MixedModels.jl's deviance(m, nAGQ)), for a model with a single scalar random-effects term:
+
+        f(theta, beta) - 2 sum_j log sum_k w_k exp(z_k^2/2 - [D_j(u~_j + s_j z_k) - D_j(u~_j)]/2)
+
+    with f the Laplace objective (`laplace`, evaluated at the same u~ and beta), D_j(u) =
+    sum_{i in group j} d_i + u^2 group j's part of the penalised deviance, s_j = H_jj^-1/2 for
+    H = Lambda'Z'WZ Lambda + I (diagonal: each row has one random effect) and (z_k, w_k) the
+    `gauss_hermite` rule. It is the rule applied to each group's integral
+    int p(y_j | u) phi(u) du = s_j exp(-D_j(u~_j)/2) E_Z exp(Z^2/2 - [D_j(u~_j + s_j Z) - D_j(u~_j)]/2)
+    (u = u~_j + s_j Z), whose factors -2 log s_j sum to f's log|H|; nAGQ = 1 (z = 0, w = 1) is f.
+    lme4 1.1-31 reports this less the saturated model's -2 log-likelihood for nAGQ > 1 (its
+    issues #161, #567); the two have the same optimum. Pure: jit, vmap, differentiate twice."""
+    at = laplace(theta, beta, data, structure, fam, fast)
+    if nAGQ == 1:
+        return at
+    require_scalar_term(structure)
+    q, group = structure.terms[0].nlevels, data.index[:, 0]
+    zl = _z_lambda(theta, data, structure)
+    eta = _eta(at.mode, zl, data)
+    sd = lax.rsqrt(jax.ops.segment_sum(fam.fisher_weights(data.weights, eta) * zl[:, 0] ** 2, group, num_segments=q) + 1.0)
+
+    def devc(z: Array) -> Array:
+        """D_j(u~_j + s_j z) for every group j."""
+        shift = z * sd
+        d = fam.deviance(data.y, data.weights, eta + zl[:, 0] * shift[group])
+        return jax.ops.segment_sum(d, group, num_segments=q) + (at.mode.u + shift) ** 2
+
+    z, w = gauss_hermite(nAGQ)
+    exponents = np.log(w)[:, None] + 0.5 * z[:, None] ** 2 - 0.5 * (jax.vmap(devc)(jnp.asarray(z)) - devc(jnp.zeros(())))
+    return Laplace(at.objective - 2.0 * jnp.sum(logsumexp(exponents, axis=0)), at.mode)
+
+
 class GlmmFit(NamedTuple):
     """Everything a fit yields (one lane of a future bootstrap batch)."""
 
@@ -207,8 +260,9 @@ class GlmmFit(NamedTuple):
     niter: Array
 
 
-def fit_glmm(theta0: Array, beta0: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, opts: SolverOptions) -> GlmmFit:
-    """Minimise the Laplace objective from (theta0, beta0) by the project's Newton solver. Pure.
+def fit_glmm(theta0: Array, beta0: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, opts: SolverOptions, nAGQ: int = 1) -> GlmmFit:
+    """Minimise the Laplace objective (nAGQ = 1) or its adaptive Gauss-Hermite refinement
+    (`adaptive_quadrature`) from (theta0, beta0) by the project's Newton solver. Pure.
 
     fast=False optimises x = (theta, beta): the fixed effects have no bound and no sign symmetry
     (column_diag -1). Cov(beta-hat), as lme4 computes it: fast=False, the beta block of
@@ -218,14 +272,14 @@ def fit_glmm(theta0: Array, beta0: Array, data: GlmmData, structure: Structure, 
     ntheta, p = structure.ntheta, beta0.shape[0]
     if fast:
         column_diag = structure.column_diag
-        res = minimize(lambda th: laplace(th, beta0, data, structure, fam, True).objective, theta0, column_diag, opts)
+        res = minimize(lambda th: adaptive_quadrature(th, beta0, data, structure, fam, True, nAGQ).objective, theta0, column_diag, opts)
         theta, start = res.theta, beta0
     else:
         column_diag = np.concatenate([structure.column_diag, np.full(p, -1, dtype=np.int32)])
-        joint = lambda x: laplace(x[:ntheta], x[ntheta:], data, structure, fam, False).objective
+        joint = lambda x: adaptive_quadrature(x[:ntheta], x[ntheta:], data, structure, fam, False, nAGQ).objective
         res = minimize(joint, jnp.concatenate([theta0, beta0]), column_diag, opts)
         theta, start = res.theta[:ntheta], res.theta[ntheta:]
-    at = laplace(theta, start, data, structure, fam, fast)
+    at = adaptive_quadrature(theta, start, data, structure, fam, fast, nAGQ)
     if fast:
         info = _penalised_hessian(at.mode, _z_lambda(theta, data, structure), data, fam, True, fisher=True)
         vcov = jnp.linalg.inv(info)[-p:, -p:]
@@ -234,12 +288,13 @@ def fit_glmm(theta0: Array, beta0: Array, data: GlmmData, structure: Structure, 
     return GlmmFit(at.objective, theta, at.mode.beta, at.mode.u, vcov, res.converged, res.niter)
 
 
-_fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts"))
+_fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts", "nAGQ"))
 
 
 class GeneralizedLinearMixedModel(MixedModel):
     """A generalized linear mixed model: g(E[y | b]) = X beta + Z b, b ~ N(0, Lambda Lambda'),
-    fitted by maximum likelihood with the Laplace approximation (lme4's nAGQ = 1).
+    fitted by maximum likelihood with the Laplace approximation (lme4's nAGQ = 1) or, for a single
+    scalar random-effects term, adaptive Gauss-Hermite quadrature (`fit(nAGQ=k)`, lme4's nAGQ = k).
 
     `weights`: prior weights, a column name or an array with one value per row of `data`; for
     family="binomial" the number of trials, with the response the proportion of successes
@@ -266,24 +321,33 @@ class GeneralizedLinearMixedModel(MixedModel):
         if self.family.name == "bernoulli" and np.any((y != 0) & (y != 1)):
             raise ValueError(f"response {self.design.response!r} must be 0 or 1 for family 'bernoulli'")
         self.fast = False
+        self.nAGQ = 1
         self.REML = False
         self.optsum: OptSummary | None = None
         self._fit: dict[str, Any] = {}
 
-    def fit(self, *, fast: bool = False, optsum_overrides: dict[str, Any] | None = None) -> GeneralizedLinearMixedModel:
-        """Minimise the Laplace objective over (theta, beta), or theta alone with fast=True; returns self.
+    def fit(self, *, fast: bool = False, nAGQ: int = 1, optsum_overrides: dict[str, Any] | None = None) -> GeneralizedLinearMixedModel:
+        """Minimise the Laplace objective (nAGQ = 1) or the adaptive Gauss-Hermite one with nAGQ
+        nodes over (theta, beta), or theta alone with fast=True; returns self.
+
+        nAGQ: 1 to 100 (lme4's range); lme4's nAGQ = 0 is fast=True here.
 
         The start, as lme4's and MixedModels.jl's: theta = 1 on the diagonal, 0 below it, and beta
         the fit of the GLM without random effects (PIRLS at theta = 0)."""
         if not isinstance(fast, (bool, np.bool_)):
             raise ValueError(f"fast must be True or False, got {fast!r}")
+        # bool is an int subclass: True would pass for 1
+        if isinstance(nAGQ, (bool, np.bool_)) or not isinstance(nAGQ, (int, np.integer)) or not 1 <= nAGQ <= 100:
+            raise ValueError(f"nAGQ must be an integer from 1 to 100 (lme4's nAGQ = 0 is fast=True), got {nAGQ!r}")
+        if nAGQ > 1:
+            require_scalar_term(self.structure)  # before compiling, which would raise it too
         opts = solver_options(optsum_overrides)
         structure = self.structure
         theta0 = np.where(structure.lowerbd == 0.0, 1.0, 0.0)
         with jax.enable_x64(True):
             data = jax.tree.map(jnp.asarray, glmm_data(self.design))
             beta0 = _glm_start(data, structure=structure, fam=self.family)
-            res = _fit_glmm(jnp.asarray(theta0), beta0, data, structure=structure, fam=self.family, fast=bool(fast), opts=opts)
+            res = _fit_glmm(jnp.asarray(theta0), beta0, data, structure=structure, fam=self.family, fast=bool(fast), opts=opts, nAGQ=int(nAGQ))
             lams = lambdas(res.theta, structure)
             self._fit = {
                 "beta": np.asarray(res.beta),
@@ -292,7 +356,7 @@ class GeneralizedLinearMixedModel(MixedModel):
                 "lambdas": tuple(np.asarray(lam) for lam in lams),
             }
             self.optsum = OptSummary(np.asarray(theta0), np.asarray(res.theta), float(res.objective), bool(res.converged), int(res.niter), opts)
-        self.fast = bool(fast)
+        self.fast, self.nAGQ = bool(fast), int(nAGQ)
         if not self.optsum.converged:
             warnings.warn(f"the fit did not converge in {self.optsum.niter} iterations; see m.optsum", RuntimeWarning, stacklevel=2)
         return self
@@ -315,7 +379,8 @@ class GeneralizedLinearMixedModel(MixedModel):
     def summary(self) -> str:
         """A MixedModels.jl-style summary: family, criteria, variance components, fixed effects."""
         self._require_fit()
-        method = "maximum likelihood (Laplace approximation" + (", fast: beta from PIRLS)" if self.fast else ")")
+        approximation = "Laplace approximation" if self.nAGQ == 1 else f"Adaptive Gauss-Hermite quadrature, nAGQ = {self.nAGQ}"
+        method = f"maximum likelihood ({approximation}" + (", fast: beta from PIRLS)" if self.fast else ")")
         header = ("logLik", "-2 logLik", "AIC", "BIC")
         values = (self.loglikelihood, self.objective, self.aic, self.bic)
         groups = "; ".join(f"{t.group} {t.nlevels}" for t in self.structure.terms)

@@ -422,18 +422,17 @@ def fit(
 ):
     """Fit a linear mixed model by ML (default) or REML, with lme4's formula syntax; with `family`
     ("bernoulli", "binomial", "poisson"), a generalized linear mixed model by the Laplace
-    approximation (jaxmm.glmm.GeneralizedLinearMixedModel; `link`, `weights`, `fast`).
+    approximation or, with nAGQ > 1, adaptive Gauss-Hermite quadrature
+    (jaxmm.glmm.GeneralizedLinearMixedModel; `link`, `weights`, `fast`, `nAGQ`).
 
     >>> m = jaxmm.fit("reaction ~ 1 + days + (1 + days|subj)", jaxmm.dataset("sleepstudy"))
     """
-    if nAGQ != 1:
-        raise ValueError(f"nAGQ must be 1 (the Laplace approximation); adaptive Gauss-Hermite quadrature is not supported yet, got {nAGQ!r}")
     if family is None or (isinstance(family, str) and family.lower() == "gaussian"):
-        if link not in (None, "identity") or weights is not None or fast is not False:
-            raise ValueError("link, weights and fast apply to a generalized linear mixed model (family='bernoulli', 'binomial' or 'poisson')")
+        if link not in (None, "identity") or weights is not None or fast is not False or nAGQ != 1:
+            raise ValueError("link, weights, fast and nAGQ apply to a generalized linear mixed model (family='bernoulli', 'binomial' or 'poisson')")
         return LinearMixedModel(formula, data, REML=REML).fit(optsum_overrides=optsum_overrides)
     if REML is not False:
         raise ValueError(f"REML applies to linear mixed models; a generalized one (family={family!r}) is fitted by ML")
     from .glmm import GeneralizedLinearMixedModel  # glmm.py builds on this module
 
-    return GeneralizedLinearMixedModel(formula, data, family, link=link, weights=weights).fit(fast=fast, optsum_overrides=optsum_overrides)
+    return GeneralizedLinearMixedModel(formula, data, family, link=link, weights=weights).fit(fast=fast, nAGQ=nAGQ, optsum_overrides=optsum_overrides)
