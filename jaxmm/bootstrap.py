@@ -1,9 +1,11 @@
 """The parametric bootstrap: simulate many responses from a fitted model and refit them all at once.
 
 MixedModels.jl's `parametricbootstrap`, done as batched JAX computation: per batch of replicate
-indices, one `jit(vmap(...))` simulates each response from its own key, reduces it to its
-sufficient statistics (Z'y, X'y, y'y) and refits it, the blocks Z'Z, Z'X, X'X being shared by
-all lanes. A vmapped while-loop runs until its slowest lane finishes, so each call is capped at
+indices, one `jit(vmap(...))` simulates each response from its own key and refits it. A linear
+mixed model's lane reduces the response to its sufficient statistics (Z'y, X'y, y'y), the blocks
+Z'Z, Z'X, X'X being shared by all lanes; a generalized one's refits the Laplace objective by
+BFGS from the fitted model's Hessian (first derivatives only: see `_GlmmLanes`). What differs
+between the two is a lane's simulate and fit (`_LmmLanes`, `_GlmmLanes`); the batching is shared. A vmapped while-loop runs until its slowest lane finishes, so each call is capped at
 `ROUND_MAXITER` iterations and lanes are refilled as their replicates finish (see `_run`).
 
 Scale-out uses JAX's own machinery: the lanes of a batch are spread over the local devices with
@@ -21,6 +23,7 @@ import math
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -34,9 +37,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ._compile import jit
 from .design import ModelMatrices, Structure, suffstats
 from .deviance import factorize, lambdas, modes_by_term, solve_pls
-from .model import FitResult, LinearMixedModel, fit_response, floor_eigenvalues, objective_hessian, solver_options
+from .family import Family
+from .glmm import GeneralizedLinearMixedModel, GlmmData, fit_glmm, glmm_data
+from .model import FitResult, LinearMixedModel, MixedModel, fit_response, floor_eigenvalues, objective_hessian, solver_options
 from .results import MixedModelBootstrap, Replicates
-from .simulate import replicate_key, simulate_response
+from .simulate import replicate_key, simulate_glmm_response, simulate_response
 from .solver import SolverOptions
 
 ROUND_MAXITER = 8
@@ -70,8 +75,8 @@ class ReplicateFit(NamedTuple):
 
 
 class _Simulation(NamedTuple):
-    """The model responses are simulated from: its matrices and (beta, sigma, theta), and the
-    random effects to hold fixed (use_u=True) or None (drawn afresh)."""
+    """The linear mixed model responses are simulated from: its matrices and (beta, sigma, theta),
+    and the random effects to hold fixed (use_u=True) or None (drawn afresh)."""
 
     mats: ModelMatrices
     beta: Array
@@ -81,61 +86,128 @@ class _Simulation(NamedTuple):
 
 
 class _Refit(NamedTuple):
-    """A model every simulated response is fitted to: its matrices, blocks and criterion."""
+    """A linear mixed model every simulated response is fitted to: its matrices, blocks and criterion."""
 
     mats: ModelMatrices
     blocks: Any
     reml: Array
 
 
+class _GlmmSimulation(NamedTuple):
+    """The generalized linear mixed model responses are simulated from: its data (the response
+    unused) and (beta, theta), and the spherical random effects to hold fixed (use_u=True) or
+    None (drawn afresh)."""
+
+    data: GlmmData
+    beta: Array
+    theta: Array
+    u: Array | None
+
+
+class _GlmmRefit(NamedTuple):
+    """A generalized linear mixed model every simulated response is fitted to: its data (the
+    response replaced by each replicate's) and the fixed effects PIRLS starts from (fast=True)."""
+
+    data: GlmmData
+    beta: Array
+
+
 class _Lanes(NamedTuple):
     """Per lane, where one model's fit of the lane's replicate stands: its start (or where it
-    stopped), BFGS Hessian and the iterations it may still take."""
+    stopped) in the solver's coordinates x, BFGS Hessian and the iterations it may still take."""
 
-    theta: Array
+    x: Array
     hessian: Array
     budget: Array
 
 
-def _replicate_fit(fit: FitResult, stats, refit: _Refit, structure: Structure) -> ReplicateFit:
-    """The conditional modes b_t = lambda_t u_t and fitted values at the fit's theta."""
-    factor = factorize(fit.theta, refit.blocks, stats, structure)
-    sol = solve_pls(factor, fit.theta, refit.blocks, stats, structure)
-    us = modes_by_term(jnp.concatenate([sol.u1.reshape(-1), sol.ur]), structure)
-    b = tuple(u @ lam.T for u, lam in zip(us, lambdas(fit.theta, structure)))
-    fitted = refit.mats.x @ sol.beta + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b, refit.mats.refs, refit.mats.z))
-    return ReplicateFit(sol.beta, fit.theta, fit.sigma, b, fitted)
+@dataclass(frozen=True)
+class _LmmLanes:
+    """What a lane does with a linear mixed model of shape `structure`: simulate y from it, fit
+    it to y from the lane's start. Static (compared by value): one compilation per shape."""
+
+    structure: Structure
+
+    def simulate(self, key: Array, sim: _Simulation) -> Array:
+        return simulate_response(key, sim.mats, self.structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
+
+    def fit(self, y: Array, refit: _Refit, lane: _Lanes, opts: SolverOptions) -> FitResult:
+        stats = suffstats(refit.mats, self.structure, y)
+        return fit_response(stats, lane.x, refit.blocks, self.structure, refit.reml, opts, lane.hessian, lane.budget)
+
+    def replicate_fit(self, y: Array, refit: _Refit, fit: FitResult) -> ReplicateFit:
+        """The conditional modes b_t = lambda_t u_t and fitted values at the fit's theta."""
+        structure = self.structure
+        stats = suffstats(refit.mats, structure, y)
+        factor = factorize(fit.theta, refit.blocks, stats, structure)
+        sol = solve_pls(factor, fit.theta, refit.blocks, stats, structure)
+        us = modes_by_term(jnp.concatenate([sol.u1.reshape(-1), sol.ur]), structure)
+        b = tuple(u @ lam.T for u, lam in zip(us, lambdas(fit.theta, structure)))
+        fitted = refit.mats.x @ sol.beta + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b, refit.mats.refs, refit.mats.z))
+        return ReplicateFit(sol.beta, fit.theta, fit.sigma, b, fitted)
+
+    def stopped_at(self, res: FitResult) -> np.ndarray:
+        """Where each lane's fit stopped, in the solver's coordinates: theta."""
+        return res.theta
 
 
-@partial(jit, static_argnames=("structure", "structures", "opts", "mesh", "statistic"))
+@dataclass(frozen=True)
+class _GlmmLanes:
+    """What a lane does with a generalized linear mixed model: simulate y from it, fit it to y.
+
+    The fit runs BFGS from the lane's Hessian (the fitted model's, to start with), so the kernel
+    differentiates the Laplace objective, and PIRLS inside it, once: a Newton fit's second
+    derivatives through PIRLS make the compilation several times longer. x = theta (fast) or
+    (theta, beta). The FitResult's se is from the beta block of 2 H^-1 (fast=False, H BFGS's
+    Hessian) or the PIRLS Fisher system (fast=True), as `fit_glmm`; sigma is NaN (no dispersion)."""
+
+    structure: Structure
+    family: Family
+    fast: bool
+
+    def simulate(self, key: Array, sim: _GlmmSimulation) -> Array:
+        return simulate_glmm_response(key, sim.data, self.structure, self.family, sim.beta, sim.theta, sim.u)
+
+    def fit(self, y: Array, refit: _GlmmRefit, lane: _Lanes, opts: SolverOptions) -> FitResult:
+        ntheta = self.structure.ntheta
+        theta0, beta0 = (lane.x, refit.beta) if self.fast else (lane.x[:ntheta], lane.x[ntheta:])
+        data = refit.data._replace(y=y)
+        res = fit_glmm(theta0, beta0, data, self.structure, self.family, self.fast, opts, lane.hessian, lane.budget)
+        se = jnp.sqrt(jnp.diagonal(res.vcov))
+        return FitResult(res.objective, res.theta, res.beta, se, jnp.full((), jnp.nan, y.dtype), res.converged, res.niter, res.hessian)
+
+    def stopped_at(self, res: FitResult) -> np.ndarray:
+        """Where each lane's fit stopped, in the solver's coordinates: theta, or (theta, beta)."""
+        return res.theta if self.fast else np.concatenate([res.theta, res.beta], axis=1)
+
+
+@partial(jit, static_argnames=("structure", "simulator", "fitters", "opts", "mesh", "statistic"))
 def _fit_replicates(
     key: Array,
     indices: Array,
     lanes: tuple[_Lanes, ...],
-    sim: _Simulation,
-    refits: tuple[_Refit, ...],
+    sim: _Simulation | _GlmmSimulation,
+    refits: tuple[Any, ...],
     structure: Structure,
-    structures: tuple[Structure, ...],
+    simulator: _LmmLanes | _GlmmLanes,
+    fitters: tuple[_LmmLanes | _GlmmLanes, ...],
     opts: SolverOptions,
     mesh: Mesh,
     statistic: Callable | None,
 ) -> tuple[tuple[FitResult, ...], Array | None]:
-    """Simulate replicates `indices` from `sim` (of shape `structure`) and fit each to every model
-    of `refits` (of shapes `structures`), each fit from its lane's start and BFGS Hessian for at
-    most its lane's budget of iterations; with `statistic`, also statistic(ReplicateFit) of the
-    first model's fit. The lanes are spread over the devices of `mesh`."""
+    """Simulate replicates `indices` from `sim` (by `simulator`) and fit each to every model of
+    `refits` (by `fitters`), each fit from its lane's start and BFGS Hessian for at most its
+    lane's budget of iterations; with `statistic`, also statistic(ReplicateFit) of the first
+    model's fit. The lanes are spread over the devices of `mesh`. `structure`, the simulating
+    model's, chooses the compiler options (see _compile.jit)."""
 
     def device_lanes(key, sim, refits, indices, lanes):
         def one(i, lane):
-            y = simulate_response(replicate_key(key, i), sim.mats, structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
-            stats = tuple(suffstats(r.mats, s, y) for r, s in zip(refits, structures))
-            fits = tuple(
-                fit_response(st, ln.theta, r.blocks, s, r.reml, opts, ln.hessian, ln.budget)
-                for st, ln, r, s in zip(stats, lane, refits, structures)
-            )
+            y = simulator.simulate(replicate_key(key, i), sim)
+            fits = tuple(f.fit(y, r, ln, opts) for f, r, ln in zip(fitters, refits, lane))
             if statistic is None:
                 return fits, None
-            return fits, statistic(_replicate_fit(fits[0], stats[0], refits[0], structures[0]))
+            return fits, statistic(fitters[0].replicate_fit(y, refits[0], fits[0]))
 
         return jax.vmap(one)(indices, lanes)
 
@@ -175,16 +247,27 @@ def _local_devices(devices) -> list:
     return chosen
 
 
-def lane_width(m: LinearMixedModel, platform: str) -> int:
-    """How many lanes a device fits at a time by default: a power of two, fixed per model and kind
-    of device, never by nsamp (see `parametricbootstrap` on bit-identical results). On a CPU, as
-    many lanes as fit in about 2 MiB (cache-sized working sets run fastest); on an accelerator,
-    which needs wide batches, up to 16384 within a quarter of its memory."""
+def _lane_bytes(m: MixedModel) -> int:
+    """A lane's working set, roughly. A linear mixed model's: the response, the first term's
+    diagonal blocks and the dense rest. A generalized one's: PIRLS's dense (q + p)^2 system, its
+    factor and the copies the gradient keeps, and the n x K rows of Z Lambda with their per-row
+    K x K products and the 11 step-halving trials' eta (q random effects, K = the terms' columns)."""
     s = m.structure
+    if isinstance(m, GeneralizedLinearMixedModel):
+        q, k = sum(t.nranef for t in s.terms), sum(t.k for t in s.terms)
+        return 8 * (8 * (q + s.p) ** 2 + 4 * s.n * (k * k + k + 11))
     t1 = s.terms[0]
     d = s.qrest + s.p + 1
     npairs = len(m.design.blocks.pair_level)
-    lane_bytes = 8 * (4 * s.n + 16 * t1.nlevels * t1.k**2 + 16 * d * d + 8 * npairs * t1.k**2)
+    return 8 * (4 * s.n + 16 * t1.nlevels * t1.k**2 + 16 * d * d + 8 * npairs * t1.k**2)
+
+
+def lane_width(m: MixedModel, platform: str) -> int:
+    """How many lanes a device fits at a time by default: a power of two, fixed per model and kind
+    of device, never by nsamp (see `parametricbootstrap` on bit-identical results). On a CPU, as
+    many lanes as fit in about 2 MiB (cache-sized working sets run fastest), at least 16; on an
+    accelerator, which needs wide batches, up to 16384 within a quarter of its memory."""
+    lane_bytes = _lane_bytes(m)
     most = min(1024, max(16, _CPU_CACHE_BUDGET // lane_bytes)) if platform == "cpu" else 16384
     cap = max(1, min(most, _memory_budget() // lane_bytes))
     return 1 << (cap.bit_length() - 1)
@@ -195,8 +278,11 @@ def _process_share(nsamp: int, index: int, count: int) -> range:
     return range(index * nsamp // count, (index + 1) * nsamp // count)
 
 
-def _simulation_parameters(m: LinearMixedModel, beta, sigma, theta) -> tuple[np.ndarray, float, np.ndarray]:
-    """The (beta, sigma, theta) to simulate from: the fitted ones unless given, checked."""
+def _simulation_parameters(m: MixedModel, beta, sigma, theta) -> tuple:
+    """The (beta, sigma, theta) to simulate from, (beta, theta) for a generalized linear mixed
+    model: the fitted ones unless given, checked."""
+    if isinstance(m, GeneralizedLinearMixedModel) and sigma is not None:
+        raise ValueError(f"sigma applies to families with a dispersion parameter; family {m.family.name!r} has none (got sigma={sigma!r})")
     est = m.design.estimable
     if beta is None:
         beta = m.beta.to_numpy()
@@ -204,17 +290,19 @@ def _simulation_parameters(m: LinearMixedModel, beta, sigma, theta) -> tuple[np.
     if beta.shape[0] not in (len(est), int(est.sum())) or not np.all(np.isfinite(beta)):
         raise ValueError(f"beta must hold {len(est)} finite values (one per coefficient: {', '.join(m.coefnames)}), got {beta.tolist()}")
     beta = beta[est] if beta.shape[0] == len(est) else beta
+    theta = m.theta if theta is None else m._checked_theta(theta, "theta")
+    if isinstance(m, GeneralizedLinearMixedModel):
+        return beta, theta
     sigma = m.sigma if sigma is None else sigma
     if isinstance(sigma, bool) or not (isinstance(sigma, (int, float, np.floating, np.integer)) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a finite positive number, got {sigma!r}")
-    theta = m.theta if theta is None else m._checked_theta(theta, "theta")
     return beta, float(sigma), theta
 
 
 def parametricbootstrap(
     rng,
     nsamp: int,
-    m: LinearMixedModel,
+    m: MixedModel,
     ftype=np.float64,
     *,
     beta=None,
@@ -229,11 +317,19 @@ def parametricbootstrap(
 ) -> MixedModelBootstrap:
     """Simulate `nsamp` responses y = X beta + sigma (Z Lambda(theta) u + e) from `m` and refit each.
 
+    A generalized linear mixed model (jaxmm.fit(..., family=...)): y is drawn from its family with
+    mean mu = g^-1(X beta + Z Lambda(theta) u), u ~ N(0, I) (binomial: the successes out of the
+    weights' trials, as a proportion), and refitted as m was (m.fast); it has no sigma, so
+    `sigma` may not be given and `samp.tbl` has no σ column. Its replicates start from m's
+    (theta, beta) with BFGS from m's Hessian; se(beta) is from that fit's vcov (see `_GlmmLanes`).
+    `statistic` applies to linear mixed models only.
+
     rng: an int seed or a JAX key; replicate i draws from fold_in(key, i) alone.
     ftype: storage precision of the results (fits run in float64).
     use_u: hold the random effects at m's conditional modes b-hat (m.ranef()) and draw only the
-    residuals, y = X beta + Z b-hat + sigma e: lme4's bootMer(use.u = TRUE), a bootstrap
-    conditional on the observed groups (theta is then not used to simulate, so it cannot be given).
+    residuals, y = X beta + Z b-hat + sigma e (a GLMM: y drawn given mu = g^-1(X beta + Z b-hat)):
+    lme4's bootMer(use.u = TRUE), a bootstrap conditional on the observed groups (theta is then
+    not used to simulate, so it cannot be given).
     statistic: a jit-able function of a `ReplicateFit` (beta, theta, sigma, b, fitted of each
     replicate's fit) returning an array, as lme4's bootMer(FUN = ...); its values are
     `samp.statistic`, shape (nsamp, ...), with intervals from `samp.statistic_confint()`. It is
@@ -252,7 +348,7 @@ def parametricbootstrap(
     partitioned program that XLA vectorises differently on a CPU: the results agree with one
     device in all but the last bits (about 1e-11 relative).
     """
-    _check_fitted("m", m)
+    _check_fitted("m", m, (LinearMixedModel, GeneralizedLinearMixedModel))
     try:
         dtype = np.dtype(ftype)
     except TypeError:
@@ -265,6 +361,9 @@ def parametricbootstrap(
         raise ValueError("theta cannot be given with use_u=True: the random effects are held at m's conditional modes")
     if statistic is not None and not callable(statistic):
         raise ValueError(f"statistic must be a function of a ReplicateFit, got {statistic!r}")
+    if statistic is not None and isinstance(m, GeneralizedLinearMixedModel):
+        raise ValueError("statistic applies to linear mixed models; for a generalized one (family "
+                         f"{m.family.name!r}) use the replicates' beta and theta (samp.tbl)")
     sim = _simulation_parameters(m, beta, sigma, theta)
     (res,), stat = simulate_and_refit(
         rng, nsamp, m, sim, (m,), use_u=bool(use_u), statistic=statistic, optsum_overrides=optsum_overrides,
@@ -276,17 +375,17 @@ def parametricbootstrap(
     return MixedModelBootstrap(m, res.astype(dtype), sim=sim, statistic=stat)
 
 
-def _check_fitted(name: str, m) -> None:
-    if not isinstance(m, LinearMixedModel) or m.optsum is None:
-        raise ValueError(f"{name} must be a fitted LinearMixedModel (jaxmm.fit(...))")
+def _check_fitted(name: str, m, kinds: tuple[type, ...] = (LinearMixedModel,)) -> None:
+    if not isinstance(m, kinds) or m.optsum is None:
+        raise ValueError(f"{name} must be a fitted {' or '.join(k.__name__ for k in kinds)} (jaxmm.fit(...))")
 
 
 def simulate_and_refit(
     rng,
     nsamp: int,
-    sim_model: LinearMixedModel,
-    sim: tuple[np.ndarray, float, np.ndarray],
-    models: tuple[LinearMixedModel, ...],
+    sim_model: MixedModel,
+    sim: tuple,
+    models: tuple[MixedModel, ...],
     *,
     use_u: bool = False,
     statistic: Callable | None = None,
@@ -295,8 +394,8 @@ def simulate_and_refit(
     devices=None,
     progress: bool = True,
 ) -> tuple[list[Replicates], np.ndarray | None]:
-    """Simulate `nsamp` responses from `sim_model` at sim = (beta, sigma, theta) and fit every model
-    of `models` (fitted to the same data rows) to each: one Replicates per model, and the
+    """Simulate `nsamp` responses from `sim_model` at sim = (beta, sigma, theta) (a GLMM: (beta,
+    theta)) and fit every model of `models` (fitted to the same data rows) to each: one Replicates per model, and the
     statistic's values (of the first model's fits) or None. The engine of `parametricbootstrap`
     (models = (m,)) and `jaxmm.pblrt` (models = (small, large)); see parametricbootstrap for
     the arguments.
@@ -316,11 +415,9 @@ def simulate_and_refit(
     batch = call_lanes * -(-int(batch_size or call_lanes) // call_lanes)
     with jax.enable_x64(True):
         key = _as_key(rng)
-        starts = [_start(mm, sim[2] if mm is sim_model else mm.theta) for mm in models]
-        beta, sigma, theta = sim
-        ranef = tuple(jnp.asarray(sim_model.ranef()[t.group].to_numpy()) for t in sim_model.structure.terms) if use_u else None
-        simulation = _Simulation(jax.tree.map(jnp.asarray, sim_model.design.matrices), jnp.asarray(beta), jnp.asarray(sigma), jnp.asarray(theta), ranef)
-        parts, stat = _run(key, share, simulation, sim_model.structure, models, starts, opts, (batch, call_lanes), mesh,
+        simulator, simulation = _simulation(sim_model, sim, use_u)
+        targets = [_target(mm, sim if mm is sim_model else None) for mm in models]
+        parts, stat = _run(key, share, simulation, simulator, targets, opts, (batch, call_lanes), mesh,
                            progress and jax.process_index() == 0, statistic)
         if jax.process_count() > 1:
             parts = [Replicates(**_gather(vars(part), nsamp)) for part in parts]
@@ -329,15 +426,54 @@ def simulate_and_refit(
     return parts, stat
 
 
-def _start(m: LinearMixedModel, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The start of m's replicate fits near `theta`, and a positive-definite Hessian there for BFGS."""
-    # The generating theta is a good start, but a diagonal element at exactly 0 is a stationary
-    # point of the deviance (by symmetry), so starts are kept off the boundary.
+def _simulation(m: MixedModel, sim: tuple, use_u: bool) -> tuple[_LmmLanes | _GlmmLanes, _Simulation | _GlmmSimulation]:
+    """How a lane simulates from m at `sim` (see simulate_and_refit), and m's data for it."""
+    if isinstance(m, GeneralizedLinearMixedModel):
+        beta, theta = sim
+        u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in m._fit["u"]]) if use_u else None
+        data = jax.tree.map(jnp.asarray, glmm_data(m.design))
+        return _GlmmLanes(m.structure, m.family, m.fast), _GlmmSimulation(data, jnp.asarray(beta), jnp.asarray(theta), u)
+    beta, sigma, theta = sim
+    ranef = tuple(jnp.asarray(m.ranef()[t.group].to_numpy()) for t in m.structure.terms) if use_u else None
+    mats = jax.tree.map(jnp.asarray, m.design.matrices)
+    return _LmmLanes(m.structure), _Simulation(mats, jnp.asarray(beta), jnp.asarray(sigma), jnp.asarray(theta), ranef)
+
+
+class _Target(NamedTuple):
+    """A model every simulated response is fitted to: the model, what a lane does with it, its
+    data for the lanes, and its fits' start and positive-definite BFGS start Hessian."""
+
+    model: MixedModel
+    fitter: _LmmLanes | _GlmmLanes
+    refit: _Refit | _GlmmRefit
+    start: np.ndarray
+    h0: np.ndarray
+
+
+def _target(m: MixedModel, sim: tuple | None) -> _Target:
+    """m as a target of the replicate fits, which start near the simulating parameters `sim`
+    when m is the simulating model, else near m's own fit.
+
+    A diagonal element of theta at exactly 0 is a stationary point of the objective (by
+    symmetry), so starts are kept off the boundary. A linear mixed model's start Hessian is exact
+    there; a generalized one's is m's own (its exact Hessian at the start would mean
+    differentiating PIRLS twice: a long compilation), a good start for BFGS near m's fit."""
+    if isinstance(m, GeneralizedLinearMixedModel):
+        beta, theta = sim or (m._fit["beta"], m.theta)
+        theta = np.where(m.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
+        start = theta if m.fast else np.concatenate([theta, beta])
+        refit = _GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(m.design)), jnp.asarray(beta))
+        return _Target(m, _GlmmLanes(m.structure, m.family, m.fast), refit, start, floor_eigenvalues(m._fit["hessian"]))
+    theta = m.theta if sim is None else sim[2]
     start = np.where(m.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
+    blocks = jax.tree.map(jnp.asarray, m.design.blocks)
+    refit = _Refit(jax.tree.map(jnp.asarray, m.design.matrices), blocks, jnp.asarray(m.REML))
     if np.array_equal(start, m.theta):  # the fit's own final Hessian: nothing more to compile
-        return start, floor_eigenvalues(m._fit["hessian"])
-    here = jax.tree.map(jnp.asarray, (m.design.blocks, suffstats(m.design.matrices, m.structure, jnp.asarray(m.design.y))))
-    return start, floor_eigenvalues(objective_hessian(jnp.asarray(start), *here, structure=m.structure, reml=jnp.asarray(m.REML)))
+        h0 = floor_eigenvalues(m._fit["hessian"])
+    else:
+        stats = suffstats(m.design.matrices, m.structure, jnp.asarray(m.design.y))
+        h0 = floor_eigenvalues(objective_hessian(jnp.asarray(start), blocks, stats, structure=m.structure, reml=jnp.asarray(m.REML)))
+    return _Target(m, _LmmLanes(m.structure), refit, start, h0)
 
 
 def _gather(part: dict[str, np.ndarray], nsamp: int) -> dict[str, np.ndarray]:
@@ -352,42 +488,40 @@ def _gather(part: dict[str, np.ndarray], nsamp: int) -> dict[str, np.ndarray]:
 def _run(
     key,
     share: range,
-    sim: _Simulation,
-    sim_structure: Structure,
-    models: tuple[LinearMixedModel, ...],
-    starts: list[tuple[np.ndarray, np.ndarray]],
+    sim: _Simulation | _GlmmSimulation,
+    simulator: _LmmLanes | _GlmmLanes,
+    targets: list[_Target],
     opts: SolverOptions,
     lanes_shape: tuple[int, int],
     mesh: Mesh,
     progress: bool,
     statistic: Callable | None,
 ) -> tuple[list[Replicates], np.ndarray | None]:
-    """Fit replicates `share` to every model through one compiled batch shape, refilling the lanes
-    as replicates finish.
+    """Fit replicates `share`, simulated by `simulator` from `sim`, to every target through one
+    compiled batch shape, refilling the lanes as replicates finish.
 
     The `batch` lanes, lanes_shape = (batch, call_lanes), go through the kernel `call_lanes` at a
     time: every call runs the same compiled program, so a replicate's numbers do not depend on the
     batch size. Each call runs at most `ROUND_MAXITER` solver iterations per fit. A fit that
     converged (or used up `opts.maxiter`) is stored and closed; one that needs more iterations
-    continues, from where it stopped (theta and the BFGS Hessian), in the next call. A lane whose
+    continues, from where it stopped (x and the BFGS Hessian), in the next call. A lane whose
     replicate has no open fit left is refilled with the next replicate. So no batch waits for its
     slowest lane, and every call has the same shape: one compilation. Closed fits and idle lanes
     get a budget of one iteration, their results unused."""
     batch, call_lanes = lanes_shape
     shared, spread = NamedSharding(mesh, P()), NamedSharding(mesh, P(_LANES))
     sim = jax.device_put(sim, shared)
-    refits = jax.device_put(
-        tuple(_Refit(*jax.tree.map(jnp.asarray, (mm.design.matrices, mm.design.blocks)), jnp.asarray(mm.REML)) for mm in models), shared
-    )
+    refits = jax.device_put(tuple(t.refit for t in targets), shared)
+    fitters = tuple(t.fitter for t in targets)
     key = jax.device_put(key, shared)
     round_opts = opts._replace(maxiter=min(opts.maxiter, ROUND_MAXITER))
-    outs = [Replicates.empty(len(share), mm) for mm in models]
+    outs = [Replicates.empty(len(share), t.model) for t in targets]
     stat_out = None
     lane_index = np.full(batch, -1)  # replicate (position in the share) in each lane; -1 for an idle lane
-    lane_theta = [np.tile(start, (batch, 1)) for start, _ in starts]
-    lane_hess = [np.tile(h0, (batch, 1, 1)) for _, h0 in starts]
-    lane_used = [np.zeros(batch, dtype=np.int64) for _ in models]  # iterations spent in earlier calls
-    lane_open = [np.zeros(batch, dtype=bool) for _ in models]  # the lane's fit to this model still runs
+    lane_x = [np.tile(t.start, (batch, 1)) for t in targets]
+    lane_hess = [np.tile(t.h0, (batch, 1, 1)) for t in targets]
+    lane_used = [np.zeros(batch, dtype=np.int64) for _ in targets]  # iterations spent in earlier calls
+    lane_open = [np.zeros(batch, dtype=bool) for _ in targets]  # the lane's fit to this model still runs
     upcoming = 0
     show = progress and sys.stderr.isatty()
     from tqdm import tqdm
@@ -400,10 +534,9 @@ def _run(
 
         return _fit_replicates(
             key, lanes(share.start + np.maximum(lane_index, 0)),
-            tuple(_Lanes(lanes(theta), lanes(hess), lanes(np.where(open_, opts.maxiter - used, 1)))
-                  for theta, hess, used, open_ in zip(lane_theta, lane_hess, lane_used, lane_open)),
-            sim, refits, structure=sim_structure, structures=tuple(mm.structure for mm in models),
-            opts=round_opts, mesh=mesh, statistic=statistic,
+            tuple(_Lanes(lanes(x), lanes(hess), lanes(np.where(open_, opts.maxiter - used, 1)))
+                  for x, hess, used, open_ in zip(lane_x, lane_hess, lane_used, lane_open)),
+            sim, refits, structure=simulator.structure, simulator=simulator, fitters=fitters, opts=round_opts, mesh=mesh, statistic=statistic,
         )
 
     with tqdm(total=len(share), disable=not show, unit="rep", desc="bootstrap") as bar:
@@ -411,26 +544,26 @@ def _run(
             idle = np.flatnonzero(lane_index < 0)
             fresh = idle[: max(0, min(len(idle), len(share) - upcoming))]
             lane_index[fresh] = np.arange(upcoming, upcoming + len(fresh))
-            for (start, h0), theta, hess, used, open_ in zip(starts, lane_theta, lane_hess, lane_used, lane_open):
-                theta[fresh], hess[fresh], used[fresh], open_[fresh] = start, h0, 0, True
+            for t, x, hess, used, open_ in zip(targets, lane_x, lane_hess, lane_used, lane_open):
+                x[fresh], hess[fresh], used[fresh], open_[fresh] = t.start, t.h0, 0, True
             upcoming += len(fresh)
             busy = lane_index >= 0
             if not busy.any():
                 break
             results = jax.device_get([call(slice(c, c + call_lanes)) for c in range(0, batch, call_lanes)])
             fits, stat = jax.tree.map(lambda *parts: np.concatenate(parts), *results)
-            for j, (mm, res, out) in enumerate(zip(models, fits, outs)):
+            for j, (t, res, out) in enumerate(zip(targets, fits, outs)):
                 used = lane_used[j] + res.niter
                 finished = lane_open[j] & (res.converged | (used >= opts.maxiter) | ~np.isfinite(res.objective))
                 done = np.flatnonzero(finished)
-                out.store(lane_index[done], jax.tree.map(lambda a: a[done], res), mm, extra_iterations=lane_used[j][done])
+                out.store(lane_index[done], jax.tree.map(lambda a: a[done], res), t.model, extra_iterations=lane_used[j][done])
                 if statistic is not None and j == 0:
                     if stat_out is None:
                         stat_out = np.full((len(share), *stat.shape[1:]), np.nan, dtype=np.result_type(stat.dtype, np.float64))
                     stat_out[lane_index[done]] = stat[done]
                 lane_open[j] &= ~finished
                 going = lane_open[j]
-                lane_theta[j][going], lane_hess[j][going], lane_used[j][going] = res.theta[going], res.hessian[going], used[going]
+                lane_x[j][going], lane_hess[j][going], lane_used[j][going] = t.fitter.stopped_at(res)[going], res.hessian[going], used[going]
             complete = busy & ~np.any(lane_open, axis=0)
             bar.update(int(complete.sum()))
             lane_index[complete] = -1
