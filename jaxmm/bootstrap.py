@@ -38,7 +38,7 @@ from ._compile import jit
 from .design import ModelMatrices, Structure, suffstats
 from .deviance import factorize, lambdas, modes_by_term, solve_pls
 from .family import Family
-from .glmm import GeneralizedLinearMixedModel, GlmmData, fit_glmm, glmm_data
+from .glmm import GeneralizedLinearMixedModel, GlmmData, Mode, fisher_vcov, fit_glmm, glmm_data
 from .model import FitResult, LinearMixedModel, MixedModel, fit_response, floor_eigenvalues, objective_hessian, solver_options
 from .results import MixedModelBootstrap, Replicates
 from .simulate import replicate_key, simulate_glmm_response, simulate_response
@@ -158,8 +158,9 @@ class _GlmmLanes:
     The fit runs BFGS from the lane's Hessian (the fitted model's, to start with), so the kernel
     differentiates the Laplace objective, and PIRLS inside it, once: a Newton fit's second
     derivatives through PIRLS make the compilation several times longer. x = theta (fast) or
-    (theta, beta). The FitResult's se is from the beta block of 2 H^-1 (fast=False, H BFGS's
-    Hessian) or the PIRLS Fisher system (fast=True), as `fit_glmm`; sigma is NaN (no dispersion)."""
+    (theta, beta). The FitResult's se is from `fisher_vcov` at the replicate's optimum, lme4's
+    vcov(use.hessian = FALSE): for fast=False the exact Hessian that m.stderror uses is not at
+    hand, and BFGS's approximation of it is off by up to ~10% (cbpp); sigma is NaN (no dispersion)."""
 
     structure: Structure
     family: Family
@@ -173,7 +174,7 @@ class _GlmmLanes:
         theta0, beta0 = (lane.x, refit.beta) if self.fast else (lane.x[:ntheta], lane.x[ntheta:])
         data = refit.data._replace(y=y)
         res = fit_glmm(theta0, beta0, data, self.structure, self.family, self.fast, opts, lane.hessian, lane.budget)
-        se = jnp.sqrt(jnp.diagonal(res.vcov))
+        se = jnp.sqrt(jnp.diagonal(fisher_vcov(res.theta, Mode(res.u, res.beta), data, self.structure, self.family)))
         return FitResult(res.objective, res.theta, res.beta, se, jnp.full((), jnp.nan, y.dtype), res.converged, res.niter, res.hessian)
 
     def stopped_at(self, res: FitResult) -> np.ndarray:
@@ -321,7 +322,7 @@ def parametricbootstrap(
     mean mu = g^-1(X beta + Z Lambda(theta) u), u ~ N(0, I) (binomial: the successes out of the
     weights' trials, as a proportion), and refitted as m was (m.fast); it has no sigma, so
     `sigma` may not be given and `samp.tbl` has no σ column. Its replicates start from m's
-    (theta, beta) with BFGS from m's Hessian; se(beta) is from that fit's vcov (see `_GlmmLanes`).
+    (theta, beta) with BFGS from m's Hessian; se(beta) is lme4's vcov(use.hessian = FALSE) (see `_GlmmLanes`).
     `statistic` applies to linear mixed models only.
 
     rng: an int seed or a JAX key; replicate i draws from fold_in(key, i) alone.

@@ -242,11 +242,17 @@ def fit_glmm(
         theta, start = res.theta[:ntheta], res.theta[ntheta:]
     at = laplace(theta, start, data, structure, fam, fast)
     if fast:
-        info = _penalised_hessian(at.mode, _z_lambda(theta, data, structure), data, fam, True, fisher=True)
-        vcov = jnp.linalg.inv(info)[-p:, -p:]
+        vcov = fisher_vcov(theta, at.mode, data, structure, fam)
     else:
         vcov = 2.0 * jnp.linalg.inv(res.hessian)[ntheta:, ntheta:]
     return GlmmFit(at.objective, theta, at.mode.beta, at.mode.u, vcov, res.converged, res.niter, res.hessian)
+
+
+def fisher_vcov(theta: Array, mode: Mode, data: GlmmData, structure: Structure, fam: Family) -> Array:
+    """Cov(beta-hat) given theta: the beta block of the inverse of PIRLS's Fisher system in
+    (u, beta) at `mode` (lme4's vcov(m, use.hessian = FALSE), and its only one for nAGQ = 0). Pure."""
+    info = _penalised_hessian(mode, _z_lambda(theta, data, structure), data, fam, True, fisher=True)
+    return jnp.linalg.inv(info)[-mode.beta.shape[0]:, -mode.beta.shape[0]:]
 
 
 _fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts"))
