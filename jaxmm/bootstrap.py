@@ -5,7 +5,8 @@ indices, one `jit(vmap(...))` simulates each response from its own key and refit
 mixed model's lane reduces the response to its sufficient statistics (Z'y, X'y, y'y), the blocks
 Z'Z, Z'X, X'X being shared by all lanes; a generalized one's refits the Laplace objective by
 BFGS from the fitted model's Hessian (first derivatives only: see `_GlmmLanes`). What differs
-between the two is a lane's simulate and fit (`_LmmLanes`, `_GlmmLanes`); the batching is shared. A vmapped while-loop runs until its slowest lane finishes, so each call is capped at
+between the two is a lane's simulate and fit (`_LmmLanes`, `_GlmmLanes`); the batching is
+shared. A vmapped while-loop runs until its slowest lane finishes, so each call is capped at
 `ROUND_MAXITER` iterations and lanes are refilled as their replicates finish (see `_run`).
 
 Scale-out uses JAX's own machinery: the lanes of a batch are spread over the local devices with
@@ -30,7 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import Array
+from jax import Array, lax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -50,6 +51,7 @@ _CPU_MEMORY_BUDGET = 2 * 1024**3  # bytes a batch may use on a CPU, roughly
 # sleepstudy, 10,000 replicates: 128 lanes 0.63 s, 1024 lanes 1.67 s; dyestuff: flat from 256 up).
 _CPU_CACHE_BUDGET = 2 * 1024**2
 _LANES = "replicates"  # the mesh axis that the lanes of a batch are spread over
+_VECTORISED_DENSE = 64  # a GLMM's lanes run side by side up to this q + p (cbpp: 19; verbagg: 346)
 
 
 def _memory_budget() -> int:
@@ -127,6 +129,7 @@ class _LmmLanes:
     it to y from the lane's start. Static (compared by value): one compilation per shape."""
 
     structure: Structure
+    vectorised = True  # lanes run side by side (vmap); see _GlmmLanes
 
     def simulate(self, key: Array, sim: _Simulation) -> Array:
         return simulate_response(key, sim.mats, self.structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
@@ -156,8 +159,8 @@ class _GlmmLanes:
     """What a lane does with a generalized linear mixed model: simulate y from it, fit it to y.
 
     The fit runs BFGS from the lane's Hessian (the fitted model's, to start with), so the kernel
-    differentiates the Laplace objective, and PIRLS inside it, once: a Newton fit's second
-    derivatives through PIRLS make the compilation several times longer. x = theta (fast) or
+    differentiates the Laplace objective, and PIRLS inside it, once (a Newton fit's second
+    derivatives through PIRLS are what makes a GLMM fit's compilation long). x = theta (fast) or
     (theta, beta). The FitResult's se is from `fisher_vcov` at the replicate's optimum, lme4's
     vcov(use.hessian = FALSE): for fast=False the exact Hessian that m.stderror uses is not at
     hand, and BFGS's approximation of it is off by up to ~10% (cbpp); sigma is NaN (no dispersion)."""
@@ -165,6 +168,14 @@ class _GlmmLanes:
     structure: Structure
     family: Family
     fast: bool
+
+    @property
+    def vectorised(self) -> bool:
+        """Whether lanes run side by side (vmap) or one after another (lax.map): one after another
+        when the dense system is large. Then vectorising gains little, and jaxlib 0.10's batched
+        LAPACK splits the lanes' factorisations over XLA's CPU threads, where two of them at once
+        deadlocked (verbagg, 2 cores: every thread parked); a factorisation of one matrix does not."""
+        return sum(t.nranef for t in self.structure.terms) + self.structure.p <= _VECTORISED_DENSE
 
     def simulate(self, key: Array, sim: _GlmmSimulation) -> Array:
         return simulate_glmm_response(key, sim.data, self.structure, self.family, sim.beta, sim.theta, sim.u)
@@ -210,7 +221,9 @@ def _fit_replicates(
                 return fits, None
             return fits, statistic(fitters[0].replicate_fit(y, refits[0], fits[0]))
 
-        return jax.vmap(one)(indices, lanes)
+        if all(f.vectorised for f in (simulator, *fitters)):
+            return jax.vmap(one)(indices, lanes)
+        return lax.map(lambda lane: one(*lane), (indices, lanes))
 
     shared, spread = P(), P(_LANES)
     # check_vma=False: nothing crosses devices, so JAX need not track which values vary across them.
