@@ -335,8 +335,8 @@ def parametricbootstrap(
     mean mu = g^-1(X beta + Z Lambda(theta) u), u ~ N(0, I) (binomial: the successes out of the
     weights' trials, as a proportion), and refitted as m was (m.fast); it has no sigma, so
     `sigma` may not be given and `samp.tbl` has no σ column. Its replicates start from m's
-    (theta, beta) with BFGS from m's Hessian; se(beta) is lme4's vcov(use.hessian = FALSE) (see `_GlmmLanes`).
-    `statistic` applies to linear mixed models only.
+    (theta, beta) with BFGS from m's Hessian; se(beta) is lme4's vcov(use.hessian = FALSE) (see
+    `_GlmmLanes`). `statistic` applies to linear mixed models only.
 
     rng: an int seed or a JAX key; replicate i draws from fold_in(key, i) alone.
     ftype: storage precision of the results (fits run in float64).
@@ -409,8 +409,8 @@ def simulate_and_refit(
     progress: bool = True,
 ) -> tuple[list[Replicates], np.ndarray | None]:
     """Simulate `nsamp` responses from `sim_model` at sim = (beta, sigma, theta) (a GLMM: (beta,
-    theta)) and fit every model of `models` (fitted to the same data rows) to each: one Replicates per model, and the
-    statistic's values (of the first model's fits) or None. The engine of `parametricbootstrap`
+    theta)) and fit every model of `models` (fitted to the same data rows) to each: one
+    Replicates per model, and the statistic's values (of the first model's fits) or None. The engine of `parametricbootstrap`
     (models = (m,)) and `jaxmm.pblrt` (models = (small, large)); see parametricbootstrap for
     the arguments.
 
