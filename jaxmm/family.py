@@ -85,6 +85,17 @@ class Family:
         return jnp.where(variance > 0.0, weights * mu_eta**2 / jnp.where(variance > 0.0, variance, 1.0), 0.0)
 
 
+    def sample(self, key: Array, mu: Array, weights: Array) -> Array:
+        """One response per observation with conditional mean mu: bernoulli y ~ Bernoulli(mu);
+        binomial y = s / m with s ~ Binomial(m, mu), m the trials (the prior weights); poisson
+        y ~ Poisson(mu). Pure: vmap over keys."""
+        if self.name == "bernoulli":
+            return jax.random.bernoulli(key, mu).astype(mu.dtype)
+        if self.name == "binomial":
+            return jax.random.binomial(key, weights, mu, dtype=mu.dtype) / weights
+        return jax.random.poisson(key, mu).astype(mu.dtype)
+
+
 def family(name: str, link: str | None = None) -> Family:
     """The Family for `name` ("bernoulli", "binomial", "poisson") and `link` (None: the canonical one)."""
     if not isinstance(name, str) or name.lower() not in _LINKS:

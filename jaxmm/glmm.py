@@ -258,34 +258,56 @@ class GlmmFit(NamedTuple):
     vcov: Array  # of beta-hat
     converged: Array
     niter: Array
+    hessian: Array  # of f in x = theta (fast) or (theta, beta), exact or BFGS's: to continue from
 
 
-def fit_glmm(theta0: Array, beta0: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, opts: SolverOptions, nAGQ: int = 1) -> GlmmFit:
+def fit_glmm(
+    theta0: Array,
+    beta0: Array,
+    data: GlmmData,
+    structure: Structure,
+    fam: Family,
+    fast: bool,
+    opts: SolverOptions,
+    nAGQ: int = 1,
+    h0: Array | None = None,
+    budget: Array | None = None,
+) -> GlmmFit:
     """Minimise the Laplace objective (nAGQ = 1) or its adaptive Gauss-Hermite refinement
     (`adaptive_quadrature`) from (theta0, beta0) by the project's Newton solver. Pure.
 
+    h0 and budget as in `minimize`: given h0, a Hessian of f near the start in the solver's x,
+    the iterations need first derivatives of f only (a bootstrap replicate, whose compiled kernel
+    then never differentiates PIRLS twice); budget caps the iterations of a continued fit.
+
     fast=False optimises x = (theta, beta): the fixed effects have no bound and no sign symmetry
     (column_diag -1). Cov(beta-hat), as lme4 computes it: fast=False, the beta block of
-    2 H^-1 with H the exact Hessian of f in (theta, beta) at the optimum (lme4's finite-difference
-    one); fast=True, the beta block of the inverse of PIRLS's Fisher system in (u, beta) at the
+    2 H^-1 with H the Hessian of f in (theta, beta) at the optimum (exact, lme4's is by finite
+    differences; with h0, BFGS's approximation of it); fast=True, the beta block of the inverse of PIRLS's Fisher system in (u, beta) at the
     mode (lme4's RX-based one, which it uses for nAGQ = 0)."""
     ntheta, p = structure.ntheta, beta0.shape[0]
     if fast:
         column_diag = structure.column_diag
-        res = minimize(lambda th: adaptive_quadrature(th, beta0, data, structure, fam, True, nAGQ).objective, theta0, column_diag, opts)
+        res = minimize(lambda th: adaptive_quadrature(th, beta0, data, structure, fam, True, nAGQ).objective, theta0, column_diag, opts, h0, budget)
         theta, start = res.theta, beta0
     else:
         column_diag = np.concatenate([structure.column_diag, np.full(p, -1, dtype=np.int32)])
         joint = lambda x: adaptive_quadrature(x[:ntheta], x[ntheta:], data, structure, fam, False, nAGQ).objective
-        res = minimize(joint, jnp.concatenate([theta0, beta0]), column_diag, opts)
+        res = minimize(joint, jnp.concatenate([theta0, beta0]), column_diag, opts, h0, budget)
         theta, start = res.theta[:ntheta], res.theta[ntheta:]
     at = adaptive_quadrature(theta, start, data, structure, fam, fast, nAGQ)
     if fast:
-        info = _penalised_hessian(at.mode, _z_lambda(theta, data, structure), data, fam, True, fisher=True)
-        vcov = jnp.linalg.inv(info)[-p:, -p:]
+        vcov = fisher_vcov(theta, at.mode, data, structure, fam)
     else:
         vcov = 2.0 * jnp.linalg.inv(res.hessian)[ntheta:, ntheta:]
-    return GlmmFit(at.objective, theta, at.mode.beta, at.mode.u, vcov, res.converged, res.niter)
+    return GlmmFit(at.objective, theta, at.mode.beta, at.mode.u, vcov, res.converged, res.niter, res.hessian)
+
+
+def fisher_vcov(theta: Array, mode: Mode, data: GlmmData, structure: Structure, fam: Family) -> Array:
+    """Cov(beta-hat) given theta: the beta block of the inverse of PIRLS's Fisher system in
+    (u, beta) at `mode` (lme4's vcov(m, use.hessian = FALSE), and its only one for nAGQ = 0). Pure."""
+    info = _penalised_hessian(mode, _z_lambda(theta, data, structure), data, fam, True, fisher=True)
+    return jnp.linalg.inv(info)[-mode.beta.shape[0]:, -mode.beta.shape[0]:]
 
 
 _fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts", "nAGQ"))
@@ -354,6 +376,7 @@ class GeneralizedLinearMixedModel(MixedModel):
                 "se": np.sqrt(np.diagonal(np.asarray(res.vcov))),
                 "u": modes_by_term(np.asarray(res.u), structure),
                 "lambdas": tuple(np.asarray(lam) for lam in lams),
+                "hessian": np.asarray(res.hessian),
             }
             self.optsum = OptSummary(np.asarray(theta0), np.asarray(res.theta), float(res.objective), bool(res.converged), int(res.niter), opts)
         self.fast, self.nAGQ = bool(fast), int(nAGQ)

@@ -160,6 +160,14 @@ class MixedModel:
     def rank(self) -> int:
         return self.structure.p
 
+    def _checked_theta(self, theta, name: str) -> np.ndarray:
+        theta = np.asarray(theta, dtype=np.float64).reshape(-1)
+        if theta.shape != (self.structure.ntheta,):
+            raise ValueError(f"{name} must have length {self.structure.ntheta}, got {theta.size}")
+        if not np.all(np.isfinite(theta)) or np.any(theta < self.lowerbd):
+            raise ValueError(f"{name} must be finite with diagonal elements >= 0, got {theta.tolist()}")
+        return theta
+
     # ---- estimates ----------------------------------------------------------------------
     @property
     def objective(self) -> float:
@@ -309,14 +317,6 @@ class LinearMixedModel(MixedModel):
     def initial_theta(self) -> np.ndarray:
         """lme4's start: 1 for diagonal elements of each lambda_t, 0 below the diagonal."""
         return np.where(self.lowerbd == 0.0, 1.0, 0.0)
-
-    def _checked_theta(self, theta, name: str) -> np.ndarray:
-        theta = np.asarray(theta, dtype=np.float64).reshape(-1)
-        if theta.shape != (self.structure.ntheta,):
-            raise ValueError(f"{name} must have length {self.structure.ntheta}, got {theta.size}")
-        if not np.all(np.isfinite(theta)) or np.any(theta < self.lowerbd):
-            raise ValueError(f"{name} must be finite with diagonal elements >= 0, got {theta.tolist()}")
-        return theta
 
     @property
     def dof(self) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .model import LinearMixedModel
+from .model import LinearMixedModel, MixedModel
 
 
 @dataclass
@@ -21,13 +21,13 @@ class Replicates:
     objective: np.ndarray  # (N,)
     beta: np.ndarray  # (N, p) all coefficients; inestimable ones -0.0
     se: np.ndarray  # (N, p); NaN for inestimable ones
-    sigma: np.ndarray  # (N,)
+    sigma: np.ndarray  # (N,); NaN for a family without a dispersion parameter
     theta: np.ndarray  # (N, ntheta)
     converged: np.ndarray  # (N,) bool
     niter: np.ndarray  # (N,) int
 
     @classmethod
-    def empty(cls, n: int, m: LinearMixedModel) -> Replicates:
+    def empty(cls, n: int, m: MixedModel) -> Replicates:
         p = len(m.coefnames)
         return cls(
             objective=np.full(n, np.nan),
@@ -39,7 +39,7 @@ class Replicates:
             niter=np.zeros(n, dtype=np.int64),
         )
 
-    def store(self, rows: np.ndarray, res, m: LinearMixedModel, extra_iterations=0) -> None:
+    def store(self, rows: np.ndarray, res, m: MixedModel, extra_iterations=0) -> None:
         """Write the lanes of a batched FitResult (one per row) into `rows`."""
         est = m.design.estimable
         self.objective[rows] = res.objective
@@ -103,9 +103,11 @@ def _interval(values: np.ndarray, level: float, method: str) -> tuple[float, flo
 
 @dataclass
 class MixedModelBootstrap:
-    """The result of `parametricbootstrap`: one fit per simulated response, and summaries of them."""
+    """The result of `parametricbootstrap`: one fit per simulated response, and summaries of them.
+    A generalized linear mixed model's has no σ (its family has no dispersion parameter): no σ
+    column in tbl, no residual row in allpars and the intervals."""
 
-    model: LinearMixedModel
+    model: MixedModel
     replicates: Replicates
     sim: tuple = field(default=())
     statistic: np.ndarray | None = None  # (N, ...) the values of parametricbootstrap's `statistic`
@@ -128,6 +130,11 @@ class MixedModelBootstrap:
         return self.replicates.converged
 
     @property
+    def _dispersion(self) -> bool:
+        """Has the model a residual scale sigma (a linear mixed model)?"""
+        return isinstance(self.model, LinearMixedModel)
+
+    @property
     def lowerbd(self) -> np.ndarray:
         return self.model.lowerbd
 
@@ -142,7 +149,8 @@ class MixedModelBootstrap:
     def _sd_corr(self) -> tuple[list[tuple[str, str, np.ndarray]], list[tuple[str, str, np.ndarray]]]:
         """Per random-effects column: (group, column, sd); per correlated pair: (group, 'a, b', rho)."""
         sds, rhos, offset = [], [], 0
-        theta, sigma = self.theta.astype(np.float64), self.replicates.sigma.astype(np.float64)
+        theta = self.theta.astype(np.float64)
+        sigma = self.replicates.sigma.astype(np.float64) if self._dispersion else np.ones(len(theta))
         for t in self.model.structure.terms:
             lam = np.zeros((len(theta), t.k, t.k))
             lam[:, t.theta_rows, t.theta_cols] = theta[:, offset : offset + t.ntheta]
@@ -161,11 +169,13 @@ class MixedModelBootstrap:
 
     @property
     def tbl(self) -> pd.DataFrame:
-        """One row per replicate: obj, β1..βp, σ, σ1.., ρ1.., θ1.. (MixedModels.jl's names)."""
+        """One row per replicate: obj, β1..βp, σ (with a dispersion parameter), σ1.., ρ1.., θ1..
+        (MixedModels.jl's names)."""
         sds, rhos = self._sd_corr()
         cols: dict[str, np.ndarray] = {"obj": self.objective}
         cols.update(zip(_numbered("β", self.replicates.beta.shape[1]), self.replicates.beta.T))
-        cols["σ"] = self.replicates.sigma
+        if self._dispersion:
+            cols["σ"] = self.replicates.sigma
         cols.update(zip(_numbered("σ", len(sds)), (s[2] for s in sds)))
         cols.update(zip(_numbered("ρ", len(rhos)), (r[2] for r in rhos)))
         cols.update(zip(_numbered("θ", self.theta.shape[1]), self.theta.T))
@@ -173,7 +183,7 @@ class MixedModelBootstrap:
 
     @property
     def allpars(self) -> pd.DataFrame:
-        """Long format: iter, type ("β", "σ", "ρ"), group, names, value."""
+        """Long format: iter, type ("β", "σ", "ρ"), group, names, value (σ residual: with a dispersion parameter)."""
         n = self.nsamp
         iters = np.arange(1, n + 1)
         sds, rhos = self._sd_corr()
@@ -186,7 +196,8 @@ class MixedModelBootstrap:
                 by_group.setdefault(group, []).append((kind, group, names, values))
         for group_rows in by_group.values():
             pieces += group_rows
-        pieces.append(("σ", "residual", None, self.replicates.sigma))
+        if self._dispersion:
+            pieces.append(("σ", "residual", None, self.replicates.sigma))
         frames = [
             pd.DataFrame({"iter": iters, "type": kind, "group": group, "names": names, "value": values.astype(np.float64)})
             for kind, group, names, values in pieces
@@ -195,18 +206,12 @@ class MixedModelBootstrap:
 
     @property
     def fits(self) -> pd.DataFrame:
-        """The raw fit per replicate: objective, σ, β (array), se (array), θ (array), converged."""
+        """The raw fit per replicate: objective, σ (with a dispersion parameter), β (array), se (array), θ (array), converged."""
         r = self.replicates
-        return pd.DataFrame(
-            {
-                "objective": r.objective,
-                "σ": r.sigma,
-                "β": list(r.beta),
-                "se": list(r.se),
-                "θ": list(r.theta),
-                "converged": r.converged,
-            }
-        )
+        cols = {"objective": r.objective, "σ": r.sigma, "β": list(r.beta), "se": list(r.se), "θ": list(r.theta), "converged": r.converged}
+        if not self._dispersion:
+            del cols["σ"]
+        return pd.DataFrame(cols)
 
     @property
     def beta(self) -> pd.DataFrame:
@@ -308,13 +313,15 @@ class MixedModelBootstrap:
         pq.write_table(table, str(path))
 
 
-def _signature(m: LinearMixedModel) -> dict:
-    """What makes two bootstraps comparable: the model's formula, estimation method and data."""
+def _signature(m: MixedModel) -> dict:
+    """What makes two bootstraps comparable: the model's formula, estimation method and data, and
+    for a generalized linear mixed model its family, link and fast setting (a linear mixed
+    model's signature has no such entry: its family is "gaussian")."""
     import hashlib
 
     digest = hashlib.sha256(np.ascontiguousarray(m.design.y).tobytes())
     digest.update(np.ascontiguousarray(m.design.matrices.x).tobytes())
-    return {
+    sig = {
         "formula": m.formula,
         "REML": m.REML,
         "nobs": m.nobs,
@@ -322,6 +329,19 @@ def _signature(m: LinearMixedModel) -> dict:
         "terms": [[t.group, list(t.columns), t.nlevels] for t in m.structure.terms],
         "data": digest.hexdigest()[:16],
     }
+    if not isinstance(m, LinearMixedModel):
+        sig.update(family=f"{m.family.name} ({m.family.link})", fast=m.fast)
+    return sig
+
+
+def _signature_difference(ours: dict, theirs: dict) -> tuple[str, object, object] | None:
+    """The first entry in which two signatures differ, with both values (None: they agree)."""
+    lmm = {"family": "gaussian", "fast": None}
+    for key in list(ours) + [k for k in theirs if k not in ours]:
+        a, b = ours.get(key, lmm.get(key)), theirs.get(key, lmm.get(key))
+        if a != b:
+            return key, a, b
+    return None
 
 
 def vcat(*samps) -> MixedModelBootstrap:
@@ -332,10 +352,10 @@ def vcat(*samps) -> MixedModelBootstrap:
         raise ValueError("vcat takes MixedModelBootstrap objects (or one list of them)")
     sig = _signature(samps[0].model)
     for s in samps[1:]:
-        other = _signature(s.model)
-        if other != sig:
-            diff = next(k for k in sig if sig[k] != other[k])
-            raise ValueError(f"cannot combine bootstraps of different models: their {diff} differ ({sig[diff]!r} vs {other[diff]!r})")
+        diff = _signature_difference(sig, _signature(s.model))
+        if diff is not None:
+            key, ours, theirs = diff
+            raise ValueError(f"cannot combine bootstraps of different models: their {key} differ ({ours!r} vs {theirs!r})")
     stats = [s.statistic for s in samps]
     if any(v is None for v in stats) and not all(v is None for v in stats):
         raise ValueError("cannot combine bootstraps with and without a statistic")
@@ -343,7 +363,7 @@ def vcat(*samps) -> MixedModelBootstrap:
     return MixedModelBootstrap(samps[0].model, Replicates.concat([s.replicates for s in samps]), sim=samps[0].sim, statistic=statistic)
 
 
-def restorereplicates(path, m: LinearMixedModel) -> MixedModelBootstrap:
+def restorereplicates(path, m: MixedModel) -> MixedModelBootstrap:
     """Read a file written by `samp.save(path)` for the model `m` (checked against it).
 
     Layout: a Parquet table with columns objective, σ, converged, niter, β1.., se1.., θ1.. (and
@@ -364,11 +384,11 @@ def restorereplicates(path, m: LinearMixedModel) -> MixedModelBootstrap:
         raise
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise ValueError(f"{path} is not a jaxmm bootstrap file: {err}") from None
-    sig = _signature(m)
-    if meta.get("model") != sig:
-        theirs = meta.get("model") or {}
-        diff = next((k for k in sig if sig[k] != theirs.get(k)), "signature")
-        raise ValueError(f"{path} holds a bootstrap of another model: its {diff} is {theirs.get(diff)!r}, the model's is {sig.get(diff)!r}")
+    theirs = meta.get("model")
+    diff = _signature_difference(_signature(m), theirs if isinstance(theirs, dict) else {})
+    if diff is not None:
+        key, ours, theirs = diff
+        raise ValueError(f"{path} holds a bootstrap of another model: its {key} is {theirs!r}, the model's is {ours!r}")
     df = table.to_pandas()
     p, nt = len(m.coefnames), m.structure.ntheta
     absent = [c for c in ["objective", "σ", "converged", "niter", *_numbered("β", p), *_numbered("se", p), *_numbered("θ", nt)] if c not in df]

@@ -1,4 +1,4 @@
-"""Simulating responses from a linear mixed model, replicate by replicate, on the device.
+"""Simulating responses from a linear or generalized linear mixed model, replicate by replicate, on the device.
 
 Replicate i draws from the key fold_in(key, i) alone, so a replicate is the same whatever the
 batch it is computed in, the number of devices, or how a run is split into parts.
@@ -13,6 +13,8 @@ from jax import Array
 
 from .design import ModelMatrices, Structure
 from .deviance import lambdas
+from .family import Family
+from .glmm import GeneralizedLinearMixedModel, GlmmData, Mode, _eta, _z_lambda, glmm_data
 
 
 def simulate_response(
@@ -42,6 +44,28 @@ def simulate_response(
     return y
 
 
+def simulate_glmm_response(
+    key: Array,
+    data: GlmmData,
+    structure: Structure,
+    fam: Family,
+    beta: Array,
+    theta: Array,
+    u: Array | None = None,
+) -> Array:
+    """y drawn from `fam` with mean mu = g^-1(eta), eta = X beta + Z Lambda(theta) u, u ~ N(0, I_q)
+    (see Family.sample; binomial: the trials are data.weights). Pure: vmap over keys.
+
+    Given `u` (the fitted model's spherical conditional modes, at its theta: lme4's use.u=TRUE), the
+    random effects are held there instead. u and y draw from two halves of the key, so replicate
+    i's y given eta uses the same random numbers either way."""
+    key_u, key_y = jax.random.split(key)
+    if u is None:
+        u = jax.random.normal(key_u, (sum(t.nranef for t in structure.terms),), dtype=beta.dtype)
+    eta = _eta(Mode(u, beta), _z_lambda(theta, data, structure), data)
+    return fam.sample(key_y, fam.inverse_link(eta), data.weights)
+
+
 def replicate_key(key: Array, index: Array) -> Array:
     """The key of replicate `index` (0-based) of a run seeded with `key`."""
     return jax.random.fold_in(key, index)
@@ -49,11 +73,14 @@ def replicate_key(key: Array, index: Array) -> Array:
 
 def simulated_responses(m, seed: int, nsamp: int) -> np.ndarray:
     """The responses (nsamp x n) that replicates 0..nsamp-1 of parametricbootstrap(seed, nsamp, m)
-    simulate from m's fitted beta, sigma and theta: to refit them by other means."""
+    simulate from m's fitted beta, sigma and theta (a GLMM: beta, theta): to refit them by other means."""
     with jax.enable_x64(True):
-        mats = jax.tree.map(jnp.asarray, m.design.matrices)
-        beta = jnp.asarray(m.beta.to_numpy()[m.design.estimable])
-        sigma, theta = jnp.asarray(m.sigma), jnp.asarray(m.theta)
+        beta, theta = jnp.asarray(m.beta.to_numpy()[m.design.estimable]), jnp.asarray(m.theta)
         key = jax.random.key(seed)
-        one = lambda i: simulate_response(replicate_key(key, i), mats, m.structure, beta, sigma, theta)  # noqa: E731
+        if isinstance(m, GeneralizedLinearMixedModel):
+            data = jax.tree.map(jnp.asarray, glmm_data(m.design))
+            one = lambda i: simulate_glmm_response(replicate_key(key, i), data, m.structure, m.family, beta, theta)  # noqa: E731
+        else:
+            mats, sigma = jax.tree.map(jnp.asarray, m.design.matrices), jnp.asarray(m.sigma)
+            one = lambda i: simulate_response(replicate_key(key, i), mats, m.structure, beta, sigma, theta)  # noqa: E731
         return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(nsamp)))
