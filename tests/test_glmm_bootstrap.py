@@ -162,6 +162,21 @@ def test_sigma_and_statistic_are_errors(cbpp):
         jaxmm.parametricbootstrap(1, 4, cbpp, theta=[0.5], use_u=True, progress=False)
     with pytest.raises(ValueError, match="beta must hold 4 finite values"):
         jaxmm.parametricbootstrap(1, 4, cbpp, beta=[1.0, 2.0], progress=False)
+    with pytest.raises(ValueError, match="precision 'float32' applies to linear mixed models"):
+        jaxmm.parametricbootstrap(1, 4, cbpp, precision="float32", progress=False)
+
+
+def test_replicates_are_refitted_with_the_models_nagq():
+    """A model fitted by adaptive quadrature is bootstrapped by it: replicate 0 equals a standalone
+    nAGQ = 9 fit of its response, and not the Laplace fit (which differs by about 1e-3 here)."""
+    m9 = jaxmm.fit(CBPP, _cbpp(), family="binomial", weights="size", nAGQ=9)
+    r = jaxmm.parametricbootstrap(SEED, 2, m9, progress=False).replicates
+    y = simulated_responses(m9, SEED, 1)[0]
+    alone = jaxmm.fit(CBPP, _cbpp().assign(prop=y), family="binomial", weights="size", nAGQ=9)
+    laplace = jaxmm.fit(CBPP, _cbpp().assign(prop=y), family="binomial", weights="size")
+    assert abs(r.objective[0] - alone.objective) <= 1e-9 * alone.objective
+    assert abs(r.objective[0] - laplace.objective) > 1e-5 * laplace.objective
+    np.testing.assert_allclose(r.theta[0], alone.theta, atol=1e-5)
 
 
 # ---- combining and files -------------------------------------------------------------------------------
