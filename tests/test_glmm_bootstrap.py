@@ -128,6 +128,19 @@ def test_replicates_match_standalone_fits(cbpp, samp):
     np.testing.assert_allclose(np.std(r.beta, axis=0), cbpp.stderror.to_numpy(), rtol=0.35)
 
 
+def test_fast_model_is_refitted_fast():
+    """A fast=True model's replicates are fast=True fits (theta alone, beta from PIRLS)."""
+    m = jaxmm.fit(CBPP, _cbpp(), family="binomial", weights="size", fast=True)
+    fast = jaxmm.parametricbootstrap(SEED, 8, m, progress=False)
+    assert fast.converged.all()
+    for i, y in enumerate(simulated_responses(m, SEED, 2)):
+        alone = jaxmm.fit(CBPP, _cbpp().assign(prop=y), family="binomial", weights="size", fast=True)
+        assert abs(fast.objective[i] - alone.objective) <= 1e-9 * alone.objective
+        np.testing.assert_allclose(fast.theta[i], alone.theta, atol=1e-6)
+        np.testing.assert_allclose(fast.replicates.beta[i], alone.beta.to_numpy(), atol=1e-6)
+        np.testing.assert_allclose(fast.replicates.se[i], alone.stderror.to_numpy(), rtol=1e-6)
+
+
 def test_batch_size_and_nsamp_do_not_change_results(cbpp, samp):
     wide = jaxmm.parametricbootstrap(SEED, NSAMP, cbpp, progress=False, batch_size=64)
     short = jaxmm.parametricbootstrap(SEED, 10, cbpp, progress=False)
