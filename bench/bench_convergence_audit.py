@@ -26,24 +26,38 @@ on a slope?). (scipy's L-BFGS-B with bounds θ_diag >= 0 was tried first and is 
 an interior start its first projected step can land on θ = 0, where the gradient vanishes by
 symmetry, and it stops there at an objective up to 1 % too high.)
 
-insteval (`y ~ 1 + service + (1|s) + (1|d) + (1|dept:service)`, 73,421 observations) is not
-audited: one fit takes ~15 s on this CPU, so 10,000 independent refits would take about two days.
-Writes bench/results/convergence_audit.json and prints a markdown table.
+The process runs on one CPU (see the note at `os.sched_setaffinity` below); to use another core
+for a second run, start it under `taskset -c <cpu>`.
+
+insteval (`y ~ 1 + service + (1|s) + (1|d) + (1|dept)`, 73,421 observations) is supported but
+slow: each refit evaluates a dense Cholesky factor of order ~1,150 many times (`--nsamp 20` or so).
+Writes bench/results/convergence_audit.json -- each model's entry replaces that model's entry
+of an earlier run and carries its own run record (`meta`) -- and prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import scipy.optimize
+# jaxlib's batched LAPACK kernels (the dense Cholesky factor and triangular solve inside
+# jaxmm.deviance.objective for models with a dense part larger than 4: penicillin, pastes, insteval)
+# split a large batch over XLA's intra-op thread pool and block their pool thread until the pieces
+# are done. When every thread of the pool is blocked so at once (two such calls running
+# concurrently, all a 2-core machine's pool holds), nothing is left to run the pieces: the process
+# deadlocks at 0 % CPU (jaxlib 0.10.2; seen in penicillin's batched refit). With one schedulable CPU
+# the pool has one thread, and then those kernels run every batch inline.
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.optimize  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -61,10 +75,12 @@ MODELS = {
     "sleepstudy": ("sleepstudy", "reaction ~ 1 + days + (1 + days|subj)"),
     "penicillin": ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),
     "pastes": ("pastes", "strength ~ 1 + (1|batch/cask)"),
+    "insteval": ("insteval", "y ~ 1 + service + (1|s) + (1|d) + (1|dept)"),
 }
 NEWTON_ITERATIONS = 30
 STEP_SIZES = 2.0 ** -np.arange(0, 10)  # the line search tries them all at once and keeps the best
-CHUNK = 1024  # replicates refitted per compiled call (times the number of starts)
+CHUNK = 1024  # replicates refitted per compiled call (times the number of starts), at most
+CHUNK_BYTES = 2**30  # and fewer where the dense matrices of a chunk's line searches would exceed this
 SCIPY_OPTIONS = {"gtol": 1e-9, "maxiter": 2000}
 
 
@@ -91,6 +107,9 @@ class Refit:
         generating = m.theta
         faces = [np.where(self.column == j, 0.0, generating) for j in np.unique(self.column)]
         self.starts = np.array([m.initial_theta(), generating, *faces])
+        dense = structure.qrest + structure.p + 1
+        lanes = len(self.starts) * (len(STEP_SIZES) + len(generating))  # objective evaluations at once per replicate
+        self.chunk = int(np.clip(CHUNK_BYTES // (8 * dense**2 * lanes), 1, CHUNK))
         self._newton = jax.jit(jax.vmap(jax.vmap(self._newton_lane, in_axes=(0, None)), in_axes=(None, 0)))
         self._objectives = jax.jit(jax.vmap(self.f))
         self._fg = jax.jit(jax.value_and_grad(self.f))
@@ -137,20 +156,21 @@ class Refit:
         found it, and that lane's final Newton decrement."""
         n = len(stats.yy)
         out = (np.empty(n), np.empty((n, len(self.m.lowerbd))), np.empty(n, dtype=int), np.empty(n))
+        chunk = self.chunk
         with jax.enable_x64(True):
             starts = jnp.asarray(self.starts)
-            for lo in range(0, n, CHUNK):
-                rows = np.arange(min(CHUNK, n - lo))
-                # every call gets CHUNK replicates (the last one padded by repeating), so one compile
-                part = jax.tree.map(lambda a: jnp.asarray(a[lo + np.resize(rows, CHUNK)]), stats)
+            for lo in range(0, n, chunk):
+                rows = np.arange(min(chunk, n - lo))
+                # every call gets `chunk` replicates (the last one padded by repeating), so one compile
+                part = jax.tree.map(lambda a: jnp.asarray(a[lo + np.resize(rows, chunk)]), stats)
                 t = time.perf_counter()
                 values, thetas, decrements = (np.asarray(a)[rows] for a in self._newton(starts, part))  # (replicates, starts, ...)
                 print(f"    refitted {lo + len(rows)}/{n} ({time.perf_counter() - t:.1f} s)", flush=True)
                 k = np.argmin(values, axis=1)
-                out[0][lo : lo + CHUNK] = values[rows, k]
-                out[1][lo : lo + CHUNK] = self.canonical(thetas[rows, k])
-                out[2][lo : lo + CHUNK] = k
-                out[3][lo : lo + CHUNK] = decrements[rows, k]
+                out[0][lo : lo + chunk] = values[rows, k]
+                out[1][lo : lo + chunk] = self.canonical(thetas[rows, k])
+                out[2][lo : lo + chunk] = k
+                out[3][lo : lo + chunk] = decrements[rows, k]
         return out
 
     def scipy_fit(self, start: np.ndarray, stats_i) -> tuple[float, np.ndarray]:
@@ -218,6 +238,7 @@ def audit(name: str, nsamp: int, seed: int, scipy_subsample: int) -> dict:
         "starts": refit.starts.tolist(),
         "bootstrap_s": boot_s,
         "refit_s": refit_s,
+        "refit_chunk": refit.chunk,
         "stored_objective_mismatch": int(stored_mismatch.sum()),
         "worse_than_refit_by_more_than_1e-6": int(worse.sum()),
         "worse_than_refit_by_more_than_1e-9": int((rel > 1e-9).sum()),
@@ -255,14 +276,16 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "convergence_audit.json"))
     args = ap.parse_args()
 
-    loads, results = {}, {}
+    results = {}
     for name in args.models:
-        loads[name] = load()
+        start_load = load()
         print(f"{name}: {args.nsamp} replicates ...", flush=True)
         results[name] = audit(name, args.nsamp, args.seed, args.scipy_subsample)
-    loads["end"] = load()
-    out = {"tolerance_rel": TOLERANCE, "newton_iterations": NEWTON_ITERATIONS, "scipy_options": SCIPY_OPTIONS, "models": results, "meta": run_meta(loads, CODE_VERSION)}
-    Path(args.out).write_text(json.dumps(out, indent=1, ensure_ascii=False))
+        results[name]["meta"] = {**run_meta({"start": start_load, "end": load()}, CODE_VERSION), "cpu_affinity": sorted(os.sched_getaffinity(0))}
+    path = Path(args.out)
+    earlier = json.loads(path.read_text())["models"] if path.exists() else {}
+    out = {"tolerance_rel": TOLERANCE, "newton_iterations": NEWTON_ITERATIONS, "scipy_options": SCIPY_OPTIONS, "models": {**earlier, **results}}
+    path.write_text(json.dumps(out, indent=1, ensure_ascii=False))
 
     print("\n| model | replicates | worse than refit by > 1e-6 rel | unconverged (flagged) | unconverged but within 1e-6 | "
           "lower than refit (any / > 1e-9 rel) | median rel. difference | stored objective ≠ objective(stored θ) | "
