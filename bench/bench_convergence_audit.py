@@ -77,10 +77,11 @@ MODELS = {
     "pastes": ("pastes", "strength ~ 1 + (1|batch/cask)"),
     "insteval": ("insteval", "y ~ 1 + service + (1|s) + (1|d) + (1|dept)"),
 }
-NEWTON_ITERATIONS = 30
-STEP_SIZES = 2.0 ** -np.arange(0, 10)  # the line search tries them all at once and keeps the best
+NEWTON_ITERATIONS = 30  # at most
+DECREASE_REL = 1e-14  # a Newton lane stops once its predicted decrease is below this, relative to the objective
+STEP_SIZES = 2.0 ** -np.arange(0, 10)  # the line search tries them in turn and takes the first that lowers the objective
 CHUNK = 1024  # replicates refitted per compiled call (times the number of starts), at most
-CHUNK_BYTES = 2**30  # and fewer where the dense matrices of a chunk's line searches would exceed this
+CHUNK_BYTES = 2**30  # and fewer where the dense matrices a chunk works on at once would exceed this
 SCIPY_OPTIONS = {"gtol": 1e-9, "maxiter": 2000}
 
 
@@ -91,7 +92,8 @@ class Refit:
     sign of every column of lambda_t: minimised over all real theta (no bounds), a negative
     diagonal element is a sign flip away from a feasible point. Each replicate is refitted from
     several starts by a batched saddle-free Newton method (exact Hessian, eigenvalues replaced by
-    their absolute values, a line search over STEP_SIZES in parallel; NEWTON_ITERATIONS steps) --
+    their absolute values, a backtracking line search over STEP_SIZES; until the predicted decrease is
+    negligible, at most NEWTON_ITERATIONS steps) --
     written here, sharing nothing with jaxmm's solver. A column of lambda at exactly 0 is a
     stationary point by symmetry, so a start with one column zeroed stays on that face and finds the
     best fit there (a singular optimum); the others find interior optima."""
@@ -108,7 +110,7 @@ class Refit:
         faces = [np.where(self.column == j, 0.0, generating) for j in np.unique(self.column)]
         self.starts = np.array([m.initial_theta(), generating, *faces])
         dense = structure.qrest + structure.p + 1
-        lanes = len(self.starts) * (len(STEP_SIZES) + len(generating))  # objective evaluations at once per replicate
+        lanes = len(self.starts) * (1 + len(generating))  # objective evaluations at once per replicate (the Hessian's)
         self.chunk = int(np.clip(CHUNK_BYTES // (8 * dense**2 * lanes), 1, CHUNK))
         self._newton = jax.jit(jax.vmap(jax.vmap(self._newton_lane, in_axes=(0, None)), in_axes=(None, 0)))
         self._objectives = jax.jit(jax.vmap(self.f))
@@ -119,24 +121,43 @@ class Refit:
         return theta * np.where(theta[..., self.column] < 0, -1.0, 1.0)
 
     def _newton_lane(self, theta0, stats):
+        """Saddle-free Newton steps from theta0 until the predicted decrease (half the squared Newton
+        decrement) is below DECREASE_REL of the objective, no step size lowers the objective, or
+        NEWTON_ITERATIONS steps; returns the objective, theta and the Newton decrement there."""
         f = lambda th: self.f(th, stats)  # noqa: E731
         fg, hess = jax.value_and_grad(f), jax.hessian(f)
+        steps = jnp.asarray(STEP_SIZES)
 
-        def step(_, theta):
+        def direction(theta):
             value, g = fg(theta)
             w, v = jnp.linalg.eigh(hess(theta))
             w = jnp.maximum(jnp.abs(w), 1e-10 * jnp.max(jnp.abs(w)) + 1e-14)
-            d = -v @ ((v.T @ g) / w)
-            trials = theta + jnp.asarray(STEP_SIZES)[:, None] * d
-            values = jax.vmap(f)(trials)
-            values = jnp.where(jnp.isfinite(values), values, jnp.inf)
-            k = jnp.argmin(values)
-            return jnp.where(values[k] < value, trials[k], theta)
+            gv = v.T @ g
+            return value, -v @ (gv / w), jnp.sqrt(jnp.sum(gv**2 / w))
 
-        theta = jax.lax.fori_loop(0, NEWTON_ITERATIONS, step, theta0)
-        value, g = fg(theta)
-        w = jnp.maximum(jnp.abs(jnp.linalg.eigvalsh(hess(theta))), 1e-14)
-        return value, theta, jnp.sqrt(jnp.sum(g**2 / w))  # Newton decrement
+        def going(state):
+            _, value, _, decrement, k, moved = state
+            return (k < NEWTON_ITERATIONS) & moved & (decrement**2 / 2 > DECREASE_REL * jnp.abs(value))
+
+        def step(state):
+            theta, value, d, _, k, _ = state
+
+            def higher(search):
+                j, trial = search
+                return (j < len(STEP_SIZES)) & ~(trial < value)
+
+            def halve(search):
+                j, _ = search
+                trial = f(theta + steps[j] * d)
+                return j + 1, jnp.where(jnp.isfinite(trial), trial, jnp.inf)
+
+            j, trial = jax.lax.while_loop(higher, halve, (0, jnp.asarray(jnp.inf, value.dtype)))
+            moved = trial < value
+            theta = jnp.where(moved, theta + steps[j - 1] * d, theta)
+            return (theta, *direction(theta), k + 1, moved)
+
+        theta, value, _, decrement, _, _ = jax.lax.while_loop(going, step, (theta0, *direction(theta0), 0, True))
+        return value, theta, decrement
 
     def responses(self, seed: int, nsamp: int) -> np.ndarray:
         """The responses of replicates 0..nsamp-1 of parametricbootstrap(seed, nsamp, m)."""
@@ -284,7 +305,7 @@ def main() -> None:
         results[name]["meta"] = {**run_meta({"start": start_load, "end": load()}, CODE_VERSION), "cpu_affinity": sorted(os.sched_getaffinity(0))}
     path = Path(args.out)
     earlier = json.loads(path.read_text())["models"] if path.exists() else {}
-    out = {"tolerance_rel": TOLERANCE, "newton_iterations": NEWTON_ITERATIONS, "scipy_options": SCIPY_OPTIONS, "models": {**earlier, **results}}
+    out = {"tolerance_rel": TOLERANCE, "newton_iterations": NEWTON_ITERATIONS, "newton_decrease_rel": DECREASE_REL, "scipy_options": SCIPY_OPTIONS, "models": {**earlier, **results}}
     path.write_text(json.dumps(out, indent=1, ensure_ascii=False))
 
     print("\n| model | replicates | worse than refit by > 1e-6 rel | unconverged (flagged) | unconverged but within 1e-6 | "
