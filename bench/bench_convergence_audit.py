@@ -80,7 +80,7 @@ MODELS = {
 NEWTON_ITERATIONS = 30  # at most
 DECREASE_REL = 1e-14  # a Newton lane stops once its predicted decrease is below this, relative to the objective
 STEP_SIZES = 2.0 ** -np.arange(0, 10)  # the line search tries them in turn and takes the first that lowers the objective
-CHUNK = 1024  # replicates refitted per compiled call (times the number of starts), at most
+CHUNK = 1024  # replicates refitted per compiled call, at most
 CHUNK_BYTES = 2**30  # and fewer where the dense matrices a chunk works on at once would exceed this
 SCIPY_OPTIONS = {"gtol": 1e-9, "maxiter": 2000}
 
@@ -110,9 +110,9 @@ class Refit:
         faces = [np.where(self.column == j, 0.0, generating) for j in np.unique(self.column)]
         self.starts = np.array([m.initial_theta(), generating, *faces])
         dense = structure.qrest + structure.p + 1
-        lanes = len(self.starts) * (1 + len(generating))  # objective evaluations at once per replicate (the Hessian's)
+        lanes = 1 + len(generating)  # objective evaluations at once per replicate (the Hessian's)
         self.chunk = int(np.clip(CHUNK_BYTES // (8 * dense**2 * lanes), 1, CHUNK))
-        self._newton = jax.jit(jax.vmap(jax.vmap(self._newton_lane, in_axes=(0, None)), in_axes=(None, 0)))
+        self._newton = jax.jit(jax.vmap(self._newton_lane, in_axes=(None, 0)))
         self._objectives = jax.jit(jax.vmap(self.f))
         self._fg = jax.jit(jax.value_and_grad(self.f))
 
@@ -185,7 +185,10 @@ class Refit:
                 # every call gets `chunk` replicates (the last one padded by repeating), so one compile
                 part = jax.tree.map(lambda a: jnp.asarray(a[lo + np.resize(rows, chunk)]), stats)
                 t = time.perf_counter()
-                values, thetas, decrements = (np.asarray(a)[rows] for a in self._newton(starts, part))  # (replicates, starts, ...)
+                # one start after another: vmapping the starts as well made insteval's refit (dense part of
+                # order 1,145) far slower (one replicate unfinished after 20 minutes; one at a time: ~2 minutes)
+                fits = [self._newton(start, part) for start in starts]
+                values, thetas, decrements = (np.stack([np.asarray(f[j])[rows] for f in fits], axis=1) for j in range(3))  # (replicates, starts, ...)
                 print(f"    refitted {lo + len(rows)}/{n} ({time.perf_counter() - t:.1f} s)", flush=True)
                 k = np.argmin(values, axis=1)
                 out[0][lo : lo + chunk] = values[rows, k]
