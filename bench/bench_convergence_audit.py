@@ -29,8 +29,8 @@ symmetry, and it stops there at an objective up to 1 % too high.)
 The process runs on one CPU (see the note at `os.sched_setaffinity` below); to use another core
 for a second run, start it under `taskset -c <cpu>`.
 
-insteval (`y ~ 1 + service + (1|s) + (1|d) + (1|dept)`, 73,421 observations) is supported but
-slow: each refit evaluates a dense Cholesky factor of order ~1,150 many times (`--nsamp 20` or so).
+insteval (`y ~ 1 + service + (1|s) + (1|d) + (1|dept)`, 73,421 observations) runs but is out of
+reach: the vmapped refit did not finish its first replicate within 13 minutes (bench/README.md).
 Writes bench/results/convergence_audit.json -- each model's entry replaces that model's entry
 of an earlier run and carries its own run record (`meta`) -- and prints a markdown table.
 """
@@ -185,8 +185,8 @@ class Refit:
                 # every call gets `chunk` replicates (the last one padded by repeating), so one compile
                 part = jax.tree.map(lambda a: jnp.asarray(a[lo + np.resize(rows, chunk)]), stats)
                 t = time.perf_counter()
-                # one start after another: vmapping the starts as well made insteval's refit (dense part of
-                # order 1,145) far slower (one replicate unfinished after 20 minutes; one at a time: ~2 minutes)
+                # one start after another: a vmapped while_loop runs until its slowest lane stops, so
+                # each start's loop stops with its own slowest replicate (penicillin's 10,000: 51 s against 113 s)
                 fits = [self._newton(start, part) for start in starts]
                 values, thetas, decrements = (np.stack([np.asarray(f[j])[rows] for f in fits], axis=1) for j in range(3))  # (replicates, starts, ...)
                 print(f"    refitted {lo + len(rows)}/{n} ({time.perf_counter() - t:.1f} s)", flush=True)
