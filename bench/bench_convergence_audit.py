@@ -1,6 +1,6 @@
 """Convergence audit: is every bootstrap replicate at the optimum of its own simulated response?
 
-Run from the repository root (about 10-15 minutes on a 2-core CPU with the defaults):
+Run from the repository root (about 15 minutes on one core with the defaults, every model but insteval):
 
     PYTHONPATH=. python bench/bench_convergence_audit.py [--nsamp 10000] [--seed 42] [--models ...]
 
@@ -26,24 +26,38 @@ on a slope?). (scipy's L-BFGS-B with bounds θ_diag >= 0 was tried first and is 
 an interior start its first projected step can land on θ = 0, where the gradient vanishes by
 symmetry, and it stops there at an objective up to 1 % too high.)
 
-insteval (`y ~ 1 + service + (1|s) + (1|d) + (1|dept:service)`, 73,421 observations) is not
-audited: one fit takes ~15 s on this CPU, so 10,000 independent refits would take about two days.
-Writes bench/results/convergence_audit.json and prints a markdown table.
+The process runs on one CPU (see the note at `os.sched_setaffinity` below); to use another core
+for a second run, start it under `taskset -c <cpu>`.
+
+insteval (`y ~ 1 + service + (1|s) + (1|d) + (1|dept)`, 73,421 observations) runs but is out of
+reach: the vmapped refit did not finish its first replicate within 13 minutes (bench/README.md).
+Writes bench/results/convergence_audit.json -- each model's entry replaces that model's entry
+of an earlier run and carries its own run record (`meta`) -- and prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import scipy.optimize
+# jaxlib's batched LAPACK kernels (the dense Cholesky factor and triangular solve inside
+# jaxmm.deviance.objective for models with a dense part larger than 4: penicillin, pastes, insteval)
+# split a large batch over XLA's intra-op thread pool and block their pool thread until the pieces
+# are done. When every thread of the pool is blocked so at once (two such calls running
+# concurrently, all a 2-core machine's pool holds), nothing is left to run the pieces: the process
+# deadlocks at 0 % CPU (jaxlib 0.10.2; seen in penicillin's batched refit). With one schedulable CPU
+# the pool has one thread, and then those kernels run every batch inline.
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.optimize  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -61,10 +75,13 @@ MODELS = {
     "sleepstudy": ("sleepstudy", "reaction ~ 1 + days + (1 + days|subj)"),
     "penicillin": ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),
     "pastes": ("pastes", "strength ~ 1 + (1|batch/cask)"),
+    "insteval": ("insteval", "y ~ 1 + service + (1|s) + (1|d) + (1|dept)"),
 }
-NEWTON_ITERATIONS = 30
-STEP_SIZES = 2.0 ** -np.arange(0, 10)  # the line search tries them all at once and keeps the best
-CHUNK = 1024  # replicates refitted per compiled call (times the number of starts)
+NEWTON_ITERATIONS = 30  # at most
+DECREASE_REL = 1e-14  # a Newton lane stops once its predicted decrease is below this, relative to the objective
+STEP_SIZES = 2.0 ** -np.arange(0, 10)  # the line search tries them in turn and takes the first that lowers the objective
+CHUNK = 1024  # replicates refitted per compiled call, at most
+CHUNK_BYTES = 2**30  # and fewer where the dense matrices a chunk works on at once would exceed this
 SCIPY_OPTIONS = {"gtol": 1e-9, "maxiter": 2000}
 
 
@@ -75,7 +92,8 @@ class Refit:
     sign of every column of lambda_t: minimised over all real theta (no bounds), a negative
     diagonal element is a sign flip away from a feasible point. Each replicate is refitted from
     several starts by a batched saddle-free Newton method (exact Hessian, eigenvalues replaced by
-    their absolute values, a line search over STEP_SIZES in parallel; NEWTON_ITERATIONS steps) --
+    their absolute values, a backtracking line search over STEP_SIZES; until the predicted decrease is
+    negligible, at most NEWTON_ITERATIONS steps) --
     written here, sharing nothing with jaxmm's solver. A column of lambda at exactly 0 is a
     stationary point by symmetry, so a start with one column zeroed stays on that face and finds the
     best fit there (a singular optimum); the others find interior optima."""
@@ -91,7 +109,10 @@ class Refit:
         generating = m.theta
         faces = [np.where(self.column == j, 0.0, generating) for j in np.unique(self.column)]
         self.starts = np.array([m.initial_theta(), generating, *faces])
-        self._newton = jax.jit(jax.vmap(jax.vmap(self._newton_lane, in_axes=(0, None)), in_axes=(None, 0)))
+        dense = structure.qrest + structure.p + 1
+        lanes = 1 + len(generating)  # objective evaluations at once per replicate (the Hessian's)
+        self.chunk = int(np.clip(CHUNK_BYTES // (8 * dense**2 * lanes), 1, CHUNK))
+        self._newton = jax.jit(jax.vmap(self._newton_lane, in_axes=(None, 0)))
         self._objectives = jax.jit(jax.vmap(self.f))
         self._fg = jax.jit(jax.value_and_grad(self.f))
 
@@ -100,24 +121,43 @@ class Refit:
         return theta * np.where(theta[..., self.column] < 0, -1.0, 1.0)
 
     def _newton_lane(self, theta0, stats):
+        """Saddle-free Newton steps from theta0 until the predicted decrease (half the squared Newton
+        decrement) is below DECREASE_REL of the objective, no step size lowers the objective, or
+        NEWTON_ITERATIONS steps; returns the objective, theta and the Newton decrement there."""
         f = lambda th: self.f(th, stats)  # noqa: E731
         fg, hess = jax.value_and_grad(f), jax.hessian(f)
+        steps = jnp.asarray(STEP_SIZES)
 
-        def step(_, theta):
+        def direction(theta):
             value, g = fg(theta)
             w, v = jnp.linalg.eigh(hess(theta))
             w = jnp.maximum(jnp.abs(w), 1e-10 * jnp.max(jnp.abs(w)) + 1e-14)
-            d = -v @ ((v.T @ g) / w)
-            trials = theta + jnp.asarray(STEP_SIZES)[:, None] * d
-            values = jax.vmap(f)(trials)
-            values = jnp.where(jnp.isfinite(values), values, jnp.inf)
-            k = jnp.argmin(values)
-            return jnp.where(values[k] < value, trials[k], theta)
+            gv = v.T @ g
+            return value, -v @ (gv / w), jnp.sqrt(jnp.sum(gv**2 / w))
 
-        theta = jax.lax.fori_loop(0, NEWTON_ITERATIONS, step, theta0)
-        value, g = fg(theta)
-        w = jnp.maximum(jnp.abs(jnp.linalg.eigvalsh(hess(theta))), 1e-14)
-        return value, theta, jnp.sqrt(jnp.sum(g**2 / w))  # Newton decrement
+        def going(state):
+            _, value, _, decrement, k, moved = state
+            return (k < NEWTON_ITERATIONS) & moved & (decrement**2 / 2 > DECREASE_REL * jnp.abs(value))
+
+        def step(state):
+            theta, value, d, _, k, _ = state
+
+            def higher(search):
+                j, trial = search
+                return (j < len(STEP_SIZES)) & ~(trial < value)
+
+            def halve(search):
+                j, _ = search
+                trial = f(theta + steps[j] * d)
+                return j + 1, jnp.where(jnp.isfinite(trial), trial, jnp.inf)
+
+            j, trial = jax.lax.while_loop(higher, halve, (0, jnp.asarray(jnp.inf, value.dtype)))
+            moved = trial < value
+            theta = jnp.where(moved, theta + steps[j - 1] * d, theta)
+            return (theta, *direction(theta), k + 1, moved)
+
+        theta, value, _, decrement, _, _ = jax.lax.while_loop(going, step, (theta0, *direction(theta0), 0, True))
+        return value, theta, decrement
 
     def responses(self, seed: int, nsamp: int) -> np.ndarray:
         """The responses of replicates 0..nsamp-1 of parametricbootstrap(seed, nsamp, m)."""
@@ -137,20 +177,24 @@ class Refit:
         found it, and that lane's final Newton decrement."""
         n = len(stats.yy)
         out = (np.empty(n), np.empty((n, len(self.m.lowerbd))), np.empty(n, dtype=int), np.empty(n))
+        chunk = self.chunk
         with jax.enable_x64(True):
             starts = jnp.asarray(self.starts)
-            for lo in range(0, n, CHUNK):
-                rows = np.arange(min(CHUNK, n - lo))
-                # every call gets CHUNK replicates (the last one padded by repeating), so one compile
-                part = jax.tree.map(lambda a: jnp.asarray(a[lo + np.resize(rows, CHUNK)]), stats)
+            for lo in range(0, n, chunk):
+                rows = np.arange(min(chunk, n - lo))
+                # every call gets `chunk` replicates (the last one padded by repeating), so one compile
+                part = jax.tree.map(lambda a: jnp.asarray(a[lo + np.resize(rows, chunk)]), stats)
                 t = time.perf_counter()
-                values, thetas, decrements = (np.asarray(a)[rows] for a in self._newton(starts, part))  # (replicates, starts, ...)
+                # one start after another: a vmapped while_loop runs until its slowest lane stops, so
+                # each start's loop stops with its own slowest replicate (penicillin's 10,000: 51 s against 113 s)
+                fits = [self._newton(start, part) for start in starts]
+                values, thetas, decrements = (np.stack([np.asarray(f[j])[rows] for f in fits], axis=1) for j in range(3))  # (replicates, starts, ...)
                 print(f"    refitted {lo + len(rows)}/{n} ({time.perf_counter() - t:.1f} s)", flush=True)
                 k = np.argmin(values, axis=1)
-                out[0][lo : lo + CHUNK] = values[rows, k]
-                out[1][lo : lo + CHUNK] = self.canonical(thetas[rows, k])
-                out[2][lo : lo + CHUNK] = k
-                out[3][lo : lo + CHUNK] = decrements[rows, k]
+                out[0][lo : lo + chunk] = values[rows, k]
+                out[1][lo : lo + chunk] = self.canonical(thetas[rows, k])
+                out[2][lo : lo + chunk] = k
+                out[3][lo : lo + chunk] = decrements[rows, k]
         return out
 
     def scipy_fit(self, start: np.ndarray, stats_i) -> tuple[float, np.ndarray]:
@@ -218,6 +262,7 @@ def audit(name: str, nsamp: int, seed: int, scipy_subsample: int) -> dict:
         "starts": refit.starts.tolist(),
         "bootstrap_s": boot_s,
         "refit_s": refit_s,
+        "refit_chunk": refit.chunk,
         "stored_objective_mismatch": int(stored_mismatch.sum()),
         "worse_than_refit_by_more_than_1e-6": int(worse.sum()),
         "worse_than_refit_by_more_than_1e-9": int((rel > 1e-9).sum()),
@@ -251,18 +296,21 @@ def main() -> None:
     ap.add_argument("--nsamp", type=int, default=10_000, help="replicates per model (default 10,000)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--scipy-subsample", type=int, default=200, help="replicates also refitted by scipy's BFGS (default 200)")
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=[n for n in MODELS if n != "insteval"], choices=list(MODELS),
+                    help="default: all but insteval (minutes per replicate)")
     ap.add_argument("--out", default=str(RESULTS / "convergence_audit.json"))
     args = ap.parse_args()
 
-    loads, results = {}, {}
+    results = {}
     for name in args.models:
-        loads[name] = load()
+        start_load = load()
         print(f"{name}: {args.nsamp} replicates ...", flush=True)
         results[name] = audit(name, args.nsamp, args.seed, args.scipy_subsample)
-    loads["end"] = load()
-    out = {"tolerance_rel": TOLERANCE, "newton_iterations": NEWTON_ITERATIONS, "scipy_options": SCIPY_OPTIONS, "models": results, "meta": run_meta(loads, CODE_VERSION)}
-    Path(args.out).write_text(json.dumps(out, indent=1, ensure_ascii=False))
+        results[name]["meta"] = {**run_meta({"start": start_load, "end": load()}, CODE_VERSION), "cpu_affinity": sorted(os.sched_getaffinity(0))}
+    path = Path(args.out)
+    earlier = json.loads(path.read_text())["models"] if path.exists() else {}
+    out = {"tolerance_rel": TOLERANCE, "newton_iterations": NEWTON_ITERATIONS, "newton_decrease_rel": DECREASE_REL, "scipy_options": SCIPY_OPTIONS, "models": {**earlier, **results}}
+    path.write_text(json.dumps(out, indent=1, ensure_ascii=False))
 
     print("\n| model | replicates | worse than refit by > 1e-6 rel | unconverged (flagged) | unconverged but within 1e-6 | "
           "lower than refit (any / > 1e-9 rel) | median rel. difference | stored objective ≠ objective(stored θ) | "

@@ -1,8 +1,9 @@
 """jaxmm's parametric bootstrap against lme4's bootMer: are the replicate distributions the same?
 
-Run from the repository root (about 3-5 minutes on a 2-core CPU with the defaults):
+Run from the repository root (10-25 minutes on a 2-core CPU with the defaults, almost all of it bootMer's;
+run it under `nice`, bootMer occupies a core):
 
-    PYTHONPATH=. python bench/bench_vs_bootmer.py [--lme4-nsim 2000] [--nsamp 10000] [--reuse-lme4]
+    PYTHONPATH=. python bench/bench_vs_bootmer.py [--lme4-nsim 10000] [--nsamp 10000] [--reuse-lme4]
 
 Models (ML): dyestuff `yield ~ 1 + (1|batch)`, sleepstudy `reaction ~ 1 + days + (1 + days|subj)`.
 lme4: `Rscript bench/lme4_bootmer.R <nsim>` (bootMer, use.u = FALSE, seed 42), run in a scratch
@@ -149,7 +150,7 @@ def compare(name: str, nsamp: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lme4-nsim", type=int, default=2000, help="bootMer replicates per model (default 2000)")
+    ap.add_argument("--lme4-nsim", type=int, default=10_000, help="bootMer replicates per model (default 10,000)")
     ap.add_argument("--nsamp", type=int, default=10_000, help="jaxmm replicates per model (default 10,000)")
     ap.add_argument("--reuse-lme4", action="store_true", help="read bench/results/vs_bootmer_lme4_*.csv instead of running R")
     ap.add_argument("--out", default=str(RESULTS / "vs_bootmer.json"))
