@@ -40,6 +40,7 @@ from ._compile import jit
 from .design import ModelMatrices, Structure, suffstats
 from .deviance import factorize, lambdas, modes_by_term, solve_pls
 from .family import Family
+from .linalg import UNROLL_MAX
 from .glmm import GeneralizedLinearMixedModel, GlmmData, Mode, fisher_vcov, fit_glmm, glmm_data
 from .model import FitResult, LinearMixedModel, MixedModel, fit_response, floor_eigenvalues, objective_hessian, solver_options
 from .results import MixedModelBootstrap, Replicates
@@ -51,7 +52,6 @@ _CPU_MEMORY_BUDGET = 2 * 1024**3  # bytes a batch may use on a CPU, roughly
 # On a CPU, lanes whose working set stays within about this many bytes run fastest (measured on
 # sleepstudy, 10,000 replicates: 128 lanes 0.63 s, 1024 lanes 1.67 s; dyestuff: flat from 256 up).
 _CPU_CACHE_BUDGET = 2 * 1024**2
-_VECTORISED_DENSE = 64  # a GLMM's lanes run side by side up to this q + p (cbpp: 19; verbagg: 346)
 
 
 def _memory_budget() -> int:
@@ -128,13 +128,30 @@ class _Lanes(NamedTuple):
     budget: Array
 
 
+def _lapack_free(dense: int | None) -> bool:
+    """Whether a lane's program is free of batched LAPACK calls, which on a CPU must be avoided: a
+    lane's dense factors are unrolled up to `dense` rows (None: never) (jaxmm.linalg.cholesky),
+    and accelerators do not use LAPACK. jaxlib 0.10's batched LAPACK kernels split a large batch
+    into pieces on XLA's CPU thread pool and block their thread until the pieces are done; two such
+    calls at once can hold every thread of the pool, and nothing runs the pieces. Seen on 2 cores:
+    pastes' bootstrap on 4 CPU devices (twice of twice), verbagg's on one. One lane at a time
+    (lax.map), each call factors one matrix, which is never split."""
+    return jax.default_backend() != "cpu" or (dense is not None and dense <= UNROLL_MAX)
+
+
 @dataclass(frozen=True)
 class _LmmLanes:
     """What a lane does with a linear mixed model of shape `structure`: simulate y from it, fit
     it to y from the lane's start. Static (compared by value): one compilation per shape."""
 
     structure: Structure
-    vectorised = True  # lanes run side by side (vmap); see _GlmmLanes
+
+    @property
+    def vectorised(self) -> bool:
+        """Whether lanes run side by side (vmap) rather than one after another (lax.map): unless
+        a CPU would factor the dense part (Zr, X, y) with LAPACK (see `_lapack_free`)."""
+        s = self.structure
+        return _lapack_free(s.qrest + s.p + 1)
 
     def simulate(self, key: Array, sim: _Simulation) -> Array:
         return simulate_response(key, sim.mats, self.structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
@@ -183,11 +200,9 @@ class _GlmmLanes:
 
     @property
     def vectorised(self) -> bool:
-        """Whether lanes run side by side (vmap) or one after another (lax.map): one after another
-        when the dense system is large. Then vectorising gains little, and jaxlib 0.10's batched
-        LAPACK splits the lanes' factorisations over XLA's CPU threads, where two of them at once
-        deadlocked (verbagg, 2 cores: every thread parked); a factorisation of one matrix does not."""
-        return sum(t.nranef for t in self.structure.terms) + self.structure.p <= _VECTORISED_DENSE
+        """Whether lanes run side by side (vmap): not on a CPU, where PIRLS factors its dense
+        system with LAPACK (see `_lapack_free`)."""
+        return _lapack_free(None)
 
     def simulate(self, key: Array, sim: _GlmmSimulation) -> Array:
         return simulate_glmm_response(key, sim.data, self.structure, self.family, sim.beta, sim.theta, sim.u)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import Array
 
 # Up to this size a dense factor is unrolled (vectorises under vmap); above it LAPACK wins.
-_UNROLL_MAX = 4
+UNROLL_MAX = 4
 
 
 def chol_small(a: Array) -> Array:
@@ -67,12 +67,12 @@ def cho_solve_small(el: Array, b: Array) -> Array:
 
 def cholesky(a: Array) -> Array:
     """Lower Cholesky factor of a dense symmetric positive-definite matrix (unrolled when tiny)."""
-    return chol_small(a) if a.shape[-1] <= _UNROLL_MAX else jnp.linalg.cholesky(a)
+    return chol_small(a) if a.shape[-1] <= UNROLL_MAX else jnp.linalg.cholesky(a)
 
 
 def _tril_inverse(el: Array) -> Array:
     eye = jnp.eye(el.shape[-1], dtype=el.dtype)
-    if el.shape[-1] <= _UNROLL_MAX:
+    if el.shape[-1] <= UNROLL_MAX:
         return solve_lower_small(el, eye)
     return jax.scipy.linalg.solve_triangular(el, eye, lower=True)
 
