@@ -27,7 +27,6 @@ DY = "yield ~ 1 + (1|batch)"
 SS = "reaction ~ 1 + days + (1 + days|subj)"
 NSAMP = 100
 PASTES = "strength ~ 1 + (1|batch) + (1|batch:cask)"
-FOUR_NSAMP = 600  # sleepstudy fits 128 lanes per call, pastes 64: every one of the four devices gets replicates
 SEED = 42
 
 
@@ -57,16 +56,18 @@ for devices in (1, 4):
 """
 
 
-@pytest.mark.parametrize(("formula", "dataset"), [(SS, "sleepstudy"), (PASTES, "pastes")])
-def test_four_devices_agree_with_one(formula, dataset, tmp_path):
-    """pastes' dense part (12 rows) is factored by LAPACK: its batched kernels deadlocked with four
-    devices on two cores (the subprocess then hits its timeout) until such lanes ran one at a time."""
+@pytest.mark.parametrize(("formula", "dataset", "nsamp"), [(SS, "sleepstudy", 600), (PASTES, "pastes", 10_000)])
+def test_four_devices_agree_with_one(formula, dataset, nsamp, tmp_path):
+    """Every one of the four devices gets replicates (sleepstudy fits 128 lanes per call, pastes 64).
+    pastes' dense part (12 rows) is factored by LAPACK, whose batched kernels deadlocked with four
+    devices on two cores until such lanes ran one at a time: 10,000 replicates hung 3 of 3 runs (the
+    subprocess then hits its timeout)."""
     subprocess.run(
-        [sys.executable, "-c", FOUR_DEVICES, formula, dataset, str(SEED), str(FOUR_NSAMP), str(tmp_path)],
+        [sys.executable, "-c", FOUR_DEVICES, formula, dataset, str(SEED), str(nsamp), str(tmp_path)],
         env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"), check=True, timeout=300,
     )
     one, four = (pd.read_parquet(tmp_path / f"{d}.parquet") for d in (1, 4))
-    assert list(four.columns) == list(one.columns) and len(four) == FOUR_NSAMP
+    assert list(four.columns) == list(one.columns) and len(four) == nsamp
     np.testing.assert_array_equal(_bits(four), _bits(one))
 
 
