@@ -128,15 +128,14 @@ class _Lanes(NamedTuple):
     budget: Array
 
 
-def _lapack_free(dense: int | None) -> bool:
-    """Whether a lane's program is free of batched LAPACK calls, which on a CPU must be avoided: a
-    lane's dense factors are unrolled up to `dense` rows (None: never) (jaxmm.linalg.cholesky),
-    and accelerators do not use LAPACK. jaxlib 0.10's batched LAPACK kernels split a large batch
-    into pieces on XLA's CPU thread pool and block their thread until the pieces are done; two such
-    calls at once can hold every thread of the pool, and nothing runs the pieces. Seen on 2 cores:
-    pastes' bootstrap on 4 CPU devices (twice of twice), verbagg's on one. One lane at a time
-    (lax.map), each call factors one matrix, which is never split."""
-    return jax.default_backend() != "cpu" or (dense is not None and dense <= UNROLL_MAX)
+def _vectorisable(calls_lapack: bool) -> bool:
+    """Whether lanes may run side by side (vmap) rather than one after another (lax.map): unless
+    their program calls LAPACK on a CPU (accelerators do not use LAPACK). jaxlib 0.10's batched
+    LAPACK kernels split a large batch into pieces on XLA's CPU thread pool and block their thread
+    until the pieces are done; two such calls at once can hold every thread of the pool, and
+    nothing runs the pieces. Seen on 2 cores: pastes' bootstrap on 4 CPU devices (3 runs of 3),
+    verbagg's on one. One lane at a time, each call factors one matrix, which is never split."""
+    return not calls_lapack or jax.default_backend() != "cpu"
 
 
 @dataclass(frozen=True)
@@ -148,10 +147,10 @@ class _LmmLanes:
 
     @property
     def vectorised(self) -> bool:
-        """Whether lanes run side by side (vmap) rather than one after another (lax.map): unless
-        a CPU would factor the dense part (Zr, X, y) with LAPACK (see `_lapack_free`)."""
+        """See `_vectorisable`: the dense part (Zr, X, y) is factored by LAPACK beyond the size
+        jaxmm.linalg unrolls."""
         s = self.structure
-        return _lapack_free(s.qrest + s.p + 1)
+        return _vectorisable(s.qrest + s.p + 1 > UNROLL_MAX)
 
     def simulate(self, key: Array, sim: _Simulation) -> Array:
         return simulate_response(key, sim.mats, self.structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
@@ -200,9 +199,8 @@ class _GlmmLanes:
 
     @property
     def vectorised(self) -> bool:
-        """Whether lanes run side by side (vmap): not on a CPU, where PIRLS factors its dense
-        system with LAPACK (see `_lapack_free`)."""
-        return _lapack_free(None)
+        """See `_vectorisable`: PIRLS factors its dense system with LAPACK, whatever its size."""
+        return _vectorisable(True)
 
     def simulate(self, key: Array, sim: _GlmmSimulation) -> Array:
         return simulate_glmm_response(key, sim.data, self.structure, self.family, sim.beta, sim.theta, sim.u)
@@ -393,9 +391,10 @@ def parametricbootstrap(
     optsum_overrides: solver settings for the replicate fits (ftol_rel, ftol_abs, xtol_abs, maxiter).
     batch_size: lanes in flight over all devices, rounded up to a multiple of lane_width(m) times
     the number of devices (the default: one call of lane_width(m) lanes per device); they are
-    fitted lane_width(m) at a time, by the same compiled program. devices: the local devices to spread the lanes over: all (default),
-    a count, or a list from jax.local_devices(). Under jax.distributed, each process fits its
-    share on its own devices and every process returns the whole table.
+    fitted lane_width(m) at a time, by the same compiled program.
+    devices: the local devices to spread the lanes over: all (default), a count, or a list from
+    jax.local_devices(). Under jax.distributed, each process fits its share on its own devices
+    and every process returns the whole table.
 
     Reproducibility: replicate i's numbers are bit-identical whatever nsamp, batch_size, the
     replicate's lane, the number of devices or the run's split into processes. Each device
@@ -526,7 +525,7 @@ def _target(m: MixedModel, sim: tuple | None, dtype: np.dtype) -> _Target:
     theta = m.theta if sim is None else sim[2]
     start = np.where(m.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
     blocks = jax.tree.map(jnp.asarray, m.design.blocks)
-    centre = jnp.asarray(m.beta.to_numpy()[m.design.estimable])
+    centre = jnp.asarray(m._fit["beta"])
     refit = _Refit(jax.tree.map(jnp.asarray, m.design.matrices), _as_floats(blocks, dtype), jnp.asarray(m.REML), centre)
     if np.array_equal(start, m.theta):  # the fit's own final Hessian: nothing more to compile
         h0 = floor_eigenvalues(m._fit["hessian"])
@@ -567,8 +566,8 @@ def _run(
     converged (or used up `opts.maxiter`) is stored and closed; one that needs more iterations
     continues, from where it stopped (x and the BFGS Hessian), in the next call. A lane whose
     replicate has no open fit left is refilled with the next replicate. So no batch waits for its
-    slowest lane, and every call has the same shape: one compilation per device. Closed fits and idle lanes
-    get a budget of one iteration, their results unused."""
+    slowest lane, and every call has the same shape: one compilation per device. Closed fits and
+    idle lanes get a budget of one iteration, their results unused."""
     batch, call_lanes = lanes_shape
     shared = [jax.device_put((key, sim, tuple(t.refit for t in targets)), d) for d in devices]
     fitters = tuple(t.fitter for t in targets)
