@@ -1,6 +1,6 @@
 """Convergence audit: is every bootstrap replicate at the optimum of its own simulated response?
 
-Run from the repository root (about 15 minutes on one core with the defaults, every model but insteval):
+Run from the repository root (about 15 minutes on one core with the defaults):
 
     PYTHONPATH=. python bench/bench_convergence_audit.py [--nsamp 10000] [--seed 42] [--models ...]
 
@@ -29,8 +29,9 @@ symmetry, and it stops there at an objective up to 1 % too high.)
 The process runs on one CPU (see the note at `os.sched_setaffinity` below); to use another core
 for a second run, start it under `taskset -c <cpu>`.
 
-insteval (`y ~ 1 + service + (1|s) + (1|d) + (1|dept)`, 73,421 observations) runs but is out of
-reach: the vmapped refit did not finish its first replicate within 13 minutes (bench/README.md).
+insteval (73,421 observations) is audited by bench/audit_insteval.py instead, in parts and on
+two cores: its refit here (a batched Newton on jaxmm.deviance.objective) takes minutes per replicate.
+
 Writes bench/results/convergence_audit.json -- each model's entry replaces that model's entry
 of an earlier run and carries its own run record (`meta`) -- and prints a markdown table.
 """
@@ -46,7 +47,7 @@ import warnings
 from pathlib import Path
 
 # jaxlib's batched LAPACK kernels (the dense Cholesky factor and triangular solve inside
-# jaxmm.deviance.objective for models with a dense part larger than 4: penicillin, pastes, insteval)
+# jaxmm.deviance.objective for models with a dense part larger than 4: penicillin, pastes)
 # split a large batch over XLA's intra-op thread pool and block their pool thread until the pieces
 # are done. When every thread of the pool is blocked so at once (two such calls running
 # concurrently, all a 2-core machine's pool holds), nothing is left to run the pieces: the process
@@ -75,7 +76,6 @@ MODELS = {
     "sleepstudy": ("sleepstudy", "reaction ~ 1 + days + (1 + days|subj)"),
     "penicillin": ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),
     "pastes": ("pastes", "strength ~ 1 + (1|batch/cask)"),
-    "insteval": ("insteval", "y ~ 1 + service + (1|s) + (1|d) + (1|dept)"),
 }
 NEWTON_ITERATIONS = 30  # at most
 DECREASE_REL = 1e-14  # a Newton lane stops once its predicted decrease is below this, relative to the objective
@@ -296,8 +296,7 @@ def main() -> None:
     ap.add_argument("--nsamp", type=int, default=10_000, help="replicates per model (default 10,000)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--scipy-subsample", type=int, default=200, help="replicates also refitted by scipy's BFGS (default 200)")
-    ap.add_argument("--models", nargs="+", default=[n for n in MODELS if n != "insteval"], choices=list(MODELS),
-                    help="default: all but insteval (minutes per replicate)")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--out", default=str(RESULTS / "convergence_audit.json"))
     args = ap.parse_args()
 

@@ -1,0 +1,344 @@
+"""Convergence audit of insteval's bootstrap, in parts: the replicates of parametricbootstrap(seed, ., m)
+for `y ~ 1 + service + (1|s) + (1|d) + (1|dept)` (73,421 observations), against an independent refit.
+
+bench_convergence_audit.py audits the other shipped models in one process; insteval is too large
+for that (jaxmm's bootstrap takes about 2.4 s per replicate on one core, and that script's batched
+Newton refit on jaxmm.deviance.objective about 2 minutes). Here the two sides run as separate
+processes, each on its own core, over the same replicate numbers, saving every part to --dir as
+it finishes, so a run can stop at any time, resume (parts already saved are skipped), and the
+report counts the replicates both sides reached:
+
+    taskset -c 0 python bench/audit_insteval.py jaxmm --first 0 --last 1000   # jaxmm's fits, ~2.4 s each
+    taskset -c 1 python bench/audit_insteval.py refit --first 0 --last 1000   # independent refits, ~1.5 s each
+    python bench/audit_insteval.py report                                      # into convergence_audit.json
+
+(with PYTHONPATH=. and OPENBLAS_NUM_THREADS=1, from the repository root).
+
+jaxmm side: replicates first..last-1 of the bootstrap, fitted by jaxmm's engine in parts of --part
+replicates (`_run` over a range of replicate numbers: replicate i is bit-identical whatever the
+part, see parametricbootstrap). The first part is checked against parametricbootstrap itself.
+
+Refit side (`refit`): the profiled ML deviance written again with NumPy, SciPy's sparse products
+and LAPACK's Cholesky factor (`SparseDeviance`: nothing of jaxmm but the model matrices and the
+simulated response), minimised by saddle-free Newton steps on finite-difference derivatives
+(`newton`) from the generating theta, and also from the boundary face theta_t = 0 where the
+first fit ends with a theta_t below 0.01. The report adds: the independent deviance at jaxmm's
+stored theta against jaxmm's stored objective, for every replicate; a refit from lme4's start on
+the first --lme4-start-subsample replicates; and a polish (Newton from jaxmm's own theta) of every
+replicate that is unconverged or worse than the refit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import RESULTS, code_version, load, run_meta  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import scipy.linalg  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+import jaxmm  # noqa: E402
+from jaxmm import bootstrap as jb  # noqa: E402
+from jaxmm.simulate import replicate_key, simulate_response  # noqa: E402
+
+CODE_VERSION = code_version()
+FORMULA = "y ~ 1 + service + (1|s) + (1|d) + (1|dept)"
+TOLERANCE = 1e-6  # relative, as bench_convergence_audit.py
+
+
+def model():
+    return jaxmm.fit(FORMULA, jaxmm.dataset("insteval"))
+
+
+def jaxmm_part(m, seed: int, first: int, last: int) -> dict[str, np.ndarray]:
+    """jaxmm's fits of replicates first..last-1 of parametricbootstrap(seed, ., m): its engine
+    (`_run`) over that range of replicate numbers, on one device, as parametricbootstrap runs it."""
+    device = jax.local_devices()[:1]
+    lanes = jb.lane_width(m, device[0].platform)
+    with jax.enable_x64(True):
+        sim = jb._simulation_parameters(m, None, None, None)
+        simulator, simulation = jb._simulation(m, sim, False)
+        target = jb._target(m, sim, np.float64)
+        (rep,), _ = jb._run(jb._as_key(seed), range(first, last), simulation, simulator, [target],
+                            jb.solver_options(None, np.float64), (lanes, lanes), device, False, None)
+    return {"objective": rep.objective, "theta": rep.theta, "converged": rep.converged, "niter": rep.niter}
+
+
+def run_jaxmm(args) -> None:
+    m = model()
+    for lo in range(args.first, args.last, args.part):
+        hi = min(lo + args.part, args.last)
+        path = Path(args.dir) / f"jaxmm_{lo:05d}_{hi:05d}.npz"
+        if path.exists():
+            continue
+        start = time.perf_counter()
+        part = jaxmm_part(m, args.seed, lo, hi)
+        if lo == 0:  # the parts are the bootstrap's replicates
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                whole = jaxmm.parametricbootstrap(args.seed, 2, m, progress=False).replicates
+            assert np.array_equal(whole.objective, part["objective"][:2]) and np.array_equal(whole.theta, part["theta"][:2])
+        np.savez(path, seconds=time.perf_counter() - start, load=load(), **part)
+        print(f"jaxmm {lo}..{hi - 1}: {time.perf_counter() - start:.1f} s", flush=True)
+
+
+class SparseDeviance:
+    """The profiled ML deviance of a model with scalar random-effects terms, written again with
+    NumPy, SciPy's sparse products and LAPACK's Cholesky factor (nothing of jaxmm's deviance).
+
+    With b_t = theta_t sigma u_t, the first term's (diagonal) block d_j = theta_1^2 (Z1'Z1)_jj + 1
+    is eliminated in closed form, w_j = theta_1^2 / d_j, leaving the dense Schur complement over
+    [Zr, X, y] (Zr: terms 2..T, scaled by their theta, l = theta per column)
+
+        S = [ l (Zr'Zr - Zr'Z1 W Z1'Zr) l + I    l (Zr'B - Zr'Z1 W Z1'B) ]     B = [X y]
+            [ .                                  B'B - B'Z1 W Z1'B        ]
+
+    and with L = chol(S), r^2 = L[-1, -1]^2 and log|L_Z|^2 = sum log d_j + 2 sum_(i < qr) log L_ii,
+
+        d(theta) = log|L_Z|^2 + n (1 + log(2 pi r^2 / n)).
+    """
+
+    def __init__(self, m):
+        mats, terms = m.design.matrices, m.structure.terms
+        assert all(t.k == 1 for t in terms) and not m.REML
+        self.n, self.x = len(m.design.y), np.asarray(mats.x)
+        z = [sp.csc_matrix((np.asarray(zt)[:, 0], (np.arange(self.n), np.asarray(r))), shape=(self.n, t.nlevels))
+             for t, r, zt in zip(terms, mats.refs, mats.z)]
+        self.z1, self.zr = z[0], sp.hstack(z[1:]).tocsc()
+        self.column_term = np.repeat(np.arange(1, len(terms)), [t.nlevels for t in terms[1:]])
+        self.a1 = np.asarray(self.z1.multiply(self.z1).sum(axis=0)).ravel()
+        self.r1 = (self.zr.T @ self.z1).tocsc()  # Zr'Z1
+        self.rr = (self.zr.T @ self.zr).toarray()
+        self.qr = self.rr.shape[0]
+        self.outer = self._outer_products()
+
+    def _outer_products(self) -> sp.csr_matrix:
+        """Q with vec(Zr'Z1 W Z1'Zr) = Q w: column j holds vec of (Zr'Z1)_j (Zr'Z1)_j'. A sparse
+        matrix-vector product per evaluation (4 ms) instead of a sparse matrix product (26 ms)."""
+        rows, cols, vals = [], [], []
+        for j in range(self.r1.shape[1]):
+            lo, hi = self.r1.indptr[j], self.r1.indptr[j + 1]
+            idx, v = self.r1.indices[lo:hi], self.r1.data[lo:hi]
+            rows.append((idx[:, None] * self.qr + idx[None, :]).ravel())
+            cols.append(np.full(len(idx) ** 2, j))
+            vals.append(np.outer(v, v).ravel())
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(self.qr**2, self.r1.shape[1]))
+
+    def stats(self, y: np.ndarray) -> tuple:
+        """What the deviance needs of a response y: Z1'B, Zr'B and B'B for B = [X y]."""
+        b = np.column_stack([self.x, y])
+        return np.asarray(self.z1.T @ b), np.asarray(self.zr.T @ b), b.T @ b
+
+    def __call__(self, theta: np.ndarray, stats: tuple) -> float:
+        z1b, zrb, bb = stats
+        theta = np.abs(theta)  # the deviance is even in each theta_t
+        d = theta[0] ** 2 * self.a1 + 1.0
+        w = theta[0] ** 2 / d
+        lr = theta[self.column_term]
+        s_rr = self.rr - (self.outer @ w).reshape(self.qr, self.qr)
+        s_rr = lr[:, None] * s_rr * lr[None, :] + np.eye(self.qr)
+        s_rb = lr[:, None] * (zrb - self.r1 @ (w[:, None] * z1b))
+        s_bb = bb - z1b.T @ (w[:, None] * z1b)
+        chol = scipy.linalg.cholesky(np.block([[s_rr, s_rb], [s_rb.T, s_bb]]), lower=True, check_finite=False)
+        logdet_z = np.sum(np.log(d)) + 2.0 * np.sum(np.log(np.diagonal(chol)[: self.qr]))
+        return float(logdet_z + self.n * (1.0 + np.log(2.0 * np.pi * chol[-1, -1] ** 2 / self.n)))
+
+
+STEP = 1e-4  # finite-difference step in theta (theta_t of insteval's fit: 0.07 to 0.44)
+NEWTON_ITERATIONS = 30  # at most
+DECREASE_REL = 1e-13  # stop once the predicted decrease is below this, relative to the objective
+
+
+def derivatives(f, theta: np.ndarray, f0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient (central differences) and Hessian (central on the diagonal, forward off it) of f
+    at theta: 2 d + d (d - 1) / 2 evaluations besides f0."""
+    d, h = len(theta), STEP
+    eye = np.eye(d) * h
+    plus = np.array([f(theta + e) for e in eye])
+    minus = np.array([f(theta - e) for e in eye])
+    grad = (plus - minus) / (2 * h)
+    hess = np.diag((plus - 2 * f0 + minus) / h**2)
+    for i in range(d):
+        for j in range(i):
+            hess[i, j] = hess[j, i] = (f(theta + eye[i] + eye[j]) - plus[i] - plus[j] + f0) / h**2
+    return grad, hess
+
+
+def newton(f, theta: np.ndarray) -> tuple[float, np.ndarray, float, int, int]:
+    """Saddle-free Newton on finite-difference derivatives (eigenvalues of the Hessian replaced by
+    their absolute values) with a halving line search, from theta: objective, |theta|, the last
+    predicted decrease, iterations and evaluations."""
+    evaluations = [0]
+
+    def counted(th):
+        evaluations[0] += 1
+        return f(th)
+
+    value, decrease = counted(theta), np.inf
+    for k in range(NEWTON_ITERATIONS):
+        grad, hess = derivatives(counted, theta, value)
+        w, v = np.linalg.eigh(hess)
+        w = np.maximum(np.abs(w), 1e-10 * np.max(np.abs(w)))
+        gv = v.T @ grad
+        step, decrease = -v @ (gv / w), 0.5 * np.sum(gv**2 / w)
+        if decrease < DECREASE_REL * abs(value):
+            break
+        for size in 2.0 ** -np.arange(10):
+            trial = counted(theta + size * step)
+            if trial < value:
+                theta, value = theta + size * step, trial
+                break
+        else:
+            break
+    return value, np.abs(theta), decrease, k + 1, evaluations[0]
+
+
+def responses(m, seed: int, first: int, last: int) -> np.ndarray:
+    """Replicates first..last-1's responses, simulated as parametricbootstrap(seed, ., m) does."""
+    with jax.enable_x64(True):
+        mats, beta = jax.tree.map(jnp.asarray, m.design.matrices), jnp.asarray(m.beta.to_numpy()[m.design.estimable])
+        key, sigma, theta = jax.random.key(seed), jnp.asarray(m.sigma), jnp.asarray(m.theta)
+        one = lambda i: simulate_response(replicate_key(key, i), mats, m.structure, beta, sigma, theta)  # noqa: E731
+        return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(first, last)))
+
+
+def refit(dev: SparseDeviance, generating: np.ndarray, y: np.ndarray) -> dict:
+    """The independent refit of one response: Newton from the generating theta; where it ends
+    with a theta_t below 0.01, also from the generating theta with theta_t = 0 (a boundary start:
+    the deviance is even in theta_t, so Newton stays on that face and finds its best fit). The
+    lowest objective wins."""
+    stats = dev.stats(y)
+    f = lambda th: dev(th, stats)  # noqa: E731
+    fits = [newton(f, generating.copy())]
+    for t in np.flatnonzero(fits[0][1] < 0.01):
+        fits.append(newton(f, np.where(np.arange(len(generating)) == t, 0.0, generating)))
+    best = min(range(len(fits)), key=lambda i: fits[i][0])
+    value, theta, decrease, iterations, _ = fits[best]
+    return {"objective": value, "theta": theta, "decrease": decrease, "iterations": iterations,
+            "evaluations": sum(fit[4] for fit in fits), "start": best}
+
+
+def run_refit(args) -> None:
+    m = model()
+    dev = SparseDeviance(m)
+    for lo in range(args.first, args.last, args.part):
+        hi = min(lo + args.part, args.last)
+        path = Path(args.dir) / f"refit_{lo:05d}_{hi:05d}.npz"
+        if path.exists():
+            continue
+        start = time.perf_counter()
+        fits = [refit(dev, m.theta, y) for y in responses(m, args.seed, lo, hi)]
+        np.savez(path, seconds=time.perf_counter() - start, load=load(), **{k: np.array([f[k] for f in fits]) for k in fits[0]})
+        print(f"refit {lo}..{hi - 1}: {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def _parts(directory: Path, side: str) -> dict[tuple[int, int], dict]:
+    out = {}
+    for path in sorted(directory.glob(f"{side}_*.npz")):
+        lo, hi = map(int, path.stem.split("_")[1:])
+        with np.load(path) as part:
+            out[lo, hi] = dict(part)
+    return out
+
+
+def report(args) -> None:
+    """Counts over the replicates both sides reached, into `--out` (the entry "insteval")."""
+    directory = Path(args.dir)
+    fits, refits = _parts(directory, "jaxmm"), _parts(directory, "refit")
+    both = sorted(set(fits) & set(refits))
+    rows = np.concatenate([np.arange(lo, hi) for lo, hi in both])
+    r = {k: np.concatenate([fits[b][k] for b in both]) for k in ("objective", "theta", "converged", "niter")}
+    best = {k: np.concatenate([refits[b][k] for b in both]) for k in ("objective", "theta", "decrease", "iterations", "evaluations", "start")}
+    m = model()
+    dev = SparseDeviance(m)
+    # jaxmm's stored objective against the independent deviance at jaxmm's stored theta; and a polish
+    # (Newton from jaxmm's theta) for every replicate unconverged or worse than the refit
+    rel = (r["objective"] - best["objective"]) / np.abs(best["objective"])
+    worse, unconverged = rel > TOLERANCE, ~r["converged"]
+    at_stored, examined, from_lme4_start = np.empty(len(rows)), {}, []
+    for lo, hi in both:
+        for i, y in zip(range(lo, hi), responses(m, args.seed, lo, hi)):
+            k = int(np.searchsorted(rows, i))
+            stats = dev.stats(y)
+            at_stored[k] = dev(r["theta"][k], stats)
+            if k < args.lme4_start_subsample:  # a third start, far from the generating theta
+                from_lme4_start.append(newton(lambda th: dev(th, stats), m.initial_theta())[0])  # noqa: B023
+            if worse[k] or unconverged[k]:
+                value, theta, *_ = newton(lambda th: dev(th, stats), r["theta"][k].copy())  # noqa: B023
+                examined[str(i)] = {"jaxmm_objective": float(r["objective"][k]), "refit_objective": float(best["objective"][k]),
+                                    "polish_objective": value, "rel_jaxmm_minus_refit": float(rel[k]), "converged": bool(r["converged"][k]),
+                                    "niter": int(r["niter"][k]), "jaxmm_theta": r["theta"][k].tolist(), "polish_theta": theta.tolist()}
+    stored_rel = np.abs(at_stored - r["objective"]) / np.abs(r["objective"])
+    lme4_rel = (best["objective"][: len(from_lme4_start)] - from_lme4_start) / np.abs(from_lme4_start)  # > 0: lower from lme4's start
+    seconds = lambda parts: float(sum(parts[b]["seconds"] for b in both))  # noqa: E731
+    entry = {
+        "formula": FORMULA,
+        "nsamp": len(rows),
+        "replicates": f"{len(both)} parts of replicates {rows.min()}..{rows.max()} of parametricbootstrap({args.seed}, ., m)",
+        "seed": args.seed,
+        "ntheta": m.structure.ntheta,
+        "refit": "SparseDeviance (NumPy/SciPy) minimised by finite-difference Newton from the generating theta (and a boundary start where a theta_t < 0.01)",
+        "bootstrap_s": seconds(fits),
+        "refit_s": seconds(refits),
+        "stored_objective_mismatch": int((stored_rel > 1e-10).sum()),
+        "stored_objective_rel_max": float(stored_rel.max()),
+        "worse_than_refit_by_more_than_1e-6": int(worse.sum()),
+        "worse_than_refit_by_more_than_1e-9": int((rel > 1e-9).sum()),
+        "unconverged": int(unconverged.sum()),
+        "unconverged_and_within_1e-6": int((unconverged & ~worse).sum()),
+        "lower_than_refit": int((rel < 0).sum()),
+        "lower_than_refit_by_more_than_1e-9": int((rel < -1e-9).sum()),
+        "lower_than_refit_by_more_than_1e-6": int((rel < -TOLERANCE).sum()),
+        "rel_quantiles": dict(zip(("min", "1%", "50%", "99%", "max"), np.quantile(rel, [0, 0.01, 0.5, 0.99, 1]).tolist())),
+        "refit_predicted_decrease_max": float(best["decrease"].max()),
+        "refit_iterations_max": int(best["iterations"].max()),
+        "refit_evaluations_mean": float(best["evaluations"].mean()),
+        "refit_found_by_boundary_start": int((best["start"] > 0).sum()),
+        "singular_jaxmm": int(np.any(r["theta"] == 0.0, axis=1).sum()),
+        "singular_refit_theta_below_1e-6": int(np.any(best["theta"] < 1e-6, axis=1).sum()),
+        "theta_abs_difference_max": float(np.abs(r["theta"] - best["theta"]).max()),
+        "lme4_start_subsample": {
+            "n": len(from_lme4_start),
+            "lower_than_refit_by_more_than_1e-9": int(np.sum(lme4_rel > 1e-9)),
+            "max_rel_refit_minus_lme4_start": float(lme4_rel.max()) if len(lme4_rel) else None,
+        },
+        "examined": examined,
+        "meta": {**run_meta({"report": load()}, CODE_VERSION), "parts_load": {side: [parts[b]["load"].tolist() for b in both[:: max(1, len(both) // 10)]]
+                                                                            for side, parts in (("jaxmm", fits), ("refit", refits))}},
+    }
+    path = Path(args.out)
+    out = json.loads(path.read_text())
+    out["models"]["insteval"] = entry
+    path.write_text(json.dumps(out, indent=1, ensure_ascii=False))
+    print(json.dumps({k: v for k, v in entry.items() if k not in ("examined", "meta")}, indent=1))
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("side", choices=["jaxmm", "refit", "report"])
+    ap.add_argument("--first", type=int, default=0)
+    ap.add_argument("--last", type=int, default=10_000)
+    ap.add_argument("--part", type=int, default=20, help="replicates per saved part (default 20)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--dir", default="insteval_audit", help="where the parts are saved (default ./insteval_audit)")
+    ap.add_argument("--out", default=str(RESULTS / "convergence_audit.json"))
+    ap.add_argument("--lme4-start-subsample", type=int, default=100,
+                    help="report: replicates also refitted from lme4's start (1 on the diagonal of each lambda)")
+    args = ap.parse_args()
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    {"jaxmm": run_jaxmm, "refit": run_refit, "report": report}[args.side](args)
+
+
+if __name__ == "__main__":
+    main()
