@@ -76,6 +76,24 @@ def run_meta(loads: dict, code: dict) -> dict:
     }
 
 
+def audit_counts(rel, unconverged, tolerance: float) -> dict:
+    """A convergence audit's counts from rel = (jaxmm objective - refit objective) / refit
+    objective per replicate and jaxmm's unconverged flags (bench_convergence_audit.py, audit_insteval.py)."""
+    import numpy as np
+
+    worse = rel > tolerance
+    return {
+        "worse_than_refit_by_more_than_1e-6": int(worse.sum()),
+        "worse_than_refit_by_more_than_1e-9": int((rel > 1e-9).sum()),
+        "unconverged": int(unconverged.sum()),
+        "unconverged_and_within_1e-6": int((unconverged & ~worse).sum()),
+        "lower_than_refit": int((rel < 0).sum()),
+        "lower_than_refit_by_more_than_1e-9": int((rel < -1e-9).sum()),
+        "lower_than_refit_by_more_than_1e-6": int((rel < -tolerance).sum()),
+        "rel_quantiles": dict(zip(("min", "1%", "50%", "99%", "max"), np.quantile(rel, [0, 0.01, 0.5, 0.99, 1]).tolist())),
+    }
+
+
 def run_rscript(script: str, *args: str) -> dict:
     """Run `Rscript bench/<script>.R args...` and read the JSON it writes to bench/results/<script>.json."""
     cmd = ["Rscript", f"bench/{script}.R", *args]

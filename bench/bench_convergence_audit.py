@@ -62,7 +62,7 @@ import scipy.optimize  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS, code_version, load, run_meta  # noqa: E402
+from _common import RESULTS, audit_counts, code_version, load, run_meta  # noqa: E402
 import jaxmm  # noqa: E402
 from jaxmm.design import suffstats  # noqa: E402
 from jaxmm.deviance import objective  # noqa: E402
@@ -264,14 +264,7 @@ def audit(name: str, nsamp: int, seed: int, scipy_subsample: int) -> dict:
         "refit_s": refit_s,
         "refit_chunk": refit.chunk,
         "stored_objective_mismatch": int(stored_mismatch.sum()),
-        "worse_than_refit_by_more_than_1e-6": int(worse.sum()),
-        "worse_than_refit_by_more_than_1e-9": int((rel > 1e-9).sum()),
-        "unconverged": int(unconverged.sum()),
-        "unconverged_and_within_1e-6": int((unconverged & ~worse).sum()),
-        "lower_than_refit": int((rel < 0).sum()),
-        "lower_than_refit_by_more_than_1e-9": int((rel < -1e-9).sum()),
-        "lower_than_refit_by_more_than_1e-6": int((rel < -TOLERANCE).sum()),
-        "rel_quantiles": dict(zip(("min", "1%", "50%", "99%", "max"), np.quantile(rel, [0, 0.01, 0.5, 0.99, 1]).tolist())),
+        **audit_counts(rel, unconverged, TOLERANCE),
         "refit_newton_decrement_max": float(decrement.max()),
         "refit_newton_decrement_above_1e-6": int((decrement > 1e-6).sum()),
         "singular_jaxmm": int(samp.issingular().sum()),
