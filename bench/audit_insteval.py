@@ -204,7 +204,7 @@ def newton(f, theta: np.ndarray) -> tuple[float, np.ndarray, float, int, int]:
         step, decrease = -v @ (gv / w), 0.5 * np.sum(gv**2 / w)
         if decrease < DECREASE_REL * abs(value):
             break
-        for size in 2.0 ** -np.arange(10):
+        for size in 2.0 ** -np.arange(40):
             trial = counted(theta + size * step)
             if trial < value:
                 theta, value = theta + size * step, trial
