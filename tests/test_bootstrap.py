@@ -25,6 +25,8 @@ from jaxmm.design import suffstats
 from jaxmm.deviance import objective
 from jaxmm.simulate import simulated_responses
 
+from _helpers import assert_restores, same
+
 DY = "yield ~ 1 + (1|batch)"
 SS = "reaction ~ 1 + days + (1 + days|subj)"
 NSAMP = 40
@@ -35,16 +37,6 @@ SS_SEED = 4  # one replicate is singular with theta3 == 0
 
 def _boot(m, seed, *args, **kwargs):
     return jaxmm.parametricbootstrap(seed, NSAMP, m, *args, progress=False, **kwargs)
-
-
-def _same(a, b) -> bool:
-    """Bit-identical numeric arrays/frames (NaN equal to NaN, -0.0 distinct from 0.0)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if a.dtype.kind == "f":
-        return bool(np.all((a.view(f"u{a.itemsize}") == b.view(f"u{b.itemsize}")) | (np.isnan(a) & np.isnan(b))))
-    return bool(np.array_equal(a, b))
 
 
 def _diag(m) -> np.ndarray:
@@ -157,22 +149,22 @@ def test_batch_size_does_not_change_results(dy, dy_boot):
     for batch in (7, 3000):  # rounded up to one and to several calls of the lane width
         other = _boot(dy, DY_SEED, batch_size=batch)
         assert list(other.tbl.columns) == list(base.columns)
-        assert _same(other.tbl.to_numpy(), base.to_numpy()), batch
-        assert _same(other.replicates.niter, dy_boot.replicates.niter)
-        assert _same(other.converged, dy_boot.converged)
-        assert _same(other.se, dy_boot.se)
+        assert same(other.tbl.to_numpy(), base.to_numpy()), batch
+        assert same(other.replicates.niter, dy_boot.replicates.niter)
+        assert same(other.converged, dy_boot.converged)
+        assert same(other.se, dy_boot.se)
 
 
 def test_same_seed_identical_different_seed_different(dy, dy_boot, dy_boot2):
     again = _boot(dy, DY_SEED)
-    assert _same(again.tbl.to_numpy(), dy_boot.tbl.to_numpy())
+    assert same(again.tbl.to_numpy(), dy_boot.tbl.to_numpy())
     a, b = dy_boot.tbl.to_numpy(), dy_boot2.tbl.to_numpy()
     assert not np.array_equal(a, b)
     assert np.all(dy_boot.objective != dy_boot2.objective)  # every replicate differs
     # a JAX key works as the rng and means the same as its seed
     with jax.enable_x64(True):
         key = jax.random.key(DY_SEED2)
-    assert _same(_boot(dy, key).tbl.to_numpy(), b)
+    assert same(_boot(dy, key).tbl.to_numpy(), b)
 
 
 # ---- 2. agreement with careful single fits --------------------------------------------------------
@@ -193,10 +185,10 @@ def test_converged_and_singular_replicates_on_the_boundary(dy, ss, dy_boot, ss_b
         assert samp.converged.all()
         theta = samp.theta
         at_zero = np.any(theta[:, _diag(m)] == 0.0, axis=1)
-        assert _same(samp.issingular(), at_zero)
+        assert same(samp.issingular(), at_zero)
         assert 1 <= at_zero.sum() < NSAMP
         assert np.all(theta[:, _diag(m)] >= 0.0)
-        assert _same(samp.lowerbd, m.lowerbd)
+        assert same(samp.lowerbd, m.lowerbd)
         assert f"converged: {NSAMP} of {NSAMP}; singular: {at_zero.sum()}" in repr(samp)
     assert ss_boot.lowerbd.tolist() == [0.0, -np.inf, 0.0]
     # dyestuff: sigma1 = sigma * theta1, exactly 0 where singular
@@ -220,9 +212,9 @@ def test_converged_and_singular_replicates_on_the_boundary(dy, ss, dy_boot, ss_b
 def test_tbl_columns(dy_boot, ss_boot):
     assert list(dy_boot.tbl.columns) == ["obj", "β1", "σ", "σ1", "θ1"]
     assert list(ss_boot.tbl.columns) == ["obj", "β1", "β2", "σ", "σ1", "σ2", "ρ1", "θ1", "θ2", "θ3"]
-    assert _same(ss_boot.tbl["obj"].to_numpy(), ss_boot.objective)
-    assert _same(ss_boot.tbl[["β1", "β2"]].to_numpy(), ss_boot.replicates.beta)
-    assert _same(ss_boot.tbl[["θ1", "θ2", "θ3"]].to_numpy(), ss_boot.theta)
+    assert same(ss_boot.tbl["obj"].to_numpy(), ss_boot.objective)
+    assert same(ss_boot.tbl[["β1", "β2"]].to_numpy(), ss_boot.replicates.beta)
+    assert same(ss_boot.tbl[["θ1", "θ2", "θ3"]].to_numpy(), ss_boot.theta)
 
 
 def test_tbl_zero_pads_ten_or_more_coefficients(dy_boot):
@@ -236,9 +228,9 @@ def test_tbl_zero_pads_ten_or_more_coefficients(dy_boot):
     samp = _boot(m, DY_SEED)
     names = ["β01", "β02", "β03", "β04", "β05", "β06", "β07", "β08", "β09", "β10"]
     assert list(samp.tbl.columns) == ["obj", *names, "σ", "σ1", "θ1"]
-    assert _same(samp.tbl["β01"].to_numpy(), dy_boot.tbl["β1"].to_numpy())
+    assert same(samp.tbl["β01"].to_numpy(), dy_boot.tbl["β1"].to_numpy())
     assert np.all(np.signbit(samp.tbl[names[1:]].to_numpy())) and np.all(samp.tbl[names[1:]].to_numpy() == 0.0)
-    assert _same(samp.tbl[["obj", "σ", "σ1", "θ1"]].to_numpy(), dy_boot.tbl[["obj", "σ", "σ1", "θ1"]].to_numpy())
+    assert same(samp.tbl[["obj", "σ", "σ1", "θ1"]].to_numpy(), dy_boot.tbl[["obj", "σ", "σ1", "θ1"]].to_numpy())
     assert len(samp.allpars) == NSAMP * (10 + 2)
     assert list(samp.coefpvalues["coefname"][:10]) == list(m.coefnames)
 
@@ -259,33 +251,33 @@ def test_allpars(dy_boot, ss_boot):
         assert len(part) == NSAMP
         return part["value"].to_numpy()
 
-    assert _same(pick("β", None, "(Intercept)"), tbl["β1"].to_numpy())
-    assert _same(pick("β", None, "days"), tbl["β2"].to_numpy())
-    assert _same(pick("σ", "subj", "(Intercept)"), tbl["σ1"].to_numpy())
-    assert _same(pick("σ", "subj", "days"), tbl["σ2"].to_numpy())
-    assert _same(pick("ρ", "subj", "(Intercept), days"), tbl["ρ1"].to_numpy())
-    assert _same(pick("σ", "residual", None), tbl["σ"].to_numpy())
+    assert same(pick("β", None, "(Intercept)"), tbl["β1"].to_numpy())
+    assert same(pick("β", None, "days"), tbl["β2"].to_numpy())
+    assert same(pick("σ", "subj", "(Intercept)"), tbl["σ1"].to_numpy())
+    assert same(pick("σ", "subj", "days"), tbl["σ2"].to_numpy())
+    assert same(pick("ρ", "subj", "(Intercept), days"), tbl["ρ1"].to_numpy())
+    assert same(pick("σ", "residual", None), tbl["σ"].to_numpy())
 
 
 def test_coefpvalues_sigmas_fits(ss_boot):
     cp = ss_boot.coefpvalues
     assert list(cp.columns) == ["iter", "coefname", "β", "se", "z", "p"]
     assert len(cp) == NSAMP * 2
-    assert _same(cp["β"].to_numpy(), ss_boot.replicates.beta.reshape(-1))
-    assert _same(cp["se"].to_numpy(), ss_boot.se.reshape(-1))
+    assert same(cp["β"].to_numpy(), ss_boot.replicates.beta.reshape(-1))
+    assert same(cp["se"].to_numpy(), ss_boot.se.reshape(-1))
     assert np.all(ss_boot.se > 0)
     np.testing.assert_allclose(cp["z"], cp["β"] / cp["se"], rtol=1e-15)
     np.testing.assert_allclose(cp["p"], 2 * sps.norm.sf(np.abs(cp["z"])), rtol=1e-12)
     assert list(cp["coefname"][:2]) == ["(Intercept)", "days"]
-    assert _same(ss_boot.beta.to_numpy(), cp[["iter", "coefname", "β"]].to_numpy())
-    assert _same(ss_boot.β.to_numpy(), ss_boot.beta.to_numpy())
+    assert same(ss_boot.beta.to_numpy(), cp[["iter", "coefname", "β"]].to_numpy())
+    assert same(ss_boot.β.to_numpy(), ss_boot.beta.to_numpy())
     sg = ss_boot.sigmas
     assert list(sg.columns) == ["iter", "group", "column", "σ"] and len(sg) == 2 * NSAMP
-    assert _same(sg[sg["column"] == "days"]["σ"].to_numpy(), ss_boot.tbl["σ2"].to_numpy())
-    assert _same(ss_boot.σs.to_numpy(), sg.to_numpy())
+    assert same(sg[sg["column"] == "days"]["σ"].to_numpy(), ss_boot.tbl["σ2"].to_numpy())
+    assert same(ss_boot.σs.to_numpy(), sg.to_numpy())
     fits = ss_boot.fits
     assert len(fits) == NSAMP and fits["converged"].all()
-    assert _same(np.stack(fits["θ"]), ss_boot.theta)
+    assert same(np.stack(fits["θ"]), ss_boot.theta)
 
 
 # ---- 5. intervals -----------------------------------------------------------------------------------
@@ -329,7 +321,7 @@ def test_vcat(dy_boot, dy_boot2, ss_boot, dy_reml_boot):
     for both in (jaxmm.vcat(dy_boot, dy_boot2), jaxmm.vcat([dy_boot, dy_boot2])):
         assert len(both) == 2 * NSAMP and len(both.tbl) == 2 * NSAMP
         pd.testing.assert_frame_equal(both.tbl, expected, check_exact=True)
-        assert _same(both.replicates.niter, np.r_[dy_boot.replicates.niter, dy_boot2.replicates.niter])
+        assert same(both.replicates.niter, np.r_[dy_boot.replicates.niter, dy_boot2.replicates.niter])
         assert len(both.allpars) == 2 * NSAMP * 3
     with pytest.raises(ValueError, match="different models"):
         jaxmm.vcat(dy_boot, ss_boot)
@@ -340,11 +332,7 @@ def test_vcat(dy_boot, dy_boot2, ss_boot, dy_reml_boot):
 # ---- 7. files ------------------------------------------------------------------------------------------
 def test_save_restore(tmp_path, dy, ss, dy_reml, dy_boot):
     path = tmp_path / "dy.parquet"
-    dy_boot.save(path)
-    back = jaxmm.restorereplicates(path, dy)
-    pd.testing.assert_frame_equal(back.tbl, dy_boot.tbl, check_exact=True)
-    for name in ("objective", "beta", "se", "sigma", "theta", "converged", "niter"):
-        assert _same(getattr(back.replicates, name), getattr(dy_boot.replicates, name)), name
+    assert_restores(dy_boot, dy, path)
     with pytest.raises(ValueError):
         jaxmm.restorereplicates(path, ss)
     with pytest.raises(ValueError):
@@ -367,17 +355,17 @@ def test_ftype_casts_float64_results(ftype, dy, ss, dy_boot, ss_boot, tmp_path):
         for name in ("objective", "beta", "se", "sigma", "theta"):
             got = getattr(samp.replicates, name)
             assert got.dtype == ftype, name
-            assert _same(got, getattr(ref.replicates, name).astype(ftype)), name
-        assert _same(samp.converged, ref.converged) and _same(samp.replicates.niter, ref.replicates.niter)
+            assert same(got, getattr(ref.replicates, name).astype(ftype)), name
+        assert same(samp.converged, ref.converged) and same(samp.replicates.niter, ref.replicates.niter)
         tbl, reftbl = samp.tbl, ref.tbl
         raw = [c for c in tbl.columns if c == "obj" or c[0] in "βθ" or c == "σ"]
         for c in raw:
             assert tbl[c].dtype == ftype, c
-            assert _same(tbl[c].to_numpy(), reftbl[c].to_numpy().astype(ftype)), c
+            assert same(tbl[c].to_numpy(), reftbl[c].to_numpy().astype(ftype)), c
     path = tmp_path / "low.parquet"
     samp.save(path)
     back = jaxmm.restorereplicates(path, ss)
-    assert back.objective.dtype == ftype and _same(back.theta, samp.theta)
+    assert back.objective.dtype == ftype and same(back.theta, samp.theta)
 
 
 @pytest.mark.parametrize("ftype", [np.float32, np.float16])
@@ -424,8 +412,8 @@ def test_maxiter_is_a_cap(dy):
 def test_simulation_parameters(dy, dy_boot2):
     n = dy.nobs
     # the fitted parameters, given explicitly, change nothing
-    same = _boot(dy, DY_SEED2, beta=dy.beta.to_numpy(), sigma=dy.sigma, theta=dy.theta)
-    assert _same(same.tbl.to_numpy(), dy_boot2.tbl.to_numpy())
+    given = _boot(dy, DY_SEED2, beta=dy.beta.to_numpy(), sigma=dy.sigma, theta=dy.theta)
+    assert same(given.tbl.to_numpy(), dy_boot2.tbl.to_numpy())
     ref = dy_boot2.tbl
     # shifting beta shifts every response, so every estimate of beta, and nothing else
     shifted = _boot(dy, DY_SEED2, beta=dy.beta.to_numpy() + 100.0).tbl
@@ -522,11 +510,11 @@ def test_rank_deficient_x(ss, ss_boot):
     assert np.all(tbl["β3"] == 0.0) and np.all(np.signbit(tbl["β3"]))
     assert np.all(np.isnan(samp.se[:, 2])) and np.all(np.isfinite(samp.se[:, :2]))
     # the aliased column changes nothing else: the same replicates as the full-rank model
-    assert _same(tbl.drop(columns="β3").to_numpy(), ss_boot.tbl.to_numpy())
+    assert same(tbl.drop(columns="β3").to_numpy(), ss_boot.tbl.to_numpy())
     cp = samp.coefpvalues
     assert cp[cp["coefname"] == "days2"][["se", "z", "p"]].isna().all().all()
     # beta may be given for all coefficients or the estimable ones only
-    assert _same(_boot(m, SS_SEED, beta=m.beta.to_numpy()[:2]).tbl.to_numpy(), tbl.to_numpy())
+    assert same(_boot(m, SS_SEED, beta=m.beta.to_numpy()[:2]).tbl.to_numpy(), tbl.to_numpy())
 
 
 # ---- 12. REML ------------------------------------------------------------------------------------------------

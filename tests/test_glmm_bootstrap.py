@@ -20,6 +20,8 @@ from jaxmm.glmm import glmm_data
 from jaxmm.results import MixedModelBootstrap
 from jaxmm.simulate import replicate_key, simulate_glmm_response, simulated_responses
 
+from _helpers import assert_restores, same
+
 CBPP = "prop ~ 1 + period + (1|herd)"
 SEED = 5
 NSAMP = 40
@@ -28,12 +30,6 @@ NSAMP = 40
 def _cbpp() -> pd.DataFrame:
     d = jaxmm.dataset("cbpp")
     return d.assign(prop=d["incidence"] / d["size"])
-
-
-def _same(a, b) -> bool:
-    """Bit-identical arrays (NaN equal to NaN)."""
-    a, b = np.asarray(a), np.asarray(b)
-    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else a == b))
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +141,8 @@ def test_batch_size_and_nsamp_do_not_change_results(cbpp, samp):
     wide = jaxmm.parametricbootstrap(SEED, NSAMP, cbpp, progress=False, batch_size=64)
     short = jaxmm.parametricbootstrap(SEED, 10, cbpp, progress=False)
     for name in ("objective", "beta", "se", "sigma", "theta", "converged", "niter"):
-        assert _same(getattr(wide.replicates, name), getattr(samp.replicates, name)), name
-        assert _same(getattr(short.replicates, name), getattr(samp.replicates, name)[:10]), name
+        assert same(getattr(wide.replicates, name), getattr(samp.replicates, name)), name
+        assert same(getattr(short.replicates, name), getattr(samp.replicates, name)[:10]), name
     other = jaxmm.parametricbootstrap(SEED + 1, 10, cbpp, progress=False)
     assert not np.any(other.objective == samp.objective[:10])
 
@@ -155,14 +151,14 @@ def test_batch_size_and_nsamp_do_not_change_results(cbpp, samp):
 def test_tables_have_no_residual_sigma(samp):
     tbl = samp.tbl
     assert list(tbl.columns) == ["obj", "β1", "β2", "β3", "β4", "σ1", "θ1"]
-    assert _same(tbl["σ1"], samp.theta[:, 0])  # sd of the herd effect = theta (no residual scale)
+    assert same(tbl["σ1"], samp.theta[:, 0])  # sd of the herd effect = theta (no residual scale)
     assert list(samp.confint()["par"]) == ["β1", "β2", "β3", "β4", "σ1"]
     lo, hi = np.nanquantile(samp.theta[:, 0], [0.025, 0.975])
     assert samp.confint(method="equaltail").iloc[-1][["lower", "upper"]].tolist() == [lo, hi]
     intervals = samp.shortestcovint()
     assert list(intervals["type"]) == ["β"] * 4 + ["σ"] and intervals["group"].iloc[-1] == "herd"
     assert len(samp.allpars) == 5 * NSAMP and "σ" not in samp.fits.columns
-    assert _same(samp.issingular(), samp.theta[:, 0] == 0.0)
+    assert same(samp.issingular(), samp.theta[:, 0] == 0.0)
     assert np.all(samp.issingular(atol=1.0)) and 0 < samp.issingular().sum() < NSAMP  # seed 5: 2 singular fits
 
 
@@ -198,11 +194,7 @@ def test_vcat_save_restore(tmp_path, cbpp, samp):
     both = jaxmm.vcat(samp, other)
     pd.testing.assert_frame_equal(both.tbl, pd.concat([samp.tbl, other.tbl], ignore_index=True), check_exact=True)
     path = tmp_path / "cbpp.parquet"
-    samp.save(path)
-    back = jaxmm.restorereplicates(path, cbpp)
-    pd.testing.assert_frame_equal(back.tbl, samp.tbl, check_exact=True)
-    for name in ("objective", "beta", "se", "sigma", "theta", "converged", "niter"):
-        assert _same(getattr(back.replicates, name), getattr(samp.replicates, name)), name
+    assert_restores(samp, cbpp, path)
     # a linear mixed model of the same formula and data is another model (fitted or not)
     lmm = jaxmm.LinearMixedModel(CBPP, _cbpp())
     with pytest.raises(ValueError, match=r"different models: their family differ \('binomial \(logit\)' vs 'gaussian'\)"):
