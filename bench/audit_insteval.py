@@ -15,8 +15,8 @@ report counts the replicates both sides reached:
 (with PYTHONPATH=. and OPENBLAS_NUM_THREADS=1, from the repository root).
 
 jaxmm side: replicates first..last-1 of the bootstrap, fitted by jaxmm's engine in parts of --part
-replicates (`_run` over a range of replicate numbers: replicate i is bit-identical whatever the
-part, see parametricbootstrap). The first part is checked against parametricbootstrap itself.
+replicates (`simulate_and_refit` over a range of replicate numbers: replicate i is bit-identical whatever
+the part, see parametricbootstrap). The first part is checked against parametricbootstrap itself.
 
 Refit side (`refit`): the profiled ML deviance written again with NumPy, SciPy's sparse products
 and LAPACK's Cholesky factor (`SparseDeviance`: nothing of jaxmm but the model matrices and the
@@ -42,14 +42,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import RESULTS, audit_counts, code_version, load, run_meta  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import scipy.linalg  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 import jaxmm  # noqa: E402
 from jaxmm import bootstrap as jb  # noqa: E402
-from jaxmm.simulate import replicate_key, simulate_response  # noqa: E402
+from jaxmm.simulate import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
 FORMULA = "y ~ 1 + service + (1|s) + (1|d) + (1|dept)"
@@ -61,16 +59,10 @@ def model():
 
 
 def jaxmm_part(m, seed: int, first: int, last: int) -> dict[str, np.ndarray]:
-    """jaxmm's fits of replicates first..last-1 of parametricbootstrap(seed, ., m): its engine
-    (`_run`) over that range of replicate numbers, on one device, as parametricbootstrap runs it."""
-    device = jax.local_devices()[:1]
-    lanes = jb.lane_width(m, device[0].platform)
-    with jax.enable_x64(True):
-        sim = jb._simulation_parameters(m, None, None, None)
-        simulator, simulation = jb._simulation(m, sim, False)
-        target = jb._target(m, sim, np.float64)
-        (rep,), _ = jb._run(jb._as_key(seed), range(first, last), simulation, simulator, [target],
-                            jb.solver_options(None, np.float64), (lanes, lanes), device, False, None)
+    """jaxmm's fits of replicates first..last-1 of parametricbootstrap(seed, ., m), by its engine
+    on one device, as parametricbootstrap runs it."""
+    sim = jb._simulation_parameters(m, None, None, None)
+    (rep,), _ = jb.simulate_and_refit(seed, last - first, m, sim, (m,), devices=1, progress=False, first=first)
     return {"objective": rep.objective, "theta": rep.theta, "converged": rep.converged, "niter": rep.niter}
 
 
@@ -214,15 +206,6 @@ def newton(f, theta: np.ndarray) -> tuple[float, np.ndarray, float, int, int]:
     return value, np.abs(theta), decrease, k + 1, evaluations[0]
 
 
-def responses(m, seed: int, first: int, last: int) -> np.ndarray:
-    """Replicates first..last-1's responses, simulated as parametricbootstrap(seed, ., m) does."""
-    with jax.enable_x64(True):
-        mats, beta = jax.tree.map(jnp.asarray, m.design.matrices), jnp.asarray(m.beta.to_numpy()[m.design.estimable])
-        key, sigma, theta = jax.random.key(seed), jnp.asarray(m.sigma), jnp.asarray(m.theta)
-        one = lambda i: simulate_response(replicate_key(key, i), mats, m.structure, beta, sigma, theta)  # noqa: E731
-        return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(first, last)))
-
-
 def refit(dev: SparseDeviance, generating: np.ndarray, y: np.ndarray) -> dict:
     """The independent refit of one response: Newton from the generating theta; where it ends
     with a theta_t below 0.01, also from the generating theta with theta_t = 0 (a boundary start:
@@ -244,7 +227,7 @@ def run_refit(args) -> None:
     dev = SparseDeviance(m)
 
     def compute(lo: int, hi: int) -> dict[str, np.ndarray]:
-        fits = [refit(dev, m.theta, y) for y in responses(m, args.seed, lo, hi)]
+        fits = [refit(dev, m.theta, y) for y in simulated_responses(m, args.seed, hi - lo, first=lo)]
         return {k: np.array([f[k] for f in fits]) for k in fits[0]}
 
     in_parts(args, "refit", compute)
@@ -275,7 +258,7 @@ def report(args) -> None:
     worse, unconverged = rel > TOLERANCE, ~r["converged"]
     at_stored, examined, from_lme4_start = np.empty(len(rows)), {}, []
     for lo, hi in both:
-        for i, y in zip(range(lo, hi), responses(m, args.seed, lo, hi)):
+        for i, y in zip(range(lo, hi), simulated_responses(m, args.seed, hi - lo, first=lo)):
             k = int(np.searchsorted(rows, i))
             stats = dev.stats(y)
             at_stored[k] = dev(r["theta"][k], stats)

@@ -449,6 +449,7 @@ def simulate_and_refit(
     devices=None,
     progress: bool = True,
     precision: str = "float64",
+    first: int = 0,
 ) -> tuple[list[Replicates], np.ndarray | None]:
     """Simulate `nsamp` responses from `sim_model` at sim = (beta, sigma, theta) (a GLMM: (beta,
     theta)) and fit every model of `models` (fitted to the same data rows) to each: one
@@ -457,7 +458,8 @@ def simulate_and_refit(
     the arguments.
 
     Each model's fits start from its own fitted theta and Hessian, the simulating model's from the
-    generating theta."""
+    generating theta. `first`: the replicates are first..first+nsamp-1 (a later part of a run:
+    replicate i is the same whatever part it is fitted in)."""
     if not _is_count(nsamp) or nsamp < 1:
         raise ValueError(f"nsamp must be a positive integer, got {nsamp!r}")
     if batch_size is not None and (not _is_count(batch_size) or batch_size < 1):
@@ -467,6 +469,7 @@ def simulate_and_refit(
     opts = solver_options(optsum_overrides, dtype)
     chosen = _local_devices(devices)
     share = _process_share(nsamp, jax.process_index(), jax.process_count())
+    share = range(first + share.start, first + share.stop)
     call_lanes = min(lane_width(mm, chosen[0].platform) for mm in models)
     step = call_lanes * len(chosen)  # one call per device
     batch = step * -(-int(batch_size or step) // step)

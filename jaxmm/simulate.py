@@ -71,8 +71,8 @@ def replicate_key(key: Array, index: Array) -> Array:
     return jax.random.fold_in(key, index)
 
 
-def simulated_responses(m, seed: int, nsamp: int) -> np.ndarray:
-    """The responses (nsamp x n) that replicates 0..nsamp-1 of parametricbootstrap(seed, nsamp, m)
+def simulated_responses(m, seed: int, nsamp: int, first: int = 0) -> np.ndarray:
+    """The responses (nsamp x n) that replicates first..first+nsamp-1 of parametricbootstrap(seed, ., m)
     simulate from m's fitted beta, sigma and theta (a GLMM: beta, theta): to refit them by other means."""
     with jax.enable_x64(True):
         beta, theta = jnp.asarray(m.beta.to_numpy()[m.design.estimable]), jnp.asarray(m.theta)
@@ -83,4 +83,4 @@ def simulated_responses(m, seed: int, nsamp: int) -> np.ndarray:
         else:
             mats, sigma = jax.tree.map(jnp.asarray, m.design.matrices), jnp.asarray(m.sigma)
             one = lambda i: simulate_response(replicate_key(key, i), mats, m.structure, beta, sigma, theta)  # noqa: E731
-        return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(nsamp)))
+        return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(first, first + nsamp)))

@@ -23,6 +23,7 @@ from scipy import stats as sps
 import jaxmm
 from jaxmm.design import suffstats
 from jaxmm.deviance import objective
+from jaxmm.bootstrap import simulate_and_refit
 from jaxmm.simulate import simulated_responses
 
 from _helpers import assert_restores, same
@@ -165,6 +166,16 @@ def test_same_seed_identical_different_seed_different(dy, dy_boot, dy_boot2):
     with jax.enable_x64(True):
         key = jax.random.key(DY_SEED2)
     assert same(_boot(dy, key).tbl.to_numpy(), b)
+
+
+def test_later_replicates_alone(dy, dy_boot):
+    """Replicates f..f+k-1 alone (first=f): the same responses and fits as in a run from replicate 0."""
+    assert same(simulated_responses(dy, DY_SEED, 3, first=4), simulated_responses(dy, DY_SEED, 7)[4:])
+    # and the engine fits replicates first.. as they are fitted in a whole run
+    sim = (dy.beta.to_numpy(), dy.sigma, dy.theta)
+    (part,), _ = simulate_and_refit(DY_SEED, 3, dy, sim, (dy,), progress=False, first=4)
+    for name in ("objective", "theta", "beta", "sigma"):
+        assert same(getattr(part, name), getattr(dy_boot.replicates, name)[4:7]), name
 
 
 # ---- 2. agreement with careful single fits --------------------------------------------------------
