@@ -3,35 +3,41 @@ for `y ~ 1 + service + (1|s) + (1|d) + (1|dept)` (73,421 observations), against 
 
 bench_convergence_audit.py audits the other shipped models in one process; insteval is too large
 for that (jaxmm's bootstrap takes about 2.4 s per replicate on one core, and that script's batched
-Newton refit on jaxmm.deviance.objective about 2 minutes). Here the two sides run as separate
-processes, each on its own core, over the same replicate numbers, saving every part to --dir as
-it finishes, so a run can stop at any time, resume (parts already saved are skipped), and the
-report counts the replicates both sides reached:
+Newton refit on jaxmm.deviance.objective about 2 minutes). Here the work is cut into parts of --part
+replicates, each part with two sides (jaxmm's fits and an independent refit of the same simulated
+responses), and any number of worker processes, one per core, take the parts not yet done, saving
+each to --dir as it finishes; a run can stop at any time and resume (parts saved are skipped, a
+dead worker's part is taken over), and the report counts the replicates both sides reached:
 
-    taskset -c 0 python bench/audit_insteval.py jaxmm --first 0 --last 1000   # jaxmm's fits, ~2.4 s each
-    taskset -c 1 python bench/audit_insteval.py refit --first 0 --last 1000   # independent refits, ~1.5 s each
-    python bench/audit_insteval.py report                                      # into convergence_audit.json
+    taskset -c 0 python bench/audit_insteval.py work --first 0 --last 10000 &   # one per core
+    taskset -c 1 python bench/audit_insteval.py work --first 0 --last 10000 &
+    python bench/audit_insteval.py report                                     # into convergence_audit.json
 
-(with PYTHONPATH=. and OPENBLAS_NUM_THREADS=1, from the repository root).
+(with PYTHONPATH=. and OPENBLAS_NUM_THREADS=1, from the repository root). One worker per core and
+pinned: XLA's CPU kernels may differ in their last bits with the number of threads they use.
 
-jaxmm side: replicates first..last-1 of the bootstrap, fitted by jaxmm's engine in parts of --part
-replicates (`simulate_and_refit` over a range of replicate numbers: replicate i is bit-identical whatever
-the part, see parametricbootstrap). The first part is checked against parametricbootstrap itself.
+jaxmm side: a part's replicates of the bootstrap, fitted by jaxmm's engine (`simulate_and_refit`
+over a range of replicate numbers: replicate i is bit-identical whatever the part, see
+parametricbootstrap); about 2.4 s per replicate on one core. The part starting at 0 is checked
+against parametricbootstrap itself.
 
-Refit side (`refit`): the profiled ML deviance written again with NumPy, SciPy's sparse products
-and LAPACK's Cholesky factor (`SparseDeviance`: nothing of jaxmm but the model matrices and the
+Refit side: the profiled ML deviance written again with NumPy, SciPy's sparse products and
+LAPACK's Cholesky factor (`SparseDeviance`: nothing of jaxmm but the model matrices and the
 simulated response), minimised by saddle-free Newton steps on finite-difference derivatives
-(`newton`) from the generating theta, and also from the boundary face theta_t = 0 where the
-first fit ends with a theta_t below 0.01. The report adds: the independent deviance at jaxmm's
-stored theta against jaxmm's stored objective, for every replicate; a refit from lme4's start on
-the first --lme4-start-subsample replicates; and a polish (Newton from jaxmm's own theta) of every
-replicate that is unconverged or worse than the refit.
+(`newton`, about 1.5 s per replicate on one core) from the generating theta, and also from the
+boundary face theta_t = 0 where the first fit ends with a theta_t below 0.01.
+
+The report adds: the independent deviance at jaxmm's stored theta against jaxmm's stored
+objective, for every replicate; a refit from lme4's start on the first --lme4-start-subsample
+replicates; and a polish (Newton from jaxmm's own theta) of every replicate that is unconverged or
+worse than the refit.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -60,39 +66,68 @@ def model():
 
 def jaxmm_part(m, seed: int, first: int, last: int) -> dict[str, np.ndarray]:
     """jaxmm's fits of replicates first..last-1 of parametricbootstrap(seed, ., m), by its engine
-    on one device, as parametricbootstrap runs it."""
+    on one device, as parametricbootstrap runs it (the part starting at 0 is checked against
+    parametricbootstrap itself)."""
     sim = jb._simulation_parameters(m, None, None, None)
     (rep,), _ = jb.simulate_and_refit(seed, last - first, m, sim, (m,), devices=1, progress=False, first=first)
+    if first == 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            whole = jaxmm.parametricbootstrap(seed, 2, m, progress=False).replicates
+        assert np.array_equal(whole.objective, rep.objective[:2]) and np.array_equal(whole.theta, rep.theta[:2])
     return {"objective": rep.objective, "theta": rep.theta, "converged": rep.converged, "niter": rep.niter}
 
 
-def in_parts(args, side: str, compute) -> None:
-    """compute(lo, hi) -> dict of arrays, for each part lo..hi-1 of replicates args.first..args.last-1
-    not yet saved in args.dir; each saved as {side}_{lo}_{hi}.npz with its seconds and load."""
-    for lo in range(args.first, args.last, args.part):
-        hi = min(lo + args.part, args.last)
-        path = Path(args.dir) / f"{side}_{lo:05d}_{hi:05d}.npz"
-        if path.exists():
-            continue
-        start = time.perf_counter()
-        part = compute(lo, hi)
-        np.savez(path, seconds=time.perf_counter() - start, load=load(), **part)
-        print(f"{side} {lo}..{hi - 1}: {time.perf_counter() - start:.1f} s", flush=True)
+def claim(path: Path) -> bool:
+    """Take the part saved as `path` for this process (its claim file holds our pid): False where
+    it is saved already or a live process holds the claim. A dead process's claim is taken over."""
+    lock = path.with_suffix(".claim")
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(lock.read_text())
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            lock.unlink(missing_ok=True)
+            return claim(path)
+        except (OSError, ValueError):  # gone meanwhile, not yet written, or another user's live process
+            return False
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    if path.exists():  # saved by its claimant between our look and our claim
+        lock.unlink()
+        return False
+    return True
 
 
-def run_jaxmm(args) -> None:
+def work(args) -> None:
+    """One worker: run one per core. Until every part of replicates --first..--last-1 is saved or
+    taken, take a part nobody has taken (the refit of a part whose jaxmm fits are saved first, so
+    that both sides of a part finish together; else the next part's jaxmm fits), compute it and
+    save it in --dir as {side}_{lo}_{hi}.npz, with its seconds and the load."""
     m = model()
-
-    def compute(lo: int, hi: int) -> dict[str, np.ndarray]:
-        part = jaxmm_part(m, args.seed, lo, hi)
-        if lo == 0:  # the parts are the bootstrap's replicates
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                whole = jaxmm.parametricbootstrap(args.seed, 2, m, progress=False).replicates
-            assert np.array_equal(whole.objective, part["objective"][:2]) and np.array_equal(whole.theta, part["theta"][:2])
-        return part
-
-    in_parts(args, "jaxmm", compute)
+    dev = SparseDeviance(m)
+    compute = {"jaxmm": lambda lo, hi: jaxmm_part(m, args.seed, lo, hi),
+               "refit": lambda lo, hi: refit_part(m, dev, args.seed, lo, hi)}
+    directory = Path(args.dir)
+    saved = lambda side, lo, hi: directory / f"{side}_{lo:05d}_{hi:05d}.npz"  # noqa: E731
+    parts = [(lo, min(lo + args.part, args.last)) for lo in range(args.first, args.last, args.part)]
+    while True:
+        todo = [("refit", b) for b in parts if saved("jaxmm", *b).exists()] + [("jaxmm", b) for b in parts]
+        task = next(((side, b) for side, b in todo if claim(saved(side, *b))), None)
+        if task is None:
+            return
+        side, (lo, hi) = task
+        path = saved(side, lo, hi)
+        start = time.perf_counter()
+        part = compute[side](lo, hi)
+        partial = directory / f".{path.name}"  # not a part until it is whole
+        np.savez(partial, seconds=time.perf_counter() - start, load=load(), **part)
+        os.replace(partial, path)
+        path.with_suffix(".claim").unlink()
+        print(f"{side} {lo}..{hi - 1}: {time.perf_counter() - start:.1f} s", flush=True)
 
 
 class SparseDeviance:
@@ -222,15 +257,10 @@ def refit(dev: SparseDeviance, generating: np.ndarray, y: np.ndarray) -> dict:
             "evaluations": sum(fit[4] for fit in fits), "start": best}
 
 
-def run_refit(args) -> None:
-    m = model()
-    dev = SparseDeviance(m)
-
-    def compute(lo: int, hi: int) -> dict[str, np.ndarray]:
-        fits = [refit(dev, m.theta, y) for y in simulated_responses(m, args.seed, hi - lo, first=lo)]
-        return {k: np.array([f[k] for f in fits]) for k in fits[0]}
-
-    in_parts(args, "refit", compute)
+def refit_part(m, dev: SparseDeviance, seed: int, first: int, last: int) -> dict[str, np.ndarray]:
+    """The independent refits of replicates first..last-1 of parametricbootstrap(seed, ., m)."""
+    fits = [refit(dev, m.theta, y) for y in simulated_responses(m, seed, last - first, first=first)]
+    return {k: np.array([f[k] for f in fits]) for k in fits[0]}
 
 
 def _parts(directory: Path, side: str) -> dict[tuple[int, int], dict]:
@@ -310,7 +340,7 @@ def report(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("side", choices=["jaxmm", "refit", "report"])
+    ap.add_argument("task", choices=["work", "report"])
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--last", type=int, default=10_000)
     ap.add_argument("--part", type=int, default=20, help="replicates per saved part (default 20)")
@@ -321,7 +351,7 @@ def main() -> None:
                     help="report: replicates also refitted from lme4's start (1 on the diagonal of each lambda)")
     args = ap.parse_args()
     Path(args.dir).mkdir(parents=True, exist_ok=True)
-    {"jaxmm": run_jaxmm, "refit": run_refit, "report": report}[args.side](args)
+    {"work": work, "report": report}[args.task](args)
 
 
 if __name__ == "__main__":
