@@ -81,6 +81,8 @@ def jaxmm_part(m, seed: int, first: int, last: int) -> dict[str, np.ndarray]:
 def claim(path: Path) -> bool:
     """Take the part saved as `path` for this process (its claim file holds our pid): False where
     it is saved already or a live process holds the claim. A dead process's claim is taken over."""
+    if path.exists():  # no claim file for a part already saved
+        return False
     lock = path.with_suffix(".claim")
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
