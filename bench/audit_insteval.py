@@ -30,7 +30,8 @@ boundary face theta_t = 0 where the first fit ends with a theta_t below 0.01.
 The report adds: the independent deviance at jaxmm's stored theta against jaxmm's stored
 objective, for every replicate; a refit from lme4's start on the first --lme4-start-subsample
 replicates; and a polish (Newton from jaxmm's own theta) of every replicate that is unconverged or
-worse than the refit.
+worse than the refit. These checks are saved per part (check_{lo}_{hi}.npz in --dir), so a report
+only computes the parts new since the last one (about 0.1 s per replicate on one core).
 """
 
 from __future__ import annotations
@@ -284,6 +285,48 @@ def responses(m, seed: int, rows: np.ndarray, block: int = 200):
             yield from zip(chunk.tolist(), simulated_responses(m, seed, len(chunk), first=int(chunk[0])))
 
 
+def check(m, dev: SparseDeviance, y: np.ndarray, theta: np.ndarray, lme4_start: bool, polish: bool) -> dict:
+    """The report's checks of one replicate: the independent deviance at jaxmm's stored theta; where
+    `lme4_start`, the refit from lme4's start (a third start, far from the generating theta); where
+    `polish`, Newton from jaxmm's own theta (NaN where not asked)."""
+    stats = dev.stats(y)
+    f = lambda th: dev(th, stats)  # noqa: E731
+    polished = newton(f, theta.copy())[:2] if polish else (np.nan, np.full(len(theta), np.nan))
+    return {"at_stored": f(theta), "lme4_start": newton(f, m.initial_theta())[0] if lme4_start else np.nan,
+            "polish_objective": polished[0], "polish_theta": polished[1]}
+
+
+def checked_parts(args, both: list, rows: np.ndarray, theta: np.ndarray, lme4_start: np.ndarray, polish: np.ndarray) -> dict:
+    """check() of every replicate in `rows` (the parts `both`, jaxmm's stored `theta`), asking for
+    the lme4 start and the polish where those masks say. Each part's checks are saved in --dir as
+    check_{lo}_{hi}.npz and reused by later reports where they hold all that is asked, so a report
+    only computes the parts that are new since the last."""
+    directory = Path(args.dir)
+    path = lambda lo, hi: directory / f"check_{lo:05d}_{hi:05d}.npz"  # noqa: E731
+    span = {b: slice(*np.searchsorted(rows, b)) for b in both}
+    saved = {}
+    for b in both:
+        if path(*b).exists():
+            with np.load(path(*b)) as part:
+                saved[b] = dict(part)
+    missing = lambda values, asked: np.any(asked & np.isnan(values))  # noqa: E731
+    todo = [b for b in both if b not in saved or missing(saved[b]["lme4_start"], lme4_start[span[b]])
+            or missing(saved[b]["polish_objective"], polish[span[b]])]
+    if todo:
+        m = model()
+        dev = SparseDeviance(m)
+        fresh, start = {}, time.perf_counter()
+        for i, y in responses(m, args.seed, np.concatenate([np.arange(*b) for b in todo])):
+            k = int(np.searchsorted(rows, i))
+            fresh[i] = check(m, dev, y, theta[k], lme4_start[k], polish[k])
+            if len(fresh) % 1000 == 0:
+                print(f"checked {len(fresh)} of {sum(hi - lo for lo, hi in todo)} replicates: {time.perf_counter() - start:.0f} s", flush=True)
+        for b in todo:
+            saved[b] = {key: np.array([fresh[i][key] for i in range(*b)]) for key in fresh[b[0]]}
+            np.savez(path(*b), **saved[b])
+    return {key: np.concatenate([saved[b][key] for b in both]) for key in saved[both[0]]}
+
+
 def report(args) -> None:
     """Counts over the replicates both sides reached, into `--out` (the entry "insteval")."""
     directory = Path(args.dir)
@@ -292,35 +335,26 @@ def report(args) -> None:
     rows = np.concatenate([np.arange(lo, hi) for lo, hi in both])
     r = {k: np.concatenate([fits[b][k] for b in both]) for k in ("objective", "theta", "converged", "niter")}
     best = {k: np.concatenate([refits[b][k] for b in both]) for k in ("objective", "theta", "decrease", "iterations", "evaluations", "start")}
-    m = model()
-    dev = SparseDeviance(m)
-    # jaxmm's stored objective against the independent deviance at jaxmm's stored theta; and a polish
-    # (Newton from jaxmm's theta) for every replicate unconverged or worse than the refit
     rel = (r["objective"] - best["objective"]) / np.abs(best["objective"])
-    worse, unconverged = rel > TOLERANCE, ~r["converged"]
-    at_stored, examined, from_lme4_start = np.empty(len(rows)), {}, []
-    start = time.perf_counter()
-    for k, (i, y) in enumerate(responses(m, args.seed, rows)):
-        if i % 1000 == 999:
-            print(f"checked replicates ..{i}: {time.perf_counter() - start:.0f} s", flush=True)
-        stats = dev.stats(y)
-        at_stored[k] = dev(r["theta"][k], stats)
-        if k < args.lme4_start_subsample:  # a third start, far from the generating theta
-            from_lme4_start.append(newton(lambda th: dev(th, stats), m.initial_theta())[0])  # noqa: B023
-        if worse[k] or unconverged[k]:
-            value, theta, *_ = newton(lambda th: dev(th, stats), r["theta"][k].copy())  # noqa: B023
-            examined[str(i)] = {"jaxmm_objective": float(r["objective"][k]), "refit_objective": float(best["objective"][k]),
-                                "polish_objective": value, "rel_jaxmm_minus_refit": float(rel[k]), "converged": bool(r["converged"][k]),
-                                "niter": int(r["niter"][k]), "jaxmm_theta": r["theta"][k].tolist(), "polish_theta": theta.tolist()}
+    unconverged = ~r["converged"]
+    polish = (rel > TOLERANCE) | unconverged
+    lme4_start = rows < args.lme4_start_subsample
+    c = checked_parts(args, both, rows, r["theta"], lme4_start, polish)
+    examined = {str(i): {"jaxmm_objective": float(r["objective"][k]), "refit_objective": float(best["objective"][k]),
+                         "polish_objective": float(c["polish_objective"][k]), "rel_jaxmm_minus_refit": float(rel[k]),
+                         "converged": bool(r["converged"][k]), "niter": int(r["niter"][k]),
+                         "jaxmm_theta": r["theta"][k].tolist(), "polish_theta": c["polish_theta"][k].tolist()}
+                for k, i in enumerate(rows) if polish[k]}
+    at_stored, from_lme4_start = c["at_stored"], c["lme4_start"][lme4_start]
     stored_rel = np.abs(at_stored - r["objective"]) / np.abs(r["objective"])
-    lme4_rel = (best["objective"][: len(from_lme4_start)] - from_lme4_start) / np.abs(from_lme4_start)  # > 0: lower from lme4's start
+    lme4_rel = (best["objective"][lme4_start] - from_lme4_start) / np.abs(from_lme4_start)  # > 0: lower from lme4's start
     seconds = lambda parts: float(sum(parts[b]["seconds"] for b in both))  # noqa: E731
     entry = {
         "formula": FORMULA,
         "nsamp": len(rows),
         "replicates": f"{len(both)} parts of replicates {rows.min()}..{rows.max()} of parametricbootstrap({args.seed}, ., m)",
         "seed": args.seed,
-        "ntheta": m.structure.ntheta,
+        "ntheta": int(r["theta"].shape[1]),
         "refit": "SparseDeviance (NumPy/SciPy) minimised by finite-difference Newton from the generating theta (and a boundary start where a theta_t < 0.01)",
         "bootstrap_s": seconds(fits),
         "refit_s": seconds(refits),
