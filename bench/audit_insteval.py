@@ -315,15 +315,17 @@ def checked_parts(args, both: list, rows: np.ndarray, theta: np.ndarray, lme4_st
     if todo:
         m = model()
         dev = SparseDeviance(m)
+        ends, total = {hi: (lo, hi) for lo, hi in todo}, sum(hi - lo for lo, hi in todo)
         fresh, start = {}, time.perf_counter()
         for i, y in responses(m, args.seed, np.concatenate([np.arange(*b) for b in todo])):
             k = int(np.searchsorted(rows, i))
             fresh[i] = check(m, dev, y, theta[k], lme4_start[k], polish[k])
+            if i + 1 in ends:  # a part is whole: save it at once, so a report stopped midway loses little
+                b = ends[i + 1]
+                saved[b] = {key: np.array([fresh[j][key] for j in range(*b)]) for key in fresh[i]}
+                np.savez(path(*b), **saved[b])
             if len(fresh) % 1000 == 0:
-                print(f"checked {len(fresh)} of {sum(hi - lo for lo, hi in todo)} replicates: {time.perf_counter() - start:.0f} s", flush=True)
-        for b in todo:
-            saved[b] = {key: np.array([fresh[i][key] for i in range(*b)]) for key in fresh[b[0]]}
-            np.savez(path(*b), **saved[b])
+                print(f"checked {len(fresh)} of {total} replicates: {time.perf_counter() - start:.0f} s", flush=True)
     return {key: np.concatenate([saved[b][key] for b in both]) for key in saved[both[0]]}
 
 
