@@ -334,6 +334,9 @@ def report(args) -> None:
     directory = Path(args.dir)
     fits, refits = _parts(directory, "jaxmm"), _parts(directory, "refit")
     both = sorted(set(fits) & set(refits))
+    overlapping = [(a, b) for a, b in zip(both, both[1:]) if b[0] < a[1]]
+    if overlapping:  # parts of runs with different --first or --part: keep one of each pair
+        raise SystemExit(f"parts overlap in {directory}: {overlapping}")
     rows = np.concatenate([np.arange(lo, hi) for lo, hi in both])
     r = {k: np.concatenate([fits[b][k] for b in both]) for k in ("objective", "theta", "converged", "niter")}
     best = {k: np.concatenate([refits[b][k] for b in both]) for k in ("objective", "theta", "decrease", "iterations", "evaluations", "start")}
