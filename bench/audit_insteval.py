@@ -79,6 +79,11 @@ def jaxmm_part(m, seed: int, first: int, last: int) -> dict[str, np.ndarray]:
     return {"objective": rep.objective, "theta": rep.theta, "converged": rep.converged, "niter": rep.niter}
 
 
+def part_path(directory: Path, side: str, lo: int, hi: int) -> Path:
+    """Where the part of `side` (jaxmm, refit or check) for replicates lo..hi-1 is saved."""
+    return directory / f"{side}_{lo:05d}_{hi:05d}.npz"
+
+
 def claim(path: Path) -> bool:
     """Take the part saved as `path` for this process (its claim file holds our pid): False where
     it is saved already or a live process holds the claim. A dead process's claim is taken over."""
@@ -115,15 +120,14 @@ def work(args) -> None:
     compute = {"jaxmm": lambda lo, hi: jaxmm_part(m, args.seed, lo, hi),
                "refit": lambda lo, hi: refit_part(m, dev, args.seed, lo, hi)}
     directory = Path(args.dir)
-    saved = lambda side, lo, hi: directory / f"{side}_{lo:05d}_{hi:05d}.npz"  # noqa: E731
     parts = [(lo, min(lo + args.part, args.last)) for lo in range(args.first, args.last, args.part)]
     while True:
-        todo = [("refit", b) for b in parts if saved("jaxmm", *b).exists()] + [("jaxmm", b) for b in parts]
-        task = next(((side, b) for side, b in todo if claim(saved(side, *b))), None)
+        todo = [("refit", b) for b in parts if part_path(directory, "jaxmm", *b).exists()] + [("jaxmm", b) for b in parts]
+        task = next(((side, b) for side, b in todo if claim(part_path(directory, side, *b))), None)
         if task is None:
             return
         side, (lo, hi) = task
-        path = saved(side, lo, hi)
+        path = part_path(directory, side, lo, hi)
         start = time.perf_counter()
         part = compute[side](lo, hi)
         partial = directory / f".{path.name}"  # not a part until it is whole
@@ -302,13 +306,8 @@ def checked_parts(args, both: list, rows: np.ndarray, theta: np.ndarray, lme4_st
     check_{lo}_{hi}.npz and reused by later reports where they hold all that is asked, so a report
     only computes the parts that are new since the last."""
     directory = Path(args.dir)
-    path = lambda lo, hi: directory / f"check_{lo:05d}_{hi:05d}.npz"  # noqa: E731
     span = {b: slice(*np.searchsorted(rows, b)) for b in both}
-    saved = {}
-    for b in both:
-        if path(*b).exists():
-            with np.load(path(*b)) as part:
-                saved[b] = dict(part)
+    saved = _parts(directory, "check")
     missing = lambda values, asked: np.any(asked & np.isnan(values))  # noqa: E731
     todo = [b for b in both if b not in saved or missing(saved[b]["lme4_start"], lme4_start[span[b]])
             or missing(saved[b]["polish_objective"], polish[span[b]])]
@@ -323,7 +322,7 @@ def checked_parts(args, both: list, rows: np.ndarray, theta: np.ndarray, lme4_st
             if i + 1 in ends:  # a part is whole: save it at once, so a report stopped midway loses little
                 b = ends[i + 1]
                 saved[b] = {key: np.array([fresh[j][key] for j in range(*b)]) for key in fresh[i]}
-                np.savez(path(*b), **saved[b])
+                np.savez(part_path(directory, "check", *b), **saved[b])
             if len(fresh) % 1000 == 0:
                 print(f"checked {len(fresh)} of {total} replicates: {time.perf_counter() - start:.0f} s", flush=True)
     return {key: np.concatenate([saved[b][key] for b in both]) for key in saved[both[0]]}
