@@ -16,6 +16,16 @@ os.environ["JAXMM_CACHE_DIR"] = ""
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
+# The shipped LMM examples the benchmarks fit, each on the data set of its name.
+FORMULAS = {
+    "dyestuff": "yield ~ 1 + (1|batch)",
+    "dyestuff2": "yield ~ 1 + (1|batch)",
+    "sleepstudy": "reaction ~ 1 + days + (1 + days|subj)",
+    "penicillin": "diameter ~ 1 + (1|plate) + (1|sample)",
+    "pastes": "strength ~ 1 + (1|batch/cask)",
+    "insteval": "y ~ 1 + service + (1|s) + (1|d) + (1|dept)",
+}
+
 
 def code_version() -> dict:
     """Which jaxmm code ran: git HEAD, uncommitted changes under jaxmm/, and a hash of the sources.

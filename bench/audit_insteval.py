@@ -48,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS, audit_counts, code_version, load, run_meta  # noqa: E402
+from _common import FORMULAS, RESULTS, audit_counts, code_version, load, run_meta  # noqa: E402
 import scipy.linalg  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
@@ -57,12 +57,11 @@ from jaxmm import bootstrap as jb  # noqa: E402
 from jaxmm.simulate import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
-FORMULA = "y ~ 1 + service + (1|s) + (1|d) + (1|dept)"
 TOLERANCE = 1e-6  # relative, as bench_convergence_audit.py
 
 
 def model():
-    return jaxmm.fit(FORMULA, jaxmm.dataset("insteval"))
+    return jaxmm.fit(FORMULAS["insteval"], jaxmm.dataset("insteval"))
 
 
 def jaxmm_part(m, seed: int, first: int, last: int) -> dict[str, np.ndarray]:
@@ -354,7 +353,7 @@ def report(args) -> None:
     lme4_rel = (best["objective"][lme4_start] - from_lme4_start) / np.abs(from_lme4_start)  # > 0: lower from lme4's start
     seconds = lambda parts: float(sum(parts[b]["seconds"] for b in both))  # noqa: E731
     entry = {
-        "formula": FORMULA,
+        "formula": FORMULAS["insteval"],
         "nsamp": len(rows),
         "replicates": f"{len(both)} parts of replicates {rows.min()}..{rows.max()} of parametricbootstrap({args.seed}, ., m)",
         "seed": args.seed,

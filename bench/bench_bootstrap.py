@@ -38,19 +38,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-from _common import RESULTS, ROOT, code_version, load, run_meta, run_rscript  # noqa: E402
+from _common import FORMULAS, RESULTS, ROOT, code_version, load, run_meta, run_rscript  # noqa: E402
 import jaxmm  # noqa: E402
-
-
 
 CODE_VERSION = code_version()
 SEED = 42
 
-MODELS = {
-    "dyestuff": "yield ~ 1 + (1|batch)",
-    "sleepstudy": "reaction ~ 1 + days + (1 + days|subj)",
-}
+MODELS = ("dyestuff", "sleepstudy")
 
 # MixedModels.jl documentation (parametric bootstrap page), 10,000 replicates, shortest 95% intervals.
 # Keys: (type, group, names) as in MixedModelBootstrap.shortestcovint().
@@ -100,7 +94,7 @@ def one_run(m, nsamp: int) -> tuple[dict, object]:
 
 def fresh_child(name: str, nsamp: int) -> None:
     """In a new process: fit, then time one cold parametricbootstrap call; print JSON."""
-    m = jaxmm.fit(MODELS[name], jaxmm.dataset(name), REML=False)
+    m = jaxmm.fit(FORMULAS[name], jaxmm.dataset(name), REML=False)
     r, _ = one_run(m, nsamp)
     r["jaxmm_code"] = CODE_VERSION
     print("FRESH" + json.dumps(r))
@@ -138,7 +132,7 @@ def intervals(name: str, samp) -> list[dict]:
 def bench_model(name: str, nsamps: list[int], full: bool) -> dict:
     df = jaxmm.dataset(name)
     t = time.perf_counter()
-    m = jaxmm.fit(MODELS[name], df, REML=False)
+    m = jaxmm.fit(FORMULAS[name], df, REML=False)
     fit_s = time.perf_counter() - t
     runs = []
     samp10k = None
@@ -161,7 +155,7 @@ def bench_model(name: str, nsamps: list[int], full: bool) -> dict:
     by = {(r["nsamp"], r["phase"]): r for r in runs}
     compile_by_n = {n: by[(n, "cold")]["seconds"] - by[(n, "warm")]["seconds"] for n in nsamps}
     return {
-        "formula": MODELS[name],
+        "formula": FORMULAS[name],
         "initial_fit_s": fit_s,
         "objective": m.objective,
         "runs": runs,

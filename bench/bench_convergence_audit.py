@@ -62,7 +62,7 @@ import scipy.optimize  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS, audit_counts, code_version, load, run_meta  # noqa: E402
+from _common import FORMULAS, RESULTS, audit_counts, code_version, load, run_meta  # noqa: E402
 import jaxmm  # noqa: E402
 from jaxmm.design import suffstats  # noqa: E402
 from jaxmm.deviance import objective  # noqa: E402
@@ -70,13 +70,7 @@ from jaxmm.simulate import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
 TOLERANCE = 1e-6  # relative: a replicate's objective above the refit's by more is a failure
-MODELS = {
-    "dyestuff": ("dyestuff", "yield ~ 1 + (1|batch)"),
-    "dyestuff2": ("dyestuff2", "yield ~ 1 + (1|batch)"),
-    "sleepstudy": ("sleepstudy", "reaction ~ 1 + days + (1 + days|subj)"),
-    "penicillin": ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),
-    "pastes": ("pastes", "strength ~ 1 + (1|batch/cask)"),
-}
+MODELS = ("dyestuff", "dyestuff2", "sleepstudy", "penicillin", "pastes")
 NEWTON_ITERATIONS = 30  # at most
 DECREASE_REL = 1e-14  # a Newton lane stops once its predicted decrease is below this, relative to the objective
 STEP_SIZES = 2.0 ** -np.arange(0, 10)  # the line search tries them in turn and takes the first that lowers the objective
@@ -215,8 +209,7 @@ class Refit:
 
 
 def audit(name: str, nsamp: int, seed: int, scipy_subsample: int) -> dict:
-    data, formula = MODELS[name]
-    m = jaxmm.fit(formula, jaxmm.dataset(data))
+    m = jaxmm.fit(FORMULAS[name], jaxmm.dataset(name))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the unconverged count is recorded below
         start = time.perf_counter()
@@ -255,7 +248,7 @@ def audit(name: str, nsamp: int, seed: int, scipy_subsample: int) -> dict:
         }
     diag = m.lowerbd == 0.0
     return {
-        "formula": formula,
+        "formula": FORMULAS[name],
         "nsamp": nsamp,
         "seed": seed,
         "ntheta": m.structure.ntheta,

@@ -36,17 +36,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS, code_version, load, run_meta  # noqa: E402
+from _common import FORMULAS, RESULTS, code_version, load, run_meta  # noqa: E402
 import jaxmm  # noqa: E402
 from jaxmm.results import MixedModelBootstrap, Replicates  # noqa: E402
 from jaxmm.simulate import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
 LEVEL = 0.95
-DESIGNS = {
-    "dyestuff": "yield ~ 1 + (1|batch)",
-    "sleepstudy": "reaction ~ 1 + days + (1 + days|subj)",
-}
+DESIGNS = ("dyestuff", "sleepstudy")
 
 _compiles = [0]
 jax.monitoring.register_event_duration_secs_listener(
@@ -76,7 +73,7 @@ def parameter_table(m, objective, beta, sigma, theta) -> pd.DataFrame:
 
 
 def coverage_of_design(name: str, datasets: int, nboot: int, seed: int) -> dict:
-    formula, data = DESIGNS[name], jaxmm.dataset(name)
+    formula, data = FORMULAS[name], jaxmm.dataset(name)
     truth_model = jaxmm.fit(formula, data)
     truth = parameter_table(truth_model, [truth_model.objective], truth_model.beta.to_numpy()[truth_model.design.estimable],
                             [truth_model.sigma], truth_model.theta).iloc[0]

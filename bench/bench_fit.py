@@ -30,24 +30,14 @@ import time
 import warnings
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-from _common import RESULTS, code_version, load, run_meta, run_rscript  # noqa: E402
+from _common import FORMULAS, RESULTS, code_version, load, run_meta, run_rscript  # noqa: E402
 import jaxmm  # noqa: E402
-
-
 
 CODE_VERSION = code_version()
 
-MODELS = {
-    "dyestuff": ("yield ~ 1 + (1|batch)", 10),
-    "sleepstudy": ("reaction ~ 1 + days + (1 + days|subj)", 10),
-    "penicillin": ("diameter ~ 1 + (1|plate) + (1|sample)", 10),
-    "insteval": ("y ~ 1 + service + (1|s) + (1|d) + (1|dept)", 2),
-}
-LME4_REPEATS = {"dyestuff": 10, "sleepstudy": 10, "penicillin": 10, "insteval": 2}
+REPEATS = {"dyestuff": 10, "sleepstudy": 10, "penicillin": 10, "insteval": 2}  # timed fits, jaxmm and lme4
 STATSMODELS_REPEATS = 10
 
 
@@ -148,7 +138,7 @@ def time_statsmodels(name: str) -> dict:
 
 
 def run_lme4(names: list[str]) -> dict:
-    return run_rscript("lme4_fit_times", *(f"{n}={LME4_REPEATS[n]}" for n in names))
+    return run_rscript("lme4_fit_times", *(f"{n}={REPEATS[n]}" for n in names))
 
 
 def fmt(x, digits=4):
@@ -168,21 +158,19 @@ def ratio(a, b):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-insteval", action="store_true", help="only the three small models")
-    ap.add_argument("--insteval-repeats", type=int, default=MODELS["insteval"][1], help="steady jaxmm insteval fits")
+    ap.add_argument("--insteval-repeats", type=int, default=REPEATS["insteval"], help="steady jaxmm insteval fits")
     args = ap.parse_args()
 
-    names = [n for n in MODELS if not (args.skip_insteval and n == "insteval")]
+    names = [n for n in REPEATS if not (args.skip_insteval and n == "insteval")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     loads = {}
 
     jres = {}
     for n in names:
-        formula, reps = MODELS[n]
-        if n == "insteval":
-            reps = args.insteval_repeats
+        reps = args.insteval_repeats if n == "insteval" else REPEATS[n]
         loads[f"jaxmm {n}"] = load()
         print(f"jaxmm {n} ...", flush=True)
-        jres[n] = time_jaxmm(n, formula, reps)
+        jres[n] = time_jaxmm(n, FORMULAS[n], reps)
         r = jres[n]
         print(f"  first fit {r['first_fit_s']:.3f} s, steady {r['steady_fit_s']:.4f} s, "
               f"objective {r['objective']:.6f}", flush=True)
@@ -205,7 +193,7 @@ def main() -> None:
         s_t = s.get("median_s")
         rows.append({
             "model": n,
-            "formula": MODELS[n][0],
+            "formula": FORMULAS[n],
             "jaxmm_steady_s": j["steady_fit_s"],
             "jaxmm_construct_plus_steady_s": j["construct_plus_steady_s"],
             "jaxmm_first_fit_s": j["first_fit_s"],

@@ -31,18 +31,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS, code_version, load, run_meta  # noqa: E402
+from _common import FORMULAS, RESULTS, code_version, load, run_meta  # noqa: E402
 import jaxmm  # noqa: E402
 from jaxmm.design import suffstats  # noqa: E402
 from jaxmm.deviance import objective  # noqa: E402
 from jaxmm.simulate import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
-MODELS = {
-    "sleepstudy": ("sleepstudy", "reaction ~ 1 + days + (1 + days|subj)"),
-    "dyestuff": ("dyestuff", "yield ~ 1 + (1|batch)"),
-    "penicillin": ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),
-}
 
 
 def float64_objectives(m, responses: np.ndarray, thetas: np.ndarray) -> np.ndarray:
@@ -54,8 +49,7 @@ def float64_objectives(m, responses: np.ndarray, thetas: np.ndarray) -> np.ndarr
 
 
 def compare(name: str, nsamp: int) -> dict:
-    data, formula = MODELS[name]
-    m = jaxmm.fit(formula, jaxmm.dataset(data))
+    m = jaxmm.fit(FORMULAS[name], jaxmm.dataset(name))
     runs = {}
     for precision in ("float64", "float32"):
         jaxmm.parametricbootstrap(1, nsamp, m, progress=False, precision=precision)
@@ -90,7 +84,7 @@ def compare(name: str, nsamp: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nsamp", type=int, default=10_000)
-    ap.add_argument("--models", nargs="+", default=["sleepstudy", "dyestuff", "penicillin"], choices=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=["sleepstudy", "dyestuff", "penicillin"], choices=list(FORMULAS))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     loads, rows = {}, []

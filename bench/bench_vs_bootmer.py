@@ -42,16 +42,13 @@ from scipy import stats as sps
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, ROOT, code_version, load, run_meta  # noqa: E402
+from _common import FORMULAS, RESULTS, ROOT, code_version, load, run_meta  # noqa: E402
 import jaxmm  # noqa: E402
 from bench_coverage import parameter_table  # noqa: E402
 
 CODE_VERSION = code_version()
 SEED = 42
-MODELS = {
-    "dyestuff": "yield ~ 1 + (1|batch)",
-    "sleepstudy": "reaction ~ 1 + days + (1 + days|subj)",
-}
+MODELS = ("dyestuff", "sleepstudy")
 QUANTILES = (0.025, 0.25, 0.5, 0.75, 0.975)
 Z95 = 1.959963984540054
 
@@ -107,7 +104,7 @@ def singular_fraction(theta: np.ndarray, diag: np.ndarray, tol: float) -> float:
 
 
 def compare(name: str, nsamp: int) -> dict:
-    m = jaxmm.fit(MODELS[name], jaxmm.dataset(name))
+    m = jaxmm.fit(FORMULAS[name], jaxmm.dataset(name))
     start = time.perf_counter()
     samp = jaxmm.parametricbootstrap(SEED, nsamp, m, progress=False)
     seconds = time.perf_counter() - start
@@ -136,7 +133,7 @@ def compare(name: str, nsamp: int) -> dict:
         })
     ours_theta, theirs_theta = ours[theta_cols].to_numpy(), theirs[theta_cols].to_numpy()
     return {
-        "formula": MODELS[name],
+        "formula": FORMULAS[name],
         "nsamp_jaxmm": nsamp,
         "nsim_lme4": len(theirs) + failed,
         "lme4_failed_replicates": failed,
