@@ -99,23 +99,26 @@ def _cholesky_inverse_jvp(primals, tangents):
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def leading_logdets(s: Array, cuts: tuple[int, ...]) -> Array:
-    """log det S[:k, :k] for each k in `cuts`, from one factor of S.
+    """log det S[:k, :k] for each k in `cuts`, from one factor S = L L'.
 
-    The leading block of L^-1 is the inverse factor of the leading block of S, so these are
-    prefix sums of -2 log diag(L^-1); their derivative (custom JVP) is the prefix sums of
-    diag(L^-1 dS L^-T), one matrix product per direction (tr(S_k^-1 dS_k) for each cut)."""
-    return _logdets(cholesky_inverse(s), cuts)
+    The leading block of L is the factor of the leading block of S, so these are prefix sums of
+    -2 log diag(L^-1), with diag(L^-1) = 1 / diag(L): the value alone needs no inverse. Their
+    derivative (custom JVP) is the prefix sums of diag(L^-1 dS L^-T), one matrix product per
+    direction (tr(S_k^-1 dS_k) for each cut), so it forms L^-1 and takes the value from its
+    diagonal: the same bits as 1 / diag(L), so a value is the same number with or without its
+    derivative."""
+    return _logdets(1.0 / jnp.diagonal(cholesky(s)), cuts)
 
 
 @leading_logdets.defjvp
 def _leading_logdets_jvp(cuts, primals, tangents):
     (s,), (ds,) = primals, tangents
     linv = cholesky_inverse(s)
-    return _logdets(linv, cuts), _at_cuts(jnp.cumsum(jnp.sum((linv @ ds) * linv, axis=-1)), cuts)
+    return _logdets(jnp.diagonal(linv), cuts), _at_cuts(jnp.cumsum(jnp.sum((linv @ ds) * linv, axis=-1)), cuts)
 
 
-def _logdets(linv: Array, cuts: tuple[int, ...]) -> Array:
-    return _at_cuts(jnp.cumsum(-2.0 * jnp.log(jnp.diagonal(linv))), cuts)
+def _logdets(linv_diagonal: Array, cuts: tuple[int, ...]) -> Array:
+    return _at_cuts(jnp.cumsum(-2.0 * jnp.log(linv_diagonal)), cuts)
 
 
 def _at_cuts(prefix: Array, cuts: tuple[int, ...]) -> Array:
