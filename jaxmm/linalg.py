@@ -105,8 +105,8 @@ def leading_logdets(s: Array, cuts: tuple[int, ...]) -> Array:
     -2 log diag(L^-1), with diag(L^-1) = 1 / diag(L): the value alone needs no inverse. Their
     derivative (custom JVP) is the prefix sums of diag(L^-1 dS L^-T), one matrix product per
     direction (tr(S_k^-1 dS_k) for each cut), so it forms L^-1 and takes the value from its
-    diagonal: the same bits as 1 / diag(L), so a value is the same number with or without its
-    derivative."""
+    diagonal, which forward substitution computes as exactly 1 / L_ii: a value is the same number
+    with or without its derivative."""
     return _logdets(1.0 / jnp.diagonal(cholesky(s)), cuts)
 
 
