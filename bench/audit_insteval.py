@@ -54,7 +54,7 @@ import scipy.sparse as sp  # noqa: E402
 
 import jaxmm  # noqa: E402
 from jaxmm import bootstrap as jb  # noqa: E402
-from jaxmm.simulate import simulated_responses  # noqa: E402
+from jaxmm.bootstrap import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
 TOLERANCE = 1e-6  # relative, as bench_convergence_audit.py
@@ -68,7 +68,7 @@ def jaxmm_part(m, seed: int, first: int, last: int) -> dict[str, np.ndarray]:
     """jaxmm's fits of replicates first..last-1 of parametricbootstrap(seed, ., m), by its engine
     on one device, as parametricbootstrap runs it (the part starting at 0 is checked against
     parametricbootstrap itself)."""
-    sim = jb._simulation_parameters(m, None, None, None)
+    sim = m.simulation_parameters()
     (rep,), _ = jb.simulate_and_refit(seed, last - first, m, sim, (m,), devices=1, progress=False, first=first)
     if first == 0:
         with warnings.catch_warnings():

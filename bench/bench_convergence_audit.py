@@ -66,7 +66,7 @@ from _common import FORMULAS, RESULTS, audit_counts, code_version, load, run_met
 import jaxmm  # noqa: E402
 from jaxmm.design import suffstats  # noqa: E402
 from jaxmm.deviance import objective  # noqa: E402
-from jaxmm.simulate import simulated_responses  # noqa: E402
+from jaxmm.bootstrap import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
 TOLERANCE = 1e-6  # relative: a replicate's objective above the refit's by more is a failure

@@ -7,7 +7,7 @@ Run from the repository root (about 10-15 minutes on a 2-core CPU with the defau
 For each design, the truth is the ML fit of the real data set (dyestuff `yield ~ 1 + (1|batch)`,
 6 batches x 5; sleepstudy `reaction ~ 1 + days + (1 + days|subj)`, 18 subjects x 10 days).
 Data set i is the real data frame with its response replaced by a draw from the fitted model
-(`jaxmm.simulate.simulate_response`, key fold_in(key(seed), i)); it is fitted with `jaxmm.fit`
+(`jaxmm.lmm.simulate_response`, key fold_in(key(seed), i)); it is fitted with `jaxmm.fit`
 and bootstrapped with `jaxmm.parametricbootstrap(seed + 1 + i, nboot, m_i)`, whose shortest and
 equal-tail 95% intervals (`samp.confint`) are checked against the true β, σ (residual), σ_j
 and ρ. Coverage is the fraction of data sets whose interval holds the true value, with its
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import FORMULAS, RESULTS, code_version, load, run_meta  # noqa: E402
 import jaxmm  # noqa: E402
 from jaxmm.results import MixedModelBootstrap, Replicates  # noqa: E402
-from jaxmm.simulate import simulated_responses  # noqa: E402
+from jaxmm.bootstrap import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
 LEVEL = 0.95

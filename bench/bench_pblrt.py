@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import stats as sps
 
 import jaxmm
-from jaxmm.simulate import simulated_responses
+from jaxmm.bootstrap import simulated_responses
 
 NSAMP = 2000
 SEED = 42

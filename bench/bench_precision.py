@@ -35,7 +35,7 @@ from _common import FORMULAS, RESULTS, code_version, load, run_meta  # noqa: E40
 import jaxmm  # noqa: E402
 from jaxmm.design import suffstats  # noqa: E402
 from jaxmm.deviance import objective  # noqa: E402
-from jaxmm.simulate import simulated_responses  # noqa: E402
+from jaxmm.bootstrap import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
 

@@ -2,8 +2,10 @@
 
 Compiling a model's fitting function takes seconds; the compiled executable depends only on the
 model's shapes, so it is kept on disk and a later session with the same model loads it instead.
-Set JAXMM_CACHE_DIR to choose the folder, or to "" to switch this off; a cache folder the user
-configured for JAX already is left alone.
+The cache is switched on when jaxmm first computes (`computing`), not on import: importing jaxmm
+changes no JAX setting. (JAX decides whether to use a cache at its first compilation in the
+process: a process that compiled something before jaxmm's first computation runs without it.) Set JAXMM_CACHE_DIR to choose the folder, or to "" to switch this off; a cache
+folder the user configured for JAX already is left alone.
 
 A small model (a dense Schur complement of at most `SMALL_DENSE` rows: sleepstudy, dyestuff,
 penicillin) fits in milliseconds and compiles in seconds, so on a CPU its functions are compiled
@@ -14,8 +16,10 @@ model (insteval) the fusion emitters' code runs faster (8.1 s vs 10.6 s per fit)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,11 +30,22 @@ _CLASSIC_CPU = {"xla_cpu_use_fusion_emitters": False}
 
 
 def enable_compilation_cache() -> None:
+    """Keep compiled programs in JAXMM_CACHE_DIR (default ~/.cache/jaxmm/xla), unless it is "" or
+    JAX already has a cache folder. Called by jaxmm's first compilation; calling it again does nothing."""
     folder = os.environ.get("JAXMM_CACHE_DIR", str(Path.home() / ".cache" / "jaxmm" / "xla"))
     if not folder or jax.config.jax_compilation_cache_dir:
         return
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@contextlib.contextmanager
+def computing() -> Iterator[None]:
+    """The context of jaxmm's own JAX computations: float64 enabled for them (the user's global
+    setting is left alone) and the persistent compilation cache set up before anything compiles."""
+    enable_compilation_cache()
+    with jax.enable_x64(True):
+        yield
 
 
 def is_small(structure) -> bool:

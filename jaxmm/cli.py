@@ -19,7 +19,7 @@ import pandas as pd
 from . import __version__
 from .bootstrap import parametricbootstrap
 from .datasets import dataset
-from .model import fit
+from .models import fit
 
 # --out: the replicate table's writer by the file's extension
 _WRITERS = {".parquet": pd.DataFrame.to_parquet, ".csv": pd.DataFrame.to_csv}

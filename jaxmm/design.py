@@ -25,38 +25,8 @@ import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 from jax import Array
 
+from .covariance import TermSpec, column_diag, lowerbd, theta_pattern
 from .formula import MixedFormula, RandomTerm, parse_formula
-
-
-@dataclass(frozen=True)
-class TermSpec:
-    """Static description of one random-effects term (after merging terms on the same factor).
-
-    `theta_rows`/`theta_cols` are the positions in the k x k lower-triangular factor lambda_t of
-    the elements of theta that belong to this term, in column-major order (lme4's order).
-    """
-
-    group: str
-    columns: tuple[str, ...]
-    nlevels: int
-    theta_rows: tuple[int, ...]
-    theta_cols: tuple[int, ...]
-
-    @property
-    def k(self) -> int:
-        return len(self.columns)
-
-    @property
-    def nranef(self) -> int:
-        return self.nlevels * self.k
-
-    @property
-    def ntheta(self) -> int:
-        return len(self.theta_rows)
-
-    @property
-    def lowerbd(self) -> tuple[float, ...]:
-        return tuple(0.0 if r == c else -np.inf for r, c in zip(self.theta_rows, self.theta_cols))
 
 
 @dataclass(frozen=True)
@@ -73,17 +43,11 @@ class Structure:
 
     @property
     def lowerbd(self) -> np.ndarray:
-        return np.array([b for t in self.terms for b in t.lowerbd])
+        return lowerbd(self.terms)
 
     @property
     def column_diag(self) -> np.ndarray:
-        """For each theta component, the index of the diagonal element of its lambda column."""
-        out, offset = [], 0
-        for t in self.terms:
-            diag = {c: offset + i for i, (r, c) in enumerate(zip(t.theta_rows, t.theta_cols)) if r == c}
-            out += [diag[c] for c in t.theta_cols]
-            offset += t.ntheta
-        return np.array(out, dtype=np.int32)
+        return column_diag(self.terms)
 
     @property
     def qrest(self) -> int:
@@ -155,6 +119,16 @@ def suffstats(mats: ModelMatrices, structure: Structure, y: Array) -> SuffStats:
     ]
     zry = jnp.concatenate([s.reshape(-1) for s in per_term[1:]]) if len(per_term) > 1 else jnp.zeros((0,), y.dtype)
     return SuffStats(per_term[0], zry, mats.x.T @ y, y @ y)
+
+
+def modes_by_term(u, structure: Structure) -> tuple:
+    """The spherical modes u (all terms, level-major within each; NumPy or JAX) as one
+    (levels x k) array per term."""
+    out, offset = [], 0
+    for t in structure.terms:
+        out.append(u[offset : offset + t.nranef].reshape(t.nlevels, t.k))
+        offset += t.nranef
+    return tuple(out)
 
 
 def build_design(formula: str | MixedFormula, data: pd.DataFrame, residual: bool = True, weights: str | None = None) -> Design:
@@ -366,7 +340,7 @@ def _random_terms(mf: MixedFormula, data: pd.DataFrame, residual: bool):
             z, cols = _numeric_matrix(bar.expr, data, what)
             _require_finite(what, cols, z)
             offset = len(columns)
-            pattern += [(offset + r, offset + c) for c in range(len(cols)) for r in range(c, len(cols)) if bar.correlated or r == c]
+            pattern += [(offset + r, offset + c) for r, c in theta_pattern(len(cols), bar.correlated)]
             mats.append(z)
             columns += cols
         if len(set(columns)) != len(columns):

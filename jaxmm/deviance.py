@@ -25,7 +25,8 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jax import Array
 
-from .design import Blocks, Structure, SuffStats, TermSpec
+from .covariance import lambdas, rmul_lambda
+from .design import Blocks, Structure, SuffStats
 from .linalg import chol_small, cholesky, leading_logdets, solve_lower_small, solve_upper_small
 
 
@@ -36,34 +37,9 @@ class Factor(NamedTuple):
     schur: Array  # (D, D) over [Zr, X, y], D = qr + p + 1; its Cholesky factor is L22
 
 
-def lambdas(theta: Array, structure: Structure) -> tuple[Array, ...]:
-    """The k x k lower-triangular factor lambda_t of each term, filled column-major from theta.
-
-    vec(lambda_t) = P_t theta_t with P_t a constant 0/1 placement matrix: a product rather than a
-    scatter, which XLA's CPU backend would turn into a loop (slower to compile and to differentiate)."""
-    out, offset = [], 0
-    for t in structure.terms:
-        place = np.zeros((t.k * t.k, t.ntheta))
-        place[np.asarray(t.theta_rows) * t.k + np.asarray(t.theta_cols), np.arange(t.ntheta)] = 1.0
-        out.append((jnp.asarray(place, theta.dtype) @ theta[offset : offset + t.ntheta]).reshape(t.k, t.k))
-        offset += t.ntheta
-    return tuple(out)
-
-
-def rmul_lambda(m: Array, lams: tuple[Array, ...], terms: tuple[TermSpec, ...]) -> Array:
-    """m @ blockdiag(I_{m_t} kron lambda_t) over the last axis of m, term by term (never forming Lambda)."""
-    pieces, offset = [], 0
-    lead = m.shape[:-1]
-    for lam, t in zip(lams, terms):
-        seg = m[..., offset : offset + t.nranef].reshape(*lead, t.nlevels, t.k) @ lam
-        pieces.append(seg.reshape(*lead, t.nranef))
-        offset += t.nranef
-    return jnp.concatenate(pieces, axis=-1) if pieces else m
-
-
 def _first_term(theta: Array, blocks: Blocks, structure: Structure) -> tuple[Array, Array]:
     """L11_j = chol(lambda1' Z1'Z1_j lambda1 + I) and M_j = lambda1 (L11_j L11_j')^-1 lambda1' per level."""
-    lam1 = lambdas(theta, structure)[0]
+    lam1 = lambdas(theta, structure.terms)[0]
     k1 = lam1.shape[0]
     l11 = chol_small(jnp.einsum("ba,jbc,cd->jad", lam1, blocks.z1z1, lam1) + jnp.eye(k1, dtype=theta.dtype))
     v = solve_lower_small(l11, jnp.broadcast_to(lam1.T, l11.shape))  # L11^-1 lambda1'
@@ -76,7 +52,7 @@ def factorize(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structu
     Eliminating term 1 leaves the Schur complement  M22 - sum_j B_j' M_j B_j  over [Zr, X, y],
     with B_j = (Z1'[Zr X y])_j. Its Zr x Zr part is summed over the sparse pairs of Z1'Zr."""
     l11, m = _first_term(theta, blocks, structure)
-    rest, rest_lams = structure.terms[1:], lambdas(theta, structure)[1:]
+    rest, rest_lams = structure.terms[1:], lambdas(theta, structure.terms)[1:]
     qr = structure.qrest
     dense1 = jnp.concatenate([blocks.z1x, stats.z1y[..., None]], axis=-1)  # (m1, k1, p + 1)
     t = m @ dense1  # M_j [Z1'X Z1'y]_j
@@ -163,16 +139,6 @@ class Solution(NamedTuple):
     ur: Array  # (qr,)
 
 
-def modes_by_term(u, structure: Structure) -> tuple:
-    """The spherical modes u (all terms, level-major within each; NumPy or JAX) as one
-    (levels x k) array per term."""
-    out, offset = [], 0
-    for t in structure.terms:
-        out.append(u[offset : offset + t.nranef].reshape(t.nlevels, t.k))
-        offset += t.nranef
-    return tuple(out)
-
-
 def solve_pls(factor: Factor, theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure) -> Solution:
     """beta-hat and the conditional modes u: back-substitute L' [u; beta] = (last row of L).
 
@@ -181,7 +147,7 @@ def solve_pls(factor: Factor, theta: Array, blocks: Blocks, stats: SuffStats, st
     fixed = fixed_effects(factor, structure)
     l22, beta, qr = fixed.l22, fixed.beta, structure.qrest
     ur = jsl.solve_triangular(l22[:qr, :qr], l22[-1, :qr] - l22[qr : qr + structure.p, :qr].T @ beta, lower=True, trans=1)
-    lams = lambdas(theta, structure)
+    lams = lambdas(theta, structure.terms)
     br = rmul_lambda(ur[None, :], tuple(lam.T for lam in lams[1:]), structure.terms[1:])[0]  # Lambda_r u_r
     zr_part = jax.ops.segment_sum(
         blocks.nz_vec * br[blocks.nz_col][:, None], blocks.nz_level, num_segments=blocks.z1z1.shape[0]

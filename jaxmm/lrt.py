@@ -22,17 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from .bootstrap import _check_fitted, simulate_and_refit
-from .model import LinearMixedModel
+from . import display
+from .bootstrap.api import check_fitted, simulate_and_refit
+from .covariance import covariance_pattern
+from .lmm import LinearMixedModel
 from .results import MixedModelBootstrap
-
-
-def _covariance_pattern(term) -> set[tuple[str, str]]:
-    """The pairs of a term's columns whose covariance is a free parameter (nonzero pattern of lambda lambda')."""
-    lam = np.zeros((term.k, term.k), dtype=int)
-    lam[list(term.theta_rows), list(term.theta_cols)] = 1
-    cov = lam @ lam.T
-    return {(term.columns[a], term.columns[b]) for a, b in zip(*np.nonzero(cov))}
 
 
 def _estimable_names(design) -> list[str]:
@@ -65,7 +59,7 @@ def check_nested(m_small: LinearMixedModel, m_large: LinearMixedModel) -> None:
             raise ValueError(f"m_small is not nested in m_large: m_large has no random-effects term on {t.group!r}")
         tl, refs_l, z_l = large_terms[t.group]
         same_columns = all(c in tl.columns and np.array_equal(z[:, i], z_l[:, tl.columns.index(c)]) for i, c in enumerate(t.columns))
-        if not np.array_equal(refs, refs_l) or not same_columns or not _covariance_pattern(t) <= _covariance_pattern(tl):
+        if not np.array_equal(refs, refs_l) or not same_columns or not covariance_pattern(t) <= covariance_pattern(tl):
             raise ValueError(
                 f"m_small is not nested in m_large: its random-effects term on {t.group!r} ({', '.join(t.columns)}) "
                 f"is not contained in m_large's ({', '.join(tl.columns)})"
@@ -99,16 +93,6 @@ def _statistic(small: LinearMixedModel, large: LinearMixedModel) -> float:
     return max(small.objective - large.objective, 0.0)
 
 
-def _pvalue(p: float) -> str:
-    if not np.isfinite(p):
-        return ""
-    return f"<1e{int(np.floor(np.log10(p))) + 1}" if p < 1e-4 else f"{p:.4f}"
-
-
-def _rule(width: int) -> str:
-    return "─" * width
-
-
 @dataclass(frozen=True)
 class LikelihoodRatioTest:
     """The classical likelihood-ratio test of m_small against m_large (MixedModels.jl's LikelihoodRatioTest).
@@ -127,22 +111,7 @@ class LikelihoodRatioTest:
     pvalue: float
 
     def __repr__(self) -> str:
-        crit = "REML crit." if self.reml else "Deviance"
-        head = f"{'':4}{'DOF':>5}{'ΔDOF':>6}{crit:>14}{'Chisq':>10}{'p(>Chisq)':>11}"
-        rows = [
-            f"{'[1]':4}{self.dof[0]:>5}{'':>6}{self.objective[0]:>14.4f}",
-            f"{'[2]':4}{self.dof[1]:>5}{self.df:>6}{self.objective[1]:>14.4f}{self.lrt:>10.4f}{_pvalue(self.pvalue):>11}",
-        ]
-        width = len(head)
-        return "\n".join(
-            [
-                f"Likelihood-ratio test: 2 models fitted on {self.nobs} observations" + (" (REML)" if self.reml else ""),
-                "Model formulae",
-                f"1: {self.formulas[0]}",
-                f"2: {self.formulas[1]}",
-                _rule(width), head, _rule(width), *rows, _rule(width),
-            ]
-        )
+        return display.lrt_table(self)
 
 
 def likelihoodratiotest(m_small: LinearMixedModel, m_large: LinearMixedModel) -> LikelihoodRatioTest:
@@ -157,8 +126,8 @@ def likelihoodratiotest(m_small: LinearMixedModel, m_large: LinearMixedModel) ->
 
 def _test(m_small: LinearMixedModel, m_large: LinearMixedModel) -> tuple[LikelihoodRatioTest, LinearMixedModel, LinearMixedModel]:
     """The classical test and the two fits it compares (ML refits of REML fits, if needed)."""
-    _check_fitted("m_small", m_small)
-    _check_fitted("m_large", m_large)
+    check_fitted("m_small", m_small, LinearMixedModel)
+    check_fitted("m_large", m_large, LinearMixedModel)
     check_nested(m_small, m_large)
     small, large = _comparable_fits(m_small, m_large)
     lrt, df = _statistic(small, large), large.dof - small.dof
@@ -241,23 +210,7 @@ class BootstrapLikelihoodRatioTest:
         return float(sps.gamma.sf(self.lrt, mean**2 / var, scale=var / mean))
 
     def __repr__(self) -> str:
-        rows = [
-            ("LRT", self.lrt, str(self.df), self.pvalue_chisq),
-            ("PBtest", self.lrt, "", self.pvalue_bootstrap),
-            ("Gamma", self.lrt, "", self.pvalue_gamma),
-            ("Bartlett", self.bartlett, str(self.df), self.pvalue_bartlett),
-        ]
-        head = f"{'':10}{'stat':>10}{'df':>5}{'p.value':>11}"
-        body = [f"{name:10}{stat:>10.4f}{df:>5}{_pvalue(p):>11}" for name, stat, df, p in rows]
-        return "\n".join(
-            [
-                f"Parametric bootstrap likelihood-ratio test: {self.nsamp} replicates, {self.nused} used, {self.nfailed} failed",
-                f" small: {self.test.formulas[0]}",
-                f" large: {self.test.formulas[1]}",
-                head,
-                *body,
-            ]
-        )
+        return display.pblrt_table(self)
 
 
 def pblrt(

@@ -1,73 +1,18 @@
-"""Bootstrap results: the replicate arrays, the tables MixedModels.jl names, intervals, combining, files."""
+"""Bootstrap results: the tables MixedModels.jl names, intervals, combining, files."""
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .model import LinearMixedModel, MixedModel
-
-
-@dataclass
-class Replicates:
-    """Per-replicate fit results, as host arrays (one row per replicate)."""
-
-    objective: np.ndarray  # (N,)
-    beta: np.ndarray  # (N, p) all coefficients; inestimable ones -0.0
-    se: np.ndarray  # (N, p); NaN for inestimable ones
-    sigma: np.ndarray  # (N,); NaN for a family without a dispersion parameter
-    theta: np.ndarray  # (N, ntheta)
-    converged: np.ndarray  # (N,) bool
-    niter: np.ndarray  # (N,) int
-
-    @classmethod
-    def empty(cls, n: int, m: MixedModel) -> Replicates:
-        p = len(m.coefnames)
-        return cls(
-            objective=np.full(n, np.nan),
-            beta=np.full((n, p), -0.0),
-            se=np.full((n, p), np.nan),
-            sigma=np.full(n, np.nan),
-            theta=np.full((n, m.structure.ntheta), np.nan),
-            converged=np.zeros(n, dtype=bool),
-            niter=np.zeros(n, dtype=np.int64),
-        )
-
-    def store(self, rows: np.ndarray, res, m: MixedModel, extra_iterations=0) -> None:
-        """Write the lanes of a batched FitResult (one per row) into `rows`."""
-        est = m.design.estimable
-        self.objective[rows] = res.objective
-        self.beta[np.ix_(rows, est)] = res.beta
-        self.se[np.ix_(rows, est)] = res.stderror
-        self.sigma[rows] = res.sigma
-        self.theta[rows] = res.theta
-        self.converged[rows] = res.converged
-        self.niter[rows] = res.niter + extra_iterations
-
-    def astype(self, ftype) -> Replicates:
-        conv = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("objective", "beta", "se", "sigma", "theta"):
-            conv[name] = conv[name].astype(ftype)
-        return Replicates(**conv)
-
-    @classmethod
-    def concat(cls, parts: list[Replicates]) -> Replicates:
-        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
-
-    def __len__(self) -> int:
-        return len(self.objective)
-
-
-def _numbered(prefix: str, n: int) -> list[str]:
-    """β1, β2, ... zero-padded once there are 10 or more, as MixedModels.jl names them."""
-    width = len(str(n)) if n >= 10 else 1
-    return [f"{prefix}{i + 1:0{width}d}" for i in range(n)]
+from . import display, io
+from .covariance import covariances, sd_corr
+from .mixedmodel import MixedModel
+from .replicates import Replicates, numbered
 
 
 def shortestcovint(v, level: float = 0.95) -> tuple[float, float]:
@@ -131,8 +76,8 @@ class MixedModelBootstrap:
 
     @property
     def _dispersion(self) -> bool:
-        """Has the model a residual scale sigma (a linear mixed model)?"""
-        return isinstance(self.model, LinearMixedModel)
+        """Has the model a residual scale sigma?"""
+        return self.model.has_dispersion
 
     @property
     def lowerbd(self) -> np.ndarray:
@@ -148,22 +93,14 @@ class MixedModelBootstrap:
     # ---- variance components per replicate --------------------------------------------------
     def _sd_corr(self) -> tuple[list[tuple[str, str, np.ndarray]], list[tuple[str, str, np.ndarray]]]:
         """Per random-effects column: (group, column, sd); per correlated pair: (group, 'a, b', rho)."""
-        sds, rhos, offset = [], [], 0
-        theta = self.theta.astype(np.float64)
-        sigma = self.replicates.sigma.astype(np.float64) if self._dispersion else np.ones(len(theta))
-        for t in self.model.structure.terms:
-            lam = np.zeros((len(theta), t.k, t.k))
-            lam[:, t.theta_rows, t.theta_cols] = theta[:, offset : offset + t.ntheta]
-            offset += t.ntheta
-            cov = lam @ lam.transpose(0, 2, 1)
-            norms = np.sqrt(np.einsum("nii->ni", cov))
-            sds += [(t.group, c, sigma * norms[:, i]) for i, c in enumerate(t.columns)]
-            if any(r != c for r, c in zip(t.theta_rows, t.theta_cols)):
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    for i in range(t.k):
-                        for j in range(i + 1, t.k):
-                            rho = cov[:, i, j] / (norms[:, i] * norms[:, j])
-                            rhos.append((t.group, f"{t.columns[i]}, {t.columns[j]}", rho))
+        sds, rhos = [], []
+        terms = self.model.structure.terms
+        sigma = self.replicates.sigma.astype(np.float64) if self._dispersion else np.ones(len(self.theta))
+        for t, cov in zip(terms, covariances(self.theta, np.ones(len(self.theta)), terms)):
+            sd, rho = sd_corr(cov)
+            sds += [(t.group, c, sigma * sd[:, i]) for i, c in enumerate(t.columns)]
+            if t.correlated:
+                rhos += [(t.group, f"{t.columns[i]}, {t.columns[j]}", r) for (i, j), r in rho.items()]
         ftype = self.replicates.sigma.dtype
         return [(g, c, v.astype(ftype)) for g, c, v in sds], [(g, c, v.astype(ftype)) for g, c, v in rhos]
 
@@ -173,12 +110,12 @@ class MixedModelBootstrap:
         (MixedModels.jl's names)."""
         sds, rhos = self._sd_corr()
         cols: dict[str, np.ndarray] = {"obj": self.objective}
-        cols.update(zip(_numbered("β", self.replicates.beta.shape[1]), self.replicates.beta.T))
+        cols.update(zip(numbered("β", self.replicates.beta.shape[1]), self.replicates.beta.T))
         if self._dispersion:
             cols["σ"] = self.replicates.sigma
-        cols.update(zip(_numbered("σ", len(sds)), (s[2] for s in sds)))
-        cols.update(zip(_numbered("ρ", len(rhos)), (r[2] for r in rhos)))
-        cols.update(zip(_numbered("θ", self.theta.shape[1]), self.theta.T))
+        cols.update(zip(numbered("σ", len(sds)), (s[2] for s in sds)))
+        cols.update(zip(numbered("ρ", len(rhos)), (r[2] for r in rhos)))
+        cols.update(zip(numbered("θ", self.theta.shape[1]), self.theta.T))
         return pd.DataFrame(cols)
 
     @property
@@ -284,64 +221,12 @@ class MixedModelBootstrap:
         return pd.DataFrame(rows, columns=["index", "lower", "upper"])
 
     def __repr__(self) -> str:
-        tbl = self.tbl
-        summary = tbl.describe(percentiles=[0.25, 0.5, 0.75]).T[["min", "25%", "50%", "mean", "75%", "max"]]
-        failed = int((~self.converged).sum())
-        head = [
-            f"MixedModelBootstrap with {self.nsamp} samples of {self.model.formula!r}",
-            f" converged: {self.nsamp - failed} of {self.nsamp}; singular: {int(self.issingular().sum())}",
-        ]
-        return "\n".join(head) + "\n" + summary.to_string(float_format=lambda v: f"{v:.6g}")
+        return display.bootstrap_summary(self)
 
-    # ---- files -------------------------------------------------------------------------------
+    # ---- files ------------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the replicates to a Parquet file (see `restorereplicates` for the layout)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        r = self.replicates
-        cols = {"objective": r.objective, "σ": r.sigma, "converged": r.converged, "niter": r.niter}
-        for name, arr in (("β", r.beta), ("se", r.se), ("θ", r.theta)):
-            cols.update(zip(_numbered(name, arr.shape[1]), arr.T))
-        meta = {"model": _signature(self.model), "sim": [np.asarray(s).tolist() for s in self.sim], "format": 1}
-        if self.statistic is not None:
-            flat = self.statistic.reshape(len(self.statistic), -1)
-            cols.update(zip(_numbered("statistic", flat.shape[1]), flat.T))
-            meta["statistic_shape"] = list(self.statistic.shape[1:])
-        table = pa.table(cols)
-        table = table.replace_schema_metadata({b"jaxmm": json.dumps(meta).encode()})
-        pq.write_table(table, str(path))
-
-
-def _signature(m: MixedModel) -> dict:
-    """What makes two bootstraps comparable: the model's formula, estimation method and data, and
-    for a generalized linear mixed model its family, link and fast setting (a linear mixed
-    model's signature has no such entry: its family is "gaussian")."""
-    import hashlib
-
-    digest = hashlib.sha256(np.ascontiguousarray(m.design.y).tobytes())
-    digest.update(np.ascontiguousarray(m.design.matrices.x).tobytes())
-    sig = {
-        "formula": m.formula,
-        "REML": m.REML,
-        "nobs": m.nobs,
-        "coefnames": list(m.coefnames),
-        "terms": [[t.group, list(t.columns), t.nlevels] for t in m.structure.terms],
-        "data": digest.hexdigest()[:16],
-    }
-    if not isinstance(m, LinearMixedModel):
-        sig.update(family=f"{m.family.name} ({m.family.link})", fast=m.fast)
-    return sig
-
-
-def _signature_difference(ours: dict, theirs: dict) -> tuple[str, object, object] | None:
-    """The first entry in which two signatures differ, with both values (None: they agree)."""
-    lmm = {"family": "gaussian", "fast": None}
-    for key in list(ours) + [k for k in theirs if k not in ours]:
-        a, b = ours.get(key, lmm.get(key)), theirs.get(key, lmm.get(key))
-        if a != b:
-            return key, a, b
-    return None
+        io.save_replicates(path, self.replicates, self.model, self.sim, self.statistic)
 
 
 def vcat(*samps) -> MixedModelBootstrap:
@@ -350,9 +235,9 @@ def vcat(*samps) -> MixedModelBootstrap:
         samps = tuple(samps[0])
     if not samps or not all(isinstance(s, MixedModelBootstrap) for s in samps):
         raise ValueError("vcat takes MixedModelBootstrap objects (or one list of them)")
-    sig = _signature(samps[0].model)
+    sig = io.signature(samps[0].model)
     for s in samps[1:]:
-        diff = _signature_difference(sig, _signature(s.model))
+        diff = io.signature_difference(sig, io.signature(s.model))
         if diff is not None:
             key, ours, theirs = diff
             raise ValueError(f"cannot combine bootstraps of different models: their {key} differ ({ours!r} vs {theirs!r})")
@@ -363,51 +248,10 @@ def vcat(*samps) -> MixedModelBootstrap:
     return MixedModelBootstrap(samps[0].model, Replicates.concat([s.replicates for s in samps]), sim=samps[0].sim, statistic=statistic)
 
 
+
+
 def restorereplicates(path, m: MixedModel) -> MixedModelBootstrap:
-    """Read a file written by `samp.save(path)` for the model `m` (checked against it).
-
-    Layout: a Parquet table with columns objective, σ, converged, niter, β1.., se1.., θ1.. (and
-    statistic1.., the flattened statistic, if any) and schema metadata key "jaxmm" holding JSON
-    with the model's signature, simulation parameters (and the statistic's shape)."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    try:
-        table = pq.read_table(str(path))
-        metadata = table.schema.metadata or {}
-        if b"jaxmm" not in metadata:
-            raise ValueError("it has no jaxmm metadata")
-        meta = json.loads(metadata[b"jaxmm"])
-        if not isinstance(meta, dict):
-            raise ValueError(f"its jaxmm metadata is a {type(meta).__name__}, not an object")
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{path} is not a jaxmm bootstrap file: {err}") from None
-    theirs = meta.get("model")
-    diff = _signature_difference(_signature(m), theirs if isinstance(theirs, dict) else {})
-    if diff is not None:
-        key, ours, theirs = diff
-        raise ValueError(f"{path} holds a bootstrap of another model: its {key} is {theirs!r}, the model's is {ours!r}")
-    df = table.to_pandas()
-    p, nt = len(m.coefnames), m.structure.ntheta
-    absent = [c for c in ["objective", "σ", "converged", "niter", *_numbered("β", p), *_numbered("se", p), *_numbered("θ", nt)] if c not in df]
-    if absent:
-        raise ValueError(f"{path} is damaged: it has no column {absent[0]!r}")
-    reps = Replicates(
-        objective=df["objective"].to_numpy(),
-        beta=df[_numbered("β", p)].to_numpy(),
-        se=df[_numbered("se", p)].to_numpy(),
-        sigma=df["σ"].to_numpy(),
-        theta=df[_numbered("θ", nt)].to_numpy(),
-        converged=df["converged"].to_numpy(dtype=bool),
-        niter=df["niter"].to_numpy(),
-    )
-    statistic = None
-    if "statistic_shape" in meta:
-        shape = tuple(meta["statistic_shape"])
-        names = _numbered("statistic", math.prod(shape))
-        if any(c not in df for c in names):
-            raise ValueError(f"{path} is damaged: it lacks statistic columns")
-        statistic = df[names].to_numpy().reshape(len(df), *shape)
-    return MixedModelBootstrap(m, reps, sim=tuple(np.asarray(s) for s in meta.get("sim", ())), statistic=statistic)
+    """Read a file written by `samp.save(path)` for the model `m` (checked against it); see
+    jaxmm/io.py for the layout."""
+    replicates, sim, statistic = io.read_replicates(path, m)
+    return MixedModelBootstrap(m, replicates, sim=sim, statistic=statistic)

@@ -26,6 +26,11 @@ Each iteration evaluates one candidate (objective, gradient, Hessian) and
    then one more Newton step is taken, which (convergence being quadratic) makes theta accurate
    far beyond what the objective tolerance alone implies.
 
+The interface is optimistix's: `init` makes a `SolverState` (a pytree of arrays), `step` does one
+iteration, `done` says whether to stop; `run` loops `step` (to the end, or for a round of a
+bootstrap lane, which keeps its state, damping included, for the next round) and `finish` applies
+the boundary checks below. `minimize` is init, run and finish in one.
+
 Finally a boundary polish, MixedModels.jl's rule: each diagonal element below `xtol_zero_abs`
 is set to exactly 0 when that raises the objective by at most `ftol_zero_abs`, so a singular fit
 lands on the boundary (sigma_j = 0, rho = +-1 exactly), as the peers report it.
@@ -33,8 +38,9 @@ lands on the boundary (sigma_j = 0, rho = +-1 exactly), as the peers report it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,14 +74,21 @@ def default_options(dtype) -> SolverOptions:
 
 
 class SolverResult(NamedTuple):
+    """A finished fit: the optimum, whether the stopping rules were met, the iterations it took and
+    the (exact or BFGS) Hessian at the last accepted point."""
+
     theta: Array
     fmin: Array
     converged: Array  # bool
     niter: Array  # evaluations of (objective, gradient, Hessian)
-    hessian: Array  # the (exact or BFGS) Hessian at the last accepted point: to continue from
+    hessian: Array
 
 
-class _State(NamedTuple):
+class SolverState(NamedTuple):
+    """Where a minimisation stands between two iterations: the accepted point with its objective,
+    gradient and Hessian, and the next candidate with the damping and step that produced it.
+    A pytree of arrays: a bootstrap lane keeps its state from one kernel call to the next."""
+
     theta: Array  # the accepted point, with its f, g and h
     f: Array
     g: Array
@@ -139,7 +152,7 @@ def _bfgs_update(h: Array, s: Array, y: Array) -> Array:
     return jnp.where(ok, updated, h)
 
 
-def _step(g: Array, h: Array, mu: Array) -> tuple[Array, Array]:
+def _newton_step(g: Array, h: Array, mu: Array) -> tuple[Array, Array]:
     """Damped Newton step, with the smallest damping on the ladder that makes H + mu I PD."""
     scale = jnp.max(jnp.abs(jnp.diag(h))) + 1.0
     mus = jnp.concatenate([mu[None], jnp.maximum(mu, 1e-8 * scale) * _DAMPING_LADDER[1:]])
@@ -149,94 +162,156 @@ def _step(g: Array, h: Array, mu: Array) -> tuple[Array, Array]:
     return -cho_solve_small(chols[pick], g), mus[pick]
 
 
+def init(theta0: Array, column_diag: np.ndarray, h0: Array | None = None, niter: Array | int = 0) -> SolverState:
+    """The state before the first iteration: theta0 (made canonical) is the first candidate.
+
+    h0: the Hessian BFGS starts from (a fit `step`ped with exact=False); None for Newton, which
+    computes the exact Hessian at every accepted point. niter: iterations already spent (a fit
+    restarted from a new point keeps its count)."""
+    false = jnp.array(False)
+    return SolverState(
+        theta=theta0,
+        f=jnp.array(jnp.inf, theta0.dtype),
+        g=jnp.zeros_like(theta0),
+        h=jnp.eye(theta0.shape[0], dtype=theta0.dtype) if h0 is None else h0,
+        candidate=canonical_signs(theta0, column_diag),
+        mu=jnp.zeros((), theta0.dtype),
+        predicted=jnp.zeros((), theta0.dtype),
+        step=jnp.zeros_like(theta0),
+        signs=_column_signs(theta0, column_diag),
+        niter=jnp.asarray(niter),
+        done=false,
+        converged=false,
+        final=false,
+    )
+
+
+def _evaluate(fun: Callable[[Array], Array], s: SolverState, opts: SolverOptions, exact: bool):
+    """Objective at the candidate and, if accepted, its gradient and (exact or updated) Hessian."""
+    first = jnp.isinf(s.f)
+    if exact:
+        fc = fun(s.candidate)
+        # Derivatives only at accepted points: a rejected candidate costs one objective
+        # evaluation (under vmap both branches run: this saves time for single fits).
+        accept = first | _acceptable(fc, s, opts)
+        theta, f, g, h = lax.cond(
+            accept, lambda: (s.candidate, *_value_grad_hess(fun, s.candidate)), lambda: (s.theta, s.f, s.g, s.h)
+        )
+        return accept, fc, theta, f, g, h
+    fc, gc = jax.value_and_grad(fun)(s.candidate)
+    accept = first | _acceptable(fc, s, opts)
+    # The secant pair is curvature information whether or not the candidate is accepted: a
+    # rejected step still corrects the Hessian, so the next proposal differs.
+    updated = jnp.where(first, s.h, _bfgs_update(s.h, s.step, s.signs * gc - s.g))
+    h = jnp.where(accept, s.signs[:, None] * updated * s.signs[None, :], updated)
+    theta, f, g = (jnp.where(accept, new, old) for new, old in ((s.candidate, s.theta), (fc, s.f), (gc, s.g)))
+    return accept, fc, theta, f, g, h
+
+
+def step(
+    fun: Callable[[Array], Array], s: SolverState, column_diag: np.ndarray, opts: SolverOptions, exact: bool
+) -> SolverState:
+    """One iteration: evaluate the candidate, accept or reject it, test convergence, propose the next.
+
+    exact (static): Newton with the exact Hessian at accepted points, or BFGS updates of s.h."""
+    accept, fc, theta, f, g, h = _evaluate(fun, s, opts, exact)
+    first = jnp.isinf(s.f)
+    tol = _tolerance(f, opts)
+    newton_step = accept & ~first & (s.mu == 0.0)
+    converged = (
+        s.final
+        | _is_converged(f, g, h, opts)
+        | (newton_step & ((jnp.max(jnp.abs(s.step)) <= opts.xtol_abs) | (s.f - fc <= tol)))
+        | (~accept & (s.mu == 0.0) & (s.predicted <= tol))
+    )
+    scale = jnp.max(jnp.abs(jnp.diag(h))) + 1.0
+    shrunk = jnp.where(s.mu / 10.0 < 1e-8 * scale, 0.0, s.mu / 10.0)
+    mu = jnp.where(converged, 0.0, jnp.where(accept, shrunk, jnp.maximum(10.0 * s.mu, 1e-4 * scale)))
+    d, mu = _newton_step(g, h, mu)
+    # f is invariant to the sign flips, so the model's prediction for theta + d holds for the candidate.
+    signs = _column_signs(theta + d, column_diag)
+    predicted = -(g @ d + 0.5 * d @ h @ d)
+    niter = s.niter + 1
+    stuck = jnp.all(d == 0.0)  # converged exactly, or a stationary point with g = 0
+    done = s.final | stuck | (niter >= opts.maxiter) | ~jnp.isfinite(f)
+    # Once converged, take one more Newton step (see the module docstring).
+    final = converged & ~done
+    return SolverState(theta, f, g, h, signs * (theta + d), mu, predicted, d, signs, niter, done, converged, final)
+
+
+def done(s: SolverState) -> Array:
+    """Whether the minimisation has stopped: converged (and polished by its last Newton step),
+    out of iterations (opts.maxiter), stuck at a stationary point, or at a non-finite objective."""
+    return s.done
+
+
+def run(
+    fun: Callable[[Array], Array],
+    s: SolverState,
+    column_diag: np.ndarray,
+    opts: SolverOptions,
+    exact: bool,
+    until: Array | int | None = None,
+) -> SolverState:
+    """`step` until `done`, or until s.niter reaches `until` (a round of a bootstrap lane, which the
+    next call continues from the returned state). `fun` is traced once, inside the loop."""
+    if until is None:
+        return lax.while_loop(lambda t: ~done(t), lambda t: step(fun, t, column_diag, opts, exact), s)
+    return lax.while_loop(lambda t: ~done(t) & (t.niter < until), lambda t: step(fun, t, column_diag, opts, exact), s)
+
+
+def finish(
+    fun: Callable[[Array], Array], s: SolverState, column_diag: np.ndarray, opts: SolverOptions
+) -> tuple[SolverResult, SolverState]:
+    """The result of a stopped minimisation, after the boundary checks (`_check_boundary`), and the
+    state to continue from: `s` itself, or, when a probe found a lower point off the boundary,
+    a fresh start there (not done; the result is then reported unconverged).
+
+    Only meaningful for a done state; for one that is not, the result is where it stands."""
+    theta, fmin, converged, better = _check_boundary(fun, s.theta, s.f, column_diag, opts, s.converged)
+    restart = init(theta, column_diag, s.h, s.niter)
+    s = jax.tree.map(lambda fresh, old: jnp.where(better, fresh, old), restart, s)
+    return SolverResult(theta, fmin, converged, s.niter, s.h), s
+
+
 def minimize(
     fun: Callable[[Array], Array],
     theta0: Array,
     column_diag: np.ndarray,
     opts: SolverOptions = SolverOptions(),
     h0: Array | None = None,
-    budget: Array | None = None,
 ) -> SolverResult:
     """Minimise fun(theta), where fun is invariant to `canonical_signs`. Pure: jit and vmap it.
 
     With h0=None every accepted point gets the exact Hessian (Newton). Given h0, a Hessian known to
     be close (a bootstrap replicate starts where the fitted model's Hessian is known), iterations
     use gradients only and update the Hessian by BFGS from h0: an iteration then costs a third of
-    a Newton one, and a good h0 keeps the iteration count near Newton's.
+    a Newton one, and a good h0 keeps the iteration count near Newton's."""
+    s = run(fun, init(theta0, column_diag, h0), column_diag, opts, exact=h0 is None)
+    return finish(fun, s, column_diag, opts)[0]
 
-    `budget` (traced) lowers the iteration limit below opts.maxiter, e.g. for a continued fit.
 
-    The loop body evaluates one candidate, accepts or rejects it and proposes the next; the start
-    is the first candidate, so `fun` is traced once for the loop."""
-    d = theta0.shape[0]
-    limit = opts.maxiter if budget is None else jnp.minimum(opts.maxiter, budget)
-    false = jnp.array(False)
-    exact = h0 is None
-    init = _State(
-        theta=theta0,
-        f=jnp.array(jnp.inf, theta0.dtype),
-        g=jnp.zeros_like(theta0),
-        h=jnp.eye(d, dtype=theta0.dtype) if exact else h0,
-        candidate=canonical_signs(theta0, column_diag),
-        mu=jnp.zeros((), theta0.dtype),
-        predicted=jnp.zeros((), theta0.dtype),
-        step=jnp.zeros_like(theta0),
-        signs=_column_signs(theta0, column_diag),
-        niter=jnp.array(0),
-        done=false,
-        converged=false,
-        final=false,
-    )
+def floor_eigenvalues(h) -> np.ndarray:
+    """A Hessian made positive definite (eigenvalues floored), as a start for BFGS."""
+    eig, vec = np.linalg.eigh(np.asarray(h))
+    return (vec * np.maximum(eig, 1e-3 * np.max(np.abs(eig)) + 1e-8)) @ vec.T
 
-    def evaluate(s: _State):
-        """Objective at the candidate and, if accepted, its gradient and (exact or updated) Hessian."""
-        first = jnp.isinf(s.f)
-        if exact:
-            fc = fun(s.candidate)
-            # Derivatives only at accepted points: a rejected candidate costs one objective
-            # evaluation (under vmap both branches run: this saves time for single fits).
-            accept = first | _acceptable(fc, s, opts)
-            theta, f, g, h = lax.cond(
-                accept, lambda: (s.candidate, *_value_grad_hess(fun, s.candidate)), lambda: (s.theta, s.f, s.g, s.h)
-            )
-            return accept, fc, theta, f, g, h
-        fc, gc = jax.value_and_grad(fun)(s.candidate)
-        accept = first | _acceptable(fc, s, opts)
-        # The secant pair is curvature information whether or not the candidate is accepted: a
-        # rejected step still corrects the Hessian, so the next proposal differs.
-        updated = jnp.where(first, s.h, _bfgs_update(s.h, s.step, s.signs * gc - s.g))
-        h = jnp.where(accept, s.signs[:, None] * updated * s.signs[None, :], updated)
-        theta, f, g = (jnp.where(accept, new, old) for new, old in ((s.candidate, s.theta), (fc, s.f), (gc, s.g)))
-        return accept, fc, theta, f, g, h
 
-    def body(s: _State) -> _State:
-        accept, fc, theta, f, g, h = evaluate(s)
-        first = jnp.isinf(s.f)
-        tol = _tolerance(f, opts)
-        newton_step = accept & ~first & (s.mu == 0.0)
-        converged = (
-            s.final
-            | _is_converged(f, g, h, opts)
-            | (newton_step & ((jnp.max(jnp.abs(s.step)) <= opts.xtol_abs) | (s.f - fc <= tol)))
-            | (~accept & (s.mu == 0.0) & (s.predicted <= tol))
-        )
-        scale = jnp.max(jnp.abs(jnp.diag(h))) + 1.0
-        shrunk = jnp.where(s.mu / 10.0 < 1e-8 * scale, 0.0, s.mu / 10.0)
-        mu = jnp.where(converged, 0.0, jnp.where(accept, shrunk, jnp.maximum(10.0 * s.mu, 1e-4 * scale)))
-        step, mu = _step(g, h, mu)
-        # f is invariant to the sign flips, so the model's prediction for theta + step holds for the candidate.
-        signs = _column_signs(theta + step, column_diag)
-        predicted = -(g @ step + 0.5 * step @ h @ step)
-        niter = s.niter + 1
-        stuck = jnp.all(step == 0.0)  # converged exactly, or a stationary point with g = 0
-        done = s.final | stuck | (niter >= limit) | ~jnp.isfinite(f)
-        # Once converged, take one more Newton step (see the module docstring).
-        final = converged & ~done
-        return _State(theta, f, g, h, signs * (theta + step), mu, predicted, step, signs, niter, done, converged, final)
-
-    final = lax.while_loop(lambda s: ~s.done, body, init)
-    theta, fmin, converged = _check_boundary(fun, final.theta, final.f, column_diag, opts, final.converged)
-    return SolverResult(theta, fmin, converged, final.niter, final.h)
+def solver_options(overrides: dict[str, Any] | None, dtype=np.float64) -> SolverOptions:
+    """SolverOptions for fits in `dtype` (see default_options), with MixedModels.jl-style
+    overrides (`ftol_rel`, `ftol_abs`, `xtol_abs`, `maxfeval`/`maxiter`)."""
+    overrides = dict(overrides or {})
+    if "maxfeval" in overrides:
+        overrides["maxiter"] = overrides.pop("maxfeval")
+    unknown = set(overrides) - set(SolverOptions._fields)
+    if unknown:
+        known = ", ".join(SolverOptions._fields)
+        raise ValueError(f"unknown solver option {sorted(unknown)[0]!r}; known: {known}, maxfeval")
+    for key, value in overrides.items():
+        if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+            raise ValueError(f"solver option {key!r} must be a finite non-negative number, got {value!r}")
+    opts = default_options(dtype)._replace(**overrides)
+    return opts._replace(maxiter=int(opts.maxiter))
 
 
 _PROBE = 0.1
@@ -252,6 +327,8 @@ def _check_boundary(fun, theta: Array, f: Array, column_diag: np.ndarray, opts: 
     polish (MixedModels.jl's rule): the diagonal elements below xtol_zero_abs are all set to exactly
     0 when that raises the objective by at most ftol_zero_abs, so singular fits land on the boundary."""
     is_diag = column_diag == np.arange(len(column_diag))  # static, as are the probe directions
+    if not is_diag.any():  # no bounded component: nothing to check
+        return theta, f, converged, jnp.zeros_like(converged)
     probes = theta + _PROBE * np.eye(len(theta), dtype=theta.dtype)[is_diag]
     small = is_diag & (theta > 0.0) & (theta < opts.xtol_zero_abs)
     zeroed = jnp.where(small, 0.0, theta)
@@ -263,10 +340,10 @@ def _check_boundary(fun, theta: Array, f: Array, column_diag: np.ndarray, opts: 
     snap = converged & ~better & jnp.any(small) & (f_zero <= f + opts.ftol_zero_abs)
     theta = jnp.where(better, probes[best], jnp.where(snap, zeroed, theta))
     f = jnp.where(better, f_probe[best], jnp.where(snap, f_zero, f))
-    return theta, f, converged & ~better
+    return theta, f, converged & ~better, better
 
 
-def _acceptable(fc: Array, s: _State, opts: SolverOptions) -> Array:
+def _acceptable(fc: Array, s: SolverState, opts: SolverOptions) -> Array:
     """Sufficient decrease; for the last, polishing step, no increase beyond rounding noise."""
     decreases = fc <= s.f - 1e-4 * jnp.maximum(s.predicted, 0.0)
     no_worse = fc <= s.f + _tolerance(s.f, opts)

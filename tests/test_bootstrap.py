@@ -24,7 +24,7 @@ import jaxmm
 from jaxmm.design import suffstats
 from jaxmm.deviance import objective
 from jaxmm.bootstrap import simulate_and_refit
-from jaxmm.simulate import simulated_responses
+from jaxmm.bootstrap import simulated_responses
 
 from _helpers import assert_restores, same
 

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 import jaxmm
-from jaxmm.glmm import GeneralizedLinearMixedModel, adaptive_quadrature, glmm_data, laplace
+from jaxmm.glmm import GeneralizedLinearMixedModel
+from jaxmm.glmm.laplace import adaptive_quadrature, glmm_data, laplace
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "glmer_fits.json").read_text())
 

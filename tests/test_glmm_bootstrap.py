@@ -15,10 +15,11 @@ import pytest
 from scipy.special import expit
 
 import jaxmm
-from jaxmm.family import family
-from jaxmm.glmm import glmm_data
+from jaxmm.glmm.family import family
+from jaxmm.glmm.laplace import glmm_data
 from jaxmm.results import MixedModelBootstrap
-from jaxmm.simulate import replicate_key, simulate_glmm_response, simulated_responses
+from jaxmm.bootstrap import replicate_key, simulated_responses
+from jaxmm.glmm.model import simulate_glmm_response
 
 from _helpers import assert_restores, same
 
@@ -96,7 +97,7 @@ def test_use_u_simulates_around_the_fitted_means(cbpp):
     nsim = 4000
     with jax.enable_x64(True):
         data = jax.tree.map(jnp.asarray, glmm_data(cbpp.design))
-        u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in cbpp._fit["u"]])
+        u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in cbpp._state.u])
         beta, theta = jnp.asarray(cbpp.beta.to_numpy()), jnp.asarray(cbpp.theta)
         one = lambda i: simulate_glmm_response(replicate_key(jax.random.key(1), i), data, cbpp.structure, cbpp.family, beta, theta, u)  # noqa: E731
         ys = np.asarray(jax.jit(jax.vmap(one))(jnp.arange(nsim)))

@@ -30,7 +30,7 @@ from scipy import stats as sps
 
 import jaxmm
 from jaxmm.lrt import check_nested
-from jaxmm.simulate import simulated_responses
+from jaxmm.bootstrap import simulated_responses
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "pbkrtest_lrt.json").read_text())
 LARGE = "reaction ~ 1 + days + (1 + days | subj)"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.scipy.special import gammaln, log_ndtr, ndtr
 
@@ -35,6 +36,25 @@ class Family:
 
     name: str
     link: str
+
+    @property
+    def takes_weights(self) -> bool:
+        """Whether the family has prior weights: the binomial's are the numbers of trials."""
+        return self.name == "binomial"
+
+    def check_response(self, y: np.ndarray, response: str) -> None:
+        """A ValueError naming the response unless y is in the family's support: counts (poisson),
+        proportions in [0, 1] (binomial, with the trials as weights), 0 or 1 (bernoulli)."""
+        if self.name == "poisson":
+            if np.any((y < 0) | (y != np.round(y))):
+                raise ValueError(f"response {response!r} must be non-negative counts for family 'poisson'")
+            return
+        if np.any((y < 0) | (y > 1)):
+            raise ValueError(
+                f"response {response!r} must be in [0, 1] for family {self.name!r} (a proportion, with weights the trials)"
+            )
+        if self.name == "bernoulli" and np.any((y != 0) & (y != 1)):
+            raise ValueError(f"response {response!r} must be 0 or 1 for family 'bernoulli'")
 
     def inverse_link(self, eta: Array) -> Array:
         """mu = g^-1(eta)."""
@@ -83,7 +103,6 @@ class Family:
         log_mu, log1m_mu = self._log_mu(eta)
         variance = jnp.exp(log_mu + log1m_mu)
         return jnp.where(variance > 0.0, weights * mu_eta**2 / jnp.where(variance > 0.0, variance, 1.0), 0.0)
-
 
     def sample(self, key: Array, mu: Array, weights: Array) -> Array:
         """One response per observation with conditional mean mu: bernoulli y ~ Bernoulli(mu);

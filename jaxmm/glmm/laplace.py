@@ -6,7 +6,7 @@ the normalising constants of the conditional densities, which lme4's -2 logLik i
 
     f(theta, beta) = sum_i d_i(eta_i) + ||u~||^2 + log|Lambda'Z'W Z Lambda + I|
 
-where d_i = -2 log p(y_i | mu_i) (jaxmm/family.py), u~ is the conditional mode of u, the minimiser
+where d_i = -2 log p(y_i | mu_i) (family.py), u~ is the conditional mode of u, the minimiser
 of the penalised deviance  sum_i d_i + ||u||^2  (found by PIRLS), and W holds the Fisher weights
 at u~. `objective` is f at the optimum, the value lme4 reports as -2 logLik.
 
@@ -33,25 +33,23 @@ thousands of random effects would need the blocked factorisation of deviance.py.
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
-import pandas as pd
 from jax import Array, lax
 from jax.scipy.special import logsumexp
 
-from ._compile import jit
-from .deviance import lambdas, modes_by_term
-from .linalg import leading_logdets
-from .design import Design, Structure, build_design
-from .family import Family, family as make_family
-from .model import MixedModel, OptSummary, _format_coeftable, _format_varcorr, solver_options
-from .solver import SolverOptions, minimize
+from .._compile import jit
+from ..covariance import lambdas
+from ..design import Design, Structure
+from ..linalg import leading_logdets
+from ..solver import SolverOptions, SolverResult, minimize
+from .family import Family
 
 
 class GlmmData(NamedTuple):
@@ -87,18 +85,18 @@ def glmm_data(design: Design) -> GlmmData:
     return GlmmData(design.y, weights, mats.x, mats.z, index.astype(np.int32))
 
 
-def _z_lambda(theta: Array, data: GlmmData, structure: Structure) -> Array:
+def z_lambda(theta: Array, data: GlmmData, structure: Structure) -> Array:
     """The nonzero entries of Z Lambda, (n, K): each term's z_t lambda_t."""
-    return jnp.concatenate([z @ lam for z, lam in zip(data.z, lambdas(theta, structure))], axis=1)
+    return jnp.concatenate([z @ lam for z, lam in zip(data.z, lambdas(theta, structure.terms))], axis=1)
 
 
-def _eta(mode: Mode, zl: Array, data: GlmmData) -> Array:
+def linear_predictor(mode: Mode, zl: Array, data: GlmmData) -> Array:
     """eta = X beta + Z Lambda u."""
     return data.x @ mode.beta + jnp.sum(zl * mode.u[data.index], axis=1)
 
 
 def _penalised_deviance(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> Array:
-    return jnp.sum(fam.deviance(data.y, data.weights, _eta(mode, zl, data))) + mode.u @ mode.u
+    return jnp.sum(fam.deviance(data.y, data.weights, linear_predictor(mode, zl, data))) + mode.u @ mode.u
 
 
 def _z_gram(zl: Array, c: Array, index: Array, q: int) -> Array:
@@ -109,7 +107,7 @@ def _z_gram(zl: Array, c: Array, index: Array, q: int) -> Array:
 
 def _half_deviance_derivatives(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> tuple[Array, Array, Array]:
     """eta, and the first and second derivatives of d_i/2 in eta_i."""
-    eta = _eta(mode, zl, data)
+    eta = linear_predictor(mode, zl, data)
     half_deviance = jax.grad(lambda e: 0.5 * jnp.sum(fam.deviance(data.y, data.weights, e)))
     g, curvature = jax.jvp(half_deviance, (eta,), (jnp.ones_like(eta),))
     return eta, g, curvature
@@ -184,7 +182,7 @@ def laplace(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam
     fast=False: beta is the fixed effects. fast=True: beta is only PIRLS's start for them (the
     mode's beta is the joint mode's), and f is a function of theta alone."""
     q = sum(t.nranef for t in structure.terms)
-    zl = _z_lambda(theta, data, structure)
+    zl = z_lambda(theta, data, structure)
     mode = lax.stop_gradient(pirls(lax.stop_gradient(zl), lax.stop_gradient(beta), data, fam, fast, q))
     # Two chord steps, with the exact Hessian at the mode held constant: at the mode they move
     # nothing, but carry the mode's first and second derivatives (see the module docstring).
@@ -194,7 +192,7 @@ def laplace(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam
         mode = Mode(mode.u, beta)  # beta's derivatives come from the argument itself
     for _ in range(2):
         mode = _step(mode, factor, _penalised_gradient(mode, zl, data, fam, fast), fast)
-    eta = _eta(mode, zl, data)
+    eta = linear_predictor(mode, zl, data)
     gram = _z_gram(zl, fam.fisher_weights(data.weights, eta), data.index, q) + jnp.eye(q, dtype=eta.dtype)
     logdet = leading_logdets(gram, (q,))[0]
     return Laplace(jnp.sum(fam.deviance(data.y, data.weights, eta)) + mode.u @ mode.u + logdet, mode)
@@ -233,8 +231,8 @@ def adaptive_quadrature(theta: Array, beta: Array, data: GlmmData, structure: St
         return at
     require_scalar_term(structure)
     q, group = structure.terms[0].nlevels, data.index[:, 0]
-    zl = _z_lambda(theta, data, structure)
-    eta = _eta(at.mode, zl, data)
+    zl = z_lambda(theta, data, structure)
+    eta = linear_predictor(at.mode, zl, data)
     sd = lax.rsqrt(jax.ops.segment_sum(fam.fisher_weights(data.weights, eta) * zl[:, 0] ** 2, group, num_segments=q) + 1.0)
 
     def devc(z: Array) -> Array:
@@ -261,6 +259,42 @@ class GlmmFit(NamedTuple):
     hessian: Array  # of f in x = theta (fast) or (theta, beta), exact or BFGS's: to continue from
 
 
+def solver_problem(
+    beta0: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, nAGQ: int
+) -> tuple[Callable[[Array], Array], np.ndarray]:
+    """The function of the solver's x that a fit minimises, and x's `column_diag` (see solver.py).
+
+    fast=True: x = theta, beta found by PIRLS from beta0. fast=False: x = (theta, beta); the fixed
+    effects have no bound and no sign symmetry (column_diag -1), and beta0 gives only their count."""
+    ntheta = structure.ntheta
+    if fast:
+        return (lambda th: adaptive_quadrature(th, beta0, data, structure, fam, True, nAGQ).objective), (
+            structure.column_diag
+        )
+    column_diag = np.concatenate([structure.column_diag, np.full(beta0.shape[0], -1, dtype=np.int32)])
+    return (lambda x: adaptive_quadrature(x[:ntheta], x[ntheta:], data, structure, fam, False, nAGQ).objective), (
+        column_diag
+    )
+
+
+def glmm_result(
+    res: SolverResult, beta0: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, nAGQ: int
+) -> GlmmFit:
+    """The fit at the solver's optimum: objective, mode and Cov(beta-hat), as lme4 computes it:
+    fast=False, the beta block of 2 H^-1 with H the Hessian of f in (theta, beta) at the optimum
+    (exact, lme4's is by finite differences; after BFGS iterations, BFGS's approximation of it);
+    fast=True, the beta block of the inverse of PIRLS's Fisher system in (u, beta) at the mode
+    (lme4's RX-based one, which it uses for nAGQ = 0)."""
+    ntheta = structure.ntheta
+    theta, start = (res.theta, beta0) if fast else (res.theta[:ntheta], res.theta[ntheta:])
+    at = adaptive_quadrature(theta, start, data, structure, fam, fast, nAGQ)
+    if fast:
+        vcov = fisher_vcov(theta, at.mode, data, structure, fam)
+    else:
+        vcov = 2.0 * jnp.linalg.inv(res.hessian)[ntheta:, ntheta:]
+    return GlmmFit(at.objective, theta, at.mode.beta, at.mode.u, vcov, res.converged, res.niter, res.hessian)
+
+
 def fit_glmm(
     theta0: Array,
     beta0: Array,
@@ -271,164 +305,29 @@ def fit_glmm(
     opts: SolverOptions,
     nAGQ: int = 1,
     h0: Array | None = None,
-    budget: Array | None = None,
 ) -> GlmmFit:
     """Minimise the Laplace objective (nAGQ = 1) or its adaptive Gauss-Hermite refinement
     (`adaptive_quadrature`) from (theta0, beta0) by the project's Newton solver. Pure.
 
-    h0 and budget as in `minimize`: given h0, a Hessian of f near the start in the solver's x,
-    the iterations need first derivatives of f only (a bootstrap replicate, whose compiled kernel
-    then never differentiates PIRLS twice); budget caps the iterations of a continued fit.
-
-    fast=False optimises x = (theta, beta): the fixed effects have no bound and no sign symmetry
-    (column_diag -1). Cov(beta-hat), as lme4 computes it: fast=False, the beta block of
-    2 H^-1 with H the Hessian of f in (theta, beta) at the optimum (exact, lme4's is by finite
-    differences; with h0, BFGS's approximation of it); fast=True, the beta block of the inverse of PIRLS's Fisher system in (u, beta) at the
-    mode (lme4's RX-based one, which it uses for nAGQ = 0)."""
-    ntheta, p = structure.ntheta, beta0.shape[0]
-    if fast:
-        column_diag = structure.column_diag
-        res = minimize(lambda th: adaptive_quadrature(th, beta0, data, structure, fam, True, nAGQ).objective, theta0, column_diag, opts, h0, budget)
-        theta, start = res.theta, beta0
-    else:
-        column_diag = np.concatenate([structure.column_diag, np.full(p, -1, dtype=np.int32)])
-        joint = lambda x: adaptive_quadrature(x[:ntheta], x[ntheta:], data, structure, fam, False, nAGQ).objective
-        res = minimize(joint, jnp.concatenate([theta0, beta0]), column_diag, opts, h0, budget)
-        theta, start = res.theta[:ntheta], res.theta[ntheta:]
-    at = adaptive_quadrature(theta, start, data, structure, fam, fast, nAGQ)
-    if fast:
-        vcov = fisher_vcov(theta, at.mode, data, structure, fam)
-    else:
-        vcov = 2.0 * jnp.linalg.inv(res.hessian)[ntheta:, ntheta:]
-    return GlmmFit(at.objective, theta, at.mode.beta, at.mode.u, vcov, res.converged, res.niter, res.hessian)
+    h0 as in `minimize`: given h0, a Hessian of f near the start in the solver's x, the iterations
+    need first derivatives of f only."""
+    fun, column_diag = solver_problem(beta0, data, structure, fam, fast, nAGQ)
+    x0 = theta0 if fast else jnp.concatenate([theta0, beta0])
+    return glmm_result(minimize(fun, x0, column_diag, opts, h0), beta0, data, structure, fam, fast, nAGQ)
 
 
 def fisher_vcov(theta: Array, mode: Mode, data: GlmmData, structure: Structure, fam: Family) -> Array:
     """Cov(beta-hat) given theta: the beta block of the inverse of PIRLS's Fisher system in
     (u, beta) at `mode` (lme4's vcov(m, use.hessian = FALSE), and its only one for nAGQ = 0). Pure."""
-    info = _penalised_hessian(mode, _z_lambda(theta, data, structure), data, fam, True, fisher=True)
+    info = _penalised_hessian(mode, z_lambda(theta, data, structure), data, fam, True, fisher=True)
     return jnp.linalg.inv(info)[-mode.beta.shape[0]:, -mode.beta.shape[0]:]
 
 
 _fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts", "nAGQ"))
 
 
-class GeneralizedLinearMixedModel(MixedModel):
-    """A generalized linear mixed model: g(E[y | b]) = X beta + Z b, b ~ N(0, Lambda Lambda'),
-    fitted by maximum likelihood with the Laplace approximation (lme4's nAGQ = 1) or, for a single
-    scalar random-effects term, adaptive Gauss-Hermite quadrature (`fit(nAGQ=k)`, lme4's nAGQ = k).
-
-    `weights`: prior weights, a column name or an array with one value per row of `data`; for
-    family="binomial" the number of trials, with the response the proportion of successes
-    (lme4's `glmer(incidence/size ~ ..., weights = size)`). Use `jaxmm.fit(..., family=...)`.
-    """
-
-    def __init__(self, formula: str, data: pd.DataFrame, family: str, *, link: str | None = None, weights=None):
-        self.family: Family = make_family(family, link)
-        if weights is not None and self.family.name != "binomial":
-            raise ValueError(f"weights are the binomial trials; family {self.family.name!r} takes none (got weights={weights!r})")
-        if isinstance(data, pd.DataFrame) and weights is not None and not isinstance(weights, str):
-            values = np.asarray(weights)
-            if values.shape != (len(data),):
-                raise ValueError(f"weights must be a column name or have one value per row of data ({len(data)}), got shape {values.shape}")
-            data, weights = data.assign(**{"(weights)": values}), "(weights)"
-        if isinstance(data, pd.DataFrame) and weights is not None and weights not in data.columns:
-            raise ValueError(f"weights {weights!r} is not a column of the data")
-        self.design: Design = build_design(formula, data, residual=False, weights=weights)
-        y = self.design.y
-        if self.family.name == "poisson" and np.any((y < 0) | (y != np.round(y))):
-            raise ValueError(f"response {self.design.response!r} must be non-negative counts for family 'poisson'")
-        if self.family.name != "poisson" and np.any((y < 0) | (y > 1)):
-            raise ValueError(f"response {self.design.response!r} must be in [0, 1] for family {self.family.name!r} (a proportion, with weights the trials)")
-        if self.family.name == "bernoulli" and np.any((y != 0) & (y != 1)):
-            raise ValueError(f"response {self.design.response!r} must be 0 or 1 for family 'bernoulli'")
-        self.fast = False
-        self.nAGQ = 1
-        self.REML = False
-        self.optsum: OptSummary | None = None
-        self._fit: dict[str, Any] = {}
-
-    def fit(self, *, fast: bool = False, nAGQ: int = 1, optsum_overrides: dict[str, Any] | None = None) -> GeneralizedLinearMixedModel:
-        """Minimise the Laplace objective (nAGQ = 1) or the adaptive Gauss-Hermite one with nAGQ
-        nodes over (theta, beta), or theta alone with fast=True; returns self.
-
-        nAGQ: 1 to 100 (lme4's range); lme4's nAGQ = 0 is fast=True here.
-
-        The start, as lme4's and MixedModels.jl's: theta = 1 on the diagonal, 0 below it, and beta
-        the fit of the GLM without random effects (PIRLS at theta = 0)."""
-        if not isinstance(fast, (bool, np.bool_)):
-            raise ValueError(f"fast must be True or False, got {fast!r}")
-        # bool is an int subclass: True would pass for 1
-        if isinstance(nAGQ, (bool, np.bool_)) or not isinstance(nAGQ, (int, np.integer)) or not 1 <= nAGQ <= 100:
-            raise ValueError(f"nAGQ must be an integer from 1 to 100 (lme4's nAGQ = 0 is fast=True), got {nAGQ!r}")
-        if nAGQ > 1:
-            require_scalar_term(self.structure)  # before compiling, which would raise it too
-        opts = solver_options(optsum_overrides)
-        structure = self.structure
-        theta0 = np.where(structure.lowerbd == 0.0, 1.0, 0.0)
-        with jax.enable_x64(True):
-            data = jax.tree.map(jnp.asarray, glmm_data(self.design))
-            beta0 = _glm_start(data, structure=structure, fam=self.family)
-            res = _fit_glmm(jnp.asarray(theta0), beta0, data, structure=structure, fam=self.family, fast=bool(fast), opts=opts, nAGQ=int(nAGQ))
-            lams = lambdas(res.theta, structure)
-            self._fit = {
-                "beta": np.asarray(res.beta),
-                "se": np.sqrt(np.diagonal(np.asarray(res.vcov))),
-                "u": modes_by_term(np.asarray(res.u), structure),
-                "lambdas": tuple(np.asarray(lam) for lam in lams),
-                "hessian": np.asarray(res.hessian),
-            }
-            self.optsum = OptSummary(np.asarray(theta0), np.asarray(res.theta), float(res.objective), bool(res.converged), int(res.niter), opts)
-        self.fast, self.nAGQ = bool(fast), int(nAGQ)
-        if not self.optsum.converged:
-            warnings.warn(f"the fit did not converge in {self.optsum.niter} iterations; see m.optsum", RuntimeWarning, stacklevel=2)
-        return self
-
-    @property
-    def dof(self) -> int:
-        """Number of parameters: fixed effects (estimable) and theta (no residual scale)."""
-        return self.structure.p + self.structure.ntheta
-
-    def varcorr(self) -> pd.DataFrame:
-        """Variance components as lme4's as.data.frame(VarCorr(m)): grp, var1, var2, vcov, sdcor
-        (the covariance of b is Lambda Lambda'; there is no residual row)."""
-        return pd.DataFrame(self._varcorr_rows(1.0), columns=["grp", "var1", "var2", "vcov", "sdcor"])
-
-    def fitted(self) -> np.ndarray:
-        """mu = g^-1(X beta-hat + Z b-hat), the conditional means."""
-        with jax.enable_x64(True):
-            return np.asarray(self.family.inverse_link(jnp.asarray(self._linear_predictor())))
-
-    def summary(self) -> str:
-        """A MixedModels.jl-style summary: family, criteria, variance components, fixed effects."""
-        self._require_fit()
-        approximation = "Laplace approximation" if self.nAGQ == 1 else f"Adaptive Gauss-Hermite quadrature, nAGQ = {self.nAGQ}"
-        method = f"maximum likelihood ({approximation}" + (", fast: beta from PIRLS)" if self.fast else ")")
-        header = ("logLik", "-2 logLik", "AIC", "BIC")
-        values = (self.loglikelihood, self.objective, self.aic, self.bic)
-        groups = "; ".join(f"{t.group} {t.nlevels}" for t in self.structure.terms)
-        lines = [
-            f"Generalized linear mixed model fit by {method}",
-            f" {self.formula}",
-            f" Distribution: {self.family.name}; link: {self.family.link}",
-            "  " + "".join(f"{h:>12}" for h in header),
-            "  " + "".join(f"{v:12.4f}" for v in values),
-            "",
-            "Variance components:",
-            _format_varcorr(self.varcorr()),
-            f" Number of obs: {self.nobs}; levels of grouping factors: {groups}",
-            "",
-        ]
-        if not self.optsum.converged:
-            lines.append(" WARNING: the optimiser did not converge")
-        lines += ["Fixed-effects parameters:", _format_coeftable(self.coeftable())]
-        if self.design.ndropped:
-            lines.append(f" ({self.design.ndropped} rows with missing values dropped)")
-        return "\n".join(lines)
-
-
 @partial(jit, static_argnames=("structure", "fam"))
-def _glm_start(data: GlmmData, structure: Structure, fam: Family) -> Array:
+def glm_start(data: GlmmData, structure: Structure, fam: Family) -> Array:
     """beta of the GLM without random effects: PIRLS in (u, beta) at theta = 0, where u stays 0."""
-    zl = _z_lambda(jnp.zeros(structure.ntheta), data, structure)
+    zl = z_lambda(jnp.zeros(structure.ntheta), data, structure)
     return pirls(zl, jnp.zeros(structure.p), data, fam, True, sum(t.nranef for t in structure.terms)).beta

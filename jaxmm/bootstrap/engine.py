@@ -1,0 +1,262 @@
+"""The bootstrap engine: simulate and refit replicates in lanes of one compiled kernel, refilling
+lanes as their replicates finish, over the local devices and processes.
+
+It knows no kind of model: each model provides the lane protocol of jaxmm/lanes.py (simulate a
+response, fit it from a solver state, extract a replicate's fit), and the engine schedules lanes.
+
+Rounds. A vmapped while-loop runs until its slowest lane finishes, so each kernel call runs at most
+`ROUND_MAXITER` solver iterations per fit and returns every lane's solver state. A fit that is done
+is stored and its lane closed; one that is not continues in the next call from its state (point,
+BFGS Hessian, damping), as if never interrupted. A lane whose replicate has no open fit left is
+refilled with the next replicate. So no call waits for a slow lane, and every call has the same
+shape: one compilation per device.
+
+Scale-out: a batch is a sequence of kernel calls of a fixed number of lanes, and the calls take
+the local devices in turn; JAX dispatches them asynchronously, so the devices run side by side.
+Every device runs the same one-device program. (A program partitioned over N devices with
+shard_map is optimised differently by XLA -- on a CPU its results differ from one device's in the
+last bits -- so it is not used: a replicate's numbers must not depend on the device count.) When
+JAX runs as several processes (`jax.distributed.initialize()`), each process fits a contiguous
+share of the replicates and the shares are gathered (`process_allgather`), so every process
+returns the whole table. Replicate i's random numbers depend on (key, i) alone, and its fitted
+numbers are bit-identical for any nsamp, batch_size, number of devices or of processes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import numpy as np
+from jax import Array, lax
+from jax.experimental import multihost_utils
+
+from .._compile import jit
+from ..design import Structure
+from ..lanes import FitResult, Lanes, Target
+from ..replicates import Replicates
+from ..solver import SolverOptions, SolverState
+
+ROUND_MAXITER = 8
+_CPU_MEMORY_BUDGET = 2 * 1024**3  # bytes a batch may use on a CPU, roughly
+# On a CPU, lanes whose working set stays within about this many bytes run fastest (measured on
+# sleepstudy, 10,000 replicates: 128 lanes 0.63 s, 1024 lanes 1.67 s; dyestuff: flat from 256 up).
+_CPU_CACHE_BUDGET = 2 * 1024**2
+
+
+def replicate_key(key: Array, index: Array) -> Array:
+    """The key of replicate `index` (0-based) of a run seeded with `key`."""
+    return jax.random.fold_in(key, index)
+
+
+@partial(jit, static_argnames=("structure", "simulator", "fitters", "opts", "statistic"))
+def _fit_replicates(
+    key: Array,
+    indices: Array,
+    states: tuple[SolverState, ...],
+    simulation: Any,
+    refits: tuple[Any, ...],
+    structure: Structure,
+    simulator: Lanes,
+    fitters: tuple[Lanes, ...],
+    opts: SolverOptions,
+    statistic: Callable | None,
+) -> tuple[tuple[FitResult, ...], tuple[SolverState, ...], Array | None]:
+    """Simulate replicates `indices` (by `simulator`, from `simulation`) and fit each to every model
+    of `refits` (by `fitters`), each fit continuing from its lane's solver state for at most
+    ROUND_MAXITER iterations; with `statistic`, also statistic(ReplicateFit) of the first model's
+    fit. Runs on the device its arguments are on. `structure`, the simulating model's, chooses the
+    compiler options (see _compile.jit)."""
+
+    def one(i, lane_states):
+        y = simulator.simulate(replicate_key(key, i), simulation)
+        out = [f.fit(y, r, s, opts, s.niter + ROUND_MAXITER) for f, r, s in zip(fitters, refits, lane_states)]
+        fits, new_states = tuple(o[0] for o in out), tuple(o[1] for o in out)
+        if statistic is None:
+            return fits, new_states, None
+        return fits, new_states, statistic(fitters[0].replicate_fit(y, refits[0], fits[0]))
+
+    if all(f.vectorised for f in (simulator, *fitters)):
+        return jax.vmap(one)(indices, states)
+    return lax.map(lambda lane: one(*lane), (indices, states))
+
+
+def _take(tree, rows):
+    return jax.tree.map(lambda a: a[rows], tree)
+
+
+def _put(tree, rows, values) -> None:
+    """tree[rows] = values, leaf by leaf (host arrays; values broadcast)."""
+    for leaf, value in zip(jax.tree.leaves(tree), jax.tree.leaves(values)):
+        leaf[rows] = value
+
+
+@dataclass
+class LanePool:
+    """The lanes in flight: the replicate each holds (its position in the share; -1 idle) and, per
+    target, every lane's solver state (host arrays with a leading lane axis) and whether its fit
+    to that target is still open. A closed or idle lane's states are done: they take no iteration."""
+
+    replicate: np.ndarray  # (batch,)
+    states: list[SolverState]
+    open: np.ndarray  # (targets, batch) bool
+
+    @classmethod
+    def idle(cls, batch: int, targets: list[Target]) -> LanePool:
+        states = []
+        for t in targets:
+            state = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], batch, axis=0), t.start)
+            state.done[:] = True
+            states.append(state)
+        return cls(np.full(batch, -1), states, np.zeros((len(targets), batch), dtype=bool))
+
+    def refill(self, upcoming: int, remaining: int, targets: list[Target]) -> int:
+        """Give idle lanes the next replicates, from position `upcoming`; returns how many."""
+        fresh = np.flatnonzero(self.replicate < 0)[:remaining]
+        self.replicate[fresh] = np.arange(upcoming, upcoming + len(fresh))
+        for t, states in zip(targets, self.states):
+            _put(states, fresh, t.start)
+        self.open[:, fresh] = True
+        return len(fresh)
+
+    def update(self, j: int, new_states: SolverState) -> np.ndarray:
+        """Take target j's states from a call; close the open fits that are done. Returns their lanes."""
+        finished = self.open[j] & new_states.done
+        going = self.open[j] & ~finished
+        _put(self.states[j], going, _take(new_states, going))
+        self.states[j].done[finished] = True
+        self.open[j] &= ~finished
+        return np.flatnonzero(finished)
+
+    def release(self) -> int:
+        """Mark lanes whose replicate has no open fit left as idle; returns how many."""
+        complete = (self.replicate >= 0) & ~self.open.any(axis=0)
+        self.replicate[complete] = -1
+        return int(complete.sum())
+
+
+def run(
+    key: Array,
+    share: range,
+    simulator: Lanes,
+    simulation: Any,
+    targets: list[Target],
+    opts: SolverOptions,
+    lanes_shape: tuple[int, int],
+    devices: list,
+    progress: bool,
+    statistic: Callable | None,
+) -> tuple[list[Replicates], np.ndarray | None]:
+    """Fit replicates `share`, simulated by `simulator` from `simulation`, to every target through
+    one compiled batch shape, refilling the lanes as replicates finish (see the module docstring).
+
+    The `batch` lanes, lanes_shape = (batch, call_lanes), go through the kernel `call_lanes` at a
+    time, the calls taking the devices in turn (JAX runs them side by side): every call runs the
+    same one-device program, so a replicate's numbers depend neither on the batch size nor on the
+    number of devices."""
+    from tqdm import tqdm
+
+    batch, call_lanes = lanes_shape
+    shared = [jax.device_put((key, simulation, tuple(t.refit for t in targets)), d) for d in devices]
+    fitters = tuple(t.lanes for t in targets)
+    outs = [Replicates.empty(len(share), t.model) for t in targets]
+    stat_out = None
+    pool = LanePool.idle(batch, targets)
+    upcoming = 0
+
+    def call(part: slice, device: int):
+        """The kernel on lanes `part`, dispatched asynchronously to devices[device]."""
+        key, simulation, refits = shared[device]
+        indices = share.start + np.maximum(pool.replicate[part], 0)
+        states = tuple(_take(s, part) for s in pool.states)
+        return _fit_replicates(
+            key,
+            *jax.device_put((indices, states), devices[device]),
+            simulation,
+            refits,
+            structure=simulator.structure,
+            simulator=simulator,
+            fitters=fitters,
+            opts=opts,
+            statistic=statistic,
+        )
+
+    show = progress and sys.stderr.isatty()
+    with tqdm(total=len(share), disable=not show, unit="rep", desc="bootstrap") as bar:
+        while True:
+            upcoming += pool.refill(upcoming, len(share) - upcoming, targets)
+            if not (pool.replicate >= 0).any():
+                break
+            parts = range(0, batch, call_lanes)
+            results = jax.device_get([call(slice(c, c + call_lanes), j % len(devices)) for j, c in enumerate(parts)])
+            fits, states, stat = jax.tree.map(lambda *parts: np.concatenate(parts), *results)
+            for j, (t, res, out) in enumerate(zip(targets, fits, outs)):
+                done = pool.update(j, states[j])
+                out.store(pool.replicate[done], _take(res, done), t.model)
+                if statistic is not None and j == 0:
+                    if stat_out is None:
+                        dtype = np.result_type(stat.dtype, np.float64)
+                        stat_out = np.full((len(share), *stat.shape[1:]), np.nan, dtype=dtype)
+                    stat_out[pool.replicate[done]] = stat[done]
+            bar.update(pool.release())
+    return outs, stat_out
+
+
+def memory_budget() -> int:
+    """Bytes a batch may use: 2 GiB on a CPU, a quarter of an accelerator's memory."""
+    if jax.default_backend() == "cpu":
+        return _CPU_MEMORY_BUDGET
+    stats = jax.devices()[0].memory_stats() or {}
+    return int(stats.get("bytes_limit", 4 * _CPU_MEMORY_BUDGET) // 4)
+
+
+def lane_width(m, platform: str) -> int:
+    """How many lanes a device fits at a time by default: a power of two, fixed per model and kind
+    of device, never by nsamp (see `parametricbootstrap` on bit-identical results). On a CPU, as
+    many lanes as fit in about 2 MiB (cache-sized working sets run fastest), at least 16; on an
+    accelerator, which needs wide batches, up to 16384 within a quarter of its memory."""
+    lane_bytes = m.lane_bytes()
+    most = min(1024, max(16, _CPU_CACHE_BUDGET // lane_bytes)) if platform == "cpu" else 16384
+    cap = max(1, min(most, memory_budget() // lane_bytes))
+    return 1 << (cap.bit_length() - 1)
+
+
+def local_devices(devices) -> list:
+    """The devices to spread the lanes over: all local ones (default), the first n, or a list."""
+    local = jax.local_devices()
+    if devices is None:
+        return local
+    if is_count(devices):
+        if not 1 <= devices <= len(local):
+            raise ValueError(f"devices must be between 1 and {len(local)} (the local devices), got {devices}")
+        return local[:devices]
+    chosen = list(devices) if isinstance(devices, (list, tuple)) else None
+    if not chosen or any(d not in local for d in chosen) or len(set(chosen)) != len(chosen):
+        raise ValueError(
+            f"devices must be a count or a list of distinct local devices (jax.local_devices()), got {devices!r}"
+        )
+    if len({d.platform for d in chosen}) > 1:
+        raise ValueError("devices must all be of one kind (all CPUs or all GPUs)")
+    return chosen
+
+
+def is_count(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def process_share(nsamp: int, index: int, count: int) -> range:
+    """The replicates process `index` of `count` fits: a contiguous share."""
+    return range(index * nsamp // count, (index + 1) * nsamp // count)
+
+
+def gather(part: dict[str, np.ndarray], nsamp: int) -> dict[str, np.ndarray]:
+    """Every process's share of each array (one row per replicate), in replicate order, on every process."""
+    longest = -(-nsamp // jax.process_count())
+    padded = {name: np.resize(a, (longest, *a.shape[1:])) for name, a in part.items()}
+    gathered = multihost_utils.process_allgather(padded)
+    sizes = [len(process_share(nsamp, i, jax.process_count())) for i in range(jax.process_count())]
+    return {name: np.concatenate([a[i, :n] for i, n in enumerate(sizes)]) for name, a in gathered.items()}

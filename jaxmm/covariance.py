@@ -1,0 +1,147 @@
+"""The covariance of the random effects: theta <-> Lambda, and the variance components it implies.
+
+Each random-effects term t has k_t columns and a k_t x k_t lower-triangular relative covariance
+factor lambda_t; the random effects of one level are b_j ~ N(0, sigma^2 lambda_t lambda_t') (a
+GLMM has no sigma: scale 1). theta lists the free elements of every lambda_t, term by term, each
+term's column by column (lme4's and MixedModels.jl's order): all of the lower triangle for a
+correlated term, the diagonal only for a `zerocorr` one. Diagonal elements have lower bound 0,
+off-diagonal ones none. Lambda = blockdiag(I_{m_t} kron lambda_t) is never formed.
+
+From lambda_t the variance components of the term are
+
+    Cov(b_j) = s^2 lambda_t lambda_t',  sd_c = sqrt(Cov_cc),  rho_cd = Cov_cd / (sd_c sd_d)
+
+with s = sigma (an LMM) or 1. This module is the one place these maps are written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """Static description of one random-effects term (after merging the bars on the same factor).
+
+    `theta_rows`/`theta_cols` are the positions in lambda_t of the term's elements of theta, in
+    column-major order (lme4's order)."""
+
+    group: str
+    columns: tuple[str, ...]
+    nlevels: int
+    theta_rows: tuple[int, ...]
+    theta_cols: tuple[int, ...]
+
+    @property
+    def k(self) -> int:
+        return len(self.columns)
+
+    @property
+    def nranef(self) -> int:
+        return self.nlevels * self.k
+
+    @property
+    def ntheta(self) -> int:
+        return len(self.theta_rows)
+
+    @property
+    def correlated(self) -> bool:
+        """Whether lambda_t has free elements below the diagonal (the columns' correlations are estimated)."""
+        return any(r != c for r, c in zip(self.theta_rows, self.theta_cols))
+
+    @property
+    def lowerbd(self) -> tuple[float, ...]:
+        return tuple(0.0 if r == c else -np.inf for r, c in zip(self.theta_rows, self.theta_cols))
+
+
+def theta_pattern(k: int, correlated: bool) -> list[tuple[int, int]]:
+    """(row, column) of each free element of a k x k lambda_t, column-major: the lower triangle, or the diagonal."""
+    return [(r, c) for c in range(k) for r in range(c, k) if correlated or r == c]
+
+
+def lowerbd(terms: tuple[TermSpec, ...]) -> np.ndarray:
+    """Lower bound of each component of theta: 0 for diagonal elements of lambda_t, -inf below the diagonal."""
+    return np.array([b for t in terms for b in t.lowerbd])
+
+
+def initial_theta(terms: tuple[TermSpec, ...]) -> np.ndarray:
+    """lme4's start: 1 for the diagonal elements of each lambda_t, 0 below the diagonal."""
+    return np.where(lowerbd(terms) == 0.0, 1.0, 0.0)
+
+
+def column_diag(terms: tuple[TermSpec, ...]) -> np.ndarray:
+    """For each theta component, the index (in theta) of the diagonal element of its lambda column.
+
+    The deviance is unchanged when a column of lambda_t changes sign: the solver uses this map to
+    keep the diagonal non-negative (see solver.py)."""
+    out, offset = [], 0
+    for t in terms:
+        diag = {c: offset + i for i, (r, c) in enumerate(zip(t.theta_rows, t.theta_cols)) if r == c}
+        out += [diag[c] for c in t.theta_cols]
+        offset += t.ntheta
+    return np.array(out, dtype=np.int32)
+
+
+def lambdas(theta: Array, terms: tuple[TermSpec, ...]) -> tuple[Array, ...]:
+    """The k x k lower-triangular factor lambda_t of each term, filled column-major from theta. Pure JAX.
+
+    vec(lambda_t) = P_t theta_t with P_t a constant 0/1 placement matrix: a product rather than a
+    scatter, which XLA's CPU backend would turn into a loop (slower to compile and to differentiate)."""
+    out, offset = [], 0
+    for t in terms:
+        place = np.zeros((t.k * t.k, t.ntheta))
+        place[np.asarray(t.theta_rows) * t.k + np.asarray(t.theta_cols), np.arange(t.ntheta)] = 1.0
+        out.append((jnp.asarray(place, theta.dtype) @ theta[offset : offset + t.ntheta]).reshape(t.k, t.k))
+        offset += t.ntheta
+    return tuple(out)
+
+
+def rmul_lambda(m: Array, lams: tuple[Array, ...], terms: tuple[TermSpec, ...]) -> Array:
+    """m @ blockdiag(I_{m_t} kron lambda_t) over the last axis of m, term by term (never forming Lambda)."""
+    pieces, offset = [], 0
+    lead = m.shape[:-1]
+    for lam, t in zip(lams, terms):
+        seg = m[..., offset : offset + t.nranef].reshape(*lead, t.nlevels, t.k) @ lam
+        pieces.append(seg.reshape(*lead, t.nranef))
+        offset += t.nranef
+    return jnp.concatenate(pieces, axis=-1) if pieces else m
+
+
+def covariances(theta: np.ndarray, scale: np.ndarray, terms: tuple[TermSpec, ...]) -> tuple[np.ndarray, ...]:
+    """Cov(b_j) = (scale^2 lambda_t) lambda_t' of each term, for a stack of theta (N, ntheta) and
+    scales (N,): one (N, k_t, k_t) array per term. NumPy, in float64."""
+    theta = np.asarray(theta, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    out, offset = [], 0
+    for t in terms:
+        lam = np.zeros((len(theta), t.k, t.k))
+        lam[:, t.theta_rows, t.theta_cols] = theta[:, offset : offset + t.ntheta]
+        offset += t.ntheta
+        out.append((scale[:, None, None] ** 2 * lam) @ lam.transpose(0, 2, 1))
+    return tuple(out)
+
+
+def sd_corr(cov: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int], np.ndarray]]:
+    """Standard deviations (N, k) and the correlation of each pair (c, d), c < d, from Cov (N, k, k).
+
+    A correlation with a zero standard deviation is undefined: NaN."""
+    sd = np.sqrt(np.einsum("nii->ni", cov))
+    rho = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for c in range(cov.shape[-1]):
+            for d in range(c + 1, cov.shape[-1]):
+                denom = sd[:, c] * sd[:, d]
+                rho[c, d] = np.where(denom > 0, cov[:, c, d] / np.where(denom > 0, denom, 1.0), np.nan)
+    return sd, rho
+
+
+def covariance_pattern(term: TermSpec) -> set[tuple[str, str]]:
+    """The pairs of the term's columns whose covariance is a free parameter (nonzero pattern of lambda lambda')."""
+    lam = np.zeros((term.k, term.k), dtype=int)
+    lam[list(term.theta_rows), list(term.theta_cols)] = 1
+    cov = lam @ lam.T
+    return {(term.columns[a], term.columns[b]) for a, b in zip(*np.nonzero(cov))}

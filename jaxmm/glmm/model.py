@@ -1,0 +1,265 @@
+"""The user-facing `GeneralizedLinearMixedModel`, and what a bootstrap lane does with it (the lane
+protocol of jaxmm/lanes.py): simulate a response from the family, refit the Laplace (or adaptive
+Gauss-Hermite) objective of laplace.py by BFGS from the fitted model's Hessian."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax import Array
+
+from .. import solver
+from .._compile import computing
+from ..covariance import lambdas
+from ..design import Design, Structure, build_design, modes_by_term
+from ..lanes import FitResult, ReplicateFit, Target, vectorisable
+from ..mixedmodel import FitState, MixedModel, OptSummary
+from ..solver import SolverOptions, SolverState, floor_eigenvalues, solver_options
+from .family import Family, family as make_family
+from .laplace import (
+    GlmmData,
+    Mode,
+    _fit_glmm,
+    fisher_vcov,
+    glm_start,
+    glmm_data,
+    glmm_result,
+    linear_predictor,
+    require_scalar_term,
+    solver_problem,
+    z_lambda,
+)
+
+
+def simulate_glmm_response(
+    key: Array,
+    data: GlmmData,
+    structure: Structure,
+    fam: Family,
+    beta: Array,
+    theta: Array,
+    u: Array | None = None,
+) -> Array:
+    """y drawn from `fam` with mean mu = g^-1(eta), eta = X beta + Z Lambda(theta) u, u ~ N(0, I_q)
+    (see Family.sample; binomial: the trials are data.weights). Pure: vmap over keys.
+
+    Given `u` (the fitted model's spherical conditional modes, at its theta: lme4's use.u=TRUE), the
+    random effects are held there instead. u and y draw from two halves of the key, so replicate
+    i's y given eta uses the same random numbers either way."""
+    key_u, key_y = jax.random.split(key)
+    if u is None:
+        u = jax.random.normal(key_u, (sum(t.nranef for t in structure.terms),), dtype=beta.dtype)
+    eta = linear_predictor(Mode(u, beta), z_lambda(theta, data, structure), data)
+    return fam.sample(key_y, fam.inverse_link(eta), data.weights)
+
+
+class GlmmSimulation(NamedTuple):
+    """The generalized linear mixed model responses are simulated from: its data (the response
+    unused) and (beta, theta), and the spherical random effects to hold fixed (use_u=True) or
+    None (drawn afresh)."""
+
+    data: GlmmData
+    beta: Array
+    theta: Array
+    u: Array | None
+
+
+class GlmmRefit(NamedTuple):
+    """A generalized linear mixed model every simulated response is fitted to: its data (the
+    response replaced by each replicate's) and the fixed effects PIRLS starts from (fast=True)."""
+
+    data: GlmmData
+    beta: Array
+
+
+@dataclass(frozen=True)
+class GlmmLanes:
+    """What a lane does with a generalized linear mixed model: simulate y from it, fit it to y.
+
+    The fit runs BFGS from the lane's Hessian (the fitted model's, to start with), so the kernel
+    differentiates the Laplace objective, and PIRLS inside it, once (a Newton fit's second
+    derivatives through PIRLS are what makes a GLMM fit's compilation long). x = theta (fast) or
+    (theta, beta). The FitResult's se is from `fisher_vcov` at the replicate's optimum, lme4's
+    vcov(use.hessian = FALSE): for fast=False the exact Hessian that m.stderror uses is not at
+    hand, and BFGS's approximation of it is off by up to ~10% (cbpp); sigma is NaN (no dispersion)."""
+
+    structure: Structure
+    family: Family
+    fast: bool
+    nAGQ: int
+
+    @property
+    def vectorised(self) -> bool:
+        """PIRLS factors its dense system with LAPACK, whatever its size."""
+        return vectorisable(True)
+
+    def simulate(self, key: Array, sim: GlmmSimulation) -> Array:
+        return simulate_glmm_response(key, sim.data, self.structure, self.family, sim.beta, sim.theta, sim.u)
+
+    def fit(
+        self, y: Array, refit: GlmmRefit, state: SolverState, opts: SolverOptions, until: Array
+    ) -> tuple[FitResult, SolverState]:
+        data = refit.data._replace(y=y)
+        problem = (refit.beta, data, self.structure, self.family, self.fast, self.nAGQ)
+        fun, column_diag = solver_problem(*problem)
+        state = solver.run(fun, state, column_diag, opts, exact=False, until=until)
+        res, state = solver.finish(fun, state, column_diag, opts)
+        g = glmm_result(res, *problem)
+        se = jnp.sqrt(jnp.diagonal(fisher_vcov(g.theta, Mode(g.u, g.beta), data, self.structure, self.family)))
+        nan = jnp.full((), jnp.nan, y.dtype)
+        return FitResult(g.objective, g.theta, g.beta, se, nan, g.converged, g.niter, g.hessian), state
+
+    def replicate_fit(self, y: Array, refit: GlmmRefit, fit: FitResult) -> ReplicateFit:
+        raise NotImplementedError("a statistic of a generalized linear mixed model's replicates")
+
+
+class GeneralizedLinearMixedModel(MixedModel):
+    """A generalized linear mixed model: g(E[y | b]) = X beta + Z b, b ~ N(0, Lambda Lambda'),
+    fitted by maximum likelihood with the Laplace approximation (lme4's nAGQ = 1) or, for a single
+    scalar random-effects term, adaptive Gauss-Hermite quadrature (`fit(nAGQ=k)`, lme4's nAGQ = k).
+
+    `weights`: prior weights, a column name or an array with one value per row of `data`; for
+    family="binomial" the number of trials, with the response the proportion of successes
+    (lme4's `glmer(incidence/size ~ ..., weights = size)`). Use `jaxmm.fit(..., family=...)`.
+    """
+
+    has_dispersion: ClassVar[bool] = False
+    supports_statistic: ClassVar[bool] = False
+    precisions: ClassVar[tuple[str, ...]] = ("float64",)
+    REML: ClassVar[bool] = False
+
+    def __init__(self, formula: str, data: pd.DataFrame, family: str, *, link: str | None = None, weights=None):
+        self.family: Family = make_family(family, link)
+        if weights is not None and not self.family.takes_weights:
+            raise ValueError(
+                f"weights are the binomial trials; {self.family_description} takes none (got weights={weights!r})"
+            )
+        if isinstance(data, pd.DataFrame) and weights is not None and not isinstance(weights, str):
+            values = np.asarray(weights)
+            if values.shape != (len(data),):
+                raise ValueError(
+                    f"weights must be a column name or have one value per row of data ({len(data)}), "
+                    f"got shape {values.shape}"
+                )
+            data, weights = data.assign(**{"(weights)": values}), "(weights)"
+        if isinstance(data, pd.DataFrame) and weights is not None and weights not in data.columns:
+            raise ValueError(f"weights {weights!r} is not a column of the data")
+        self.design: Design = build_design(formula, data, residual=False, weights=weights)
+        self.family.check_response(self.design.y, self.design.response)
+        self.fast = False
+        self.nAGQ = 1
+        self.optsum: OptSummary | None = None
+
+    def fit(
+        self, *, fast: bool = False, nAGQ: int = 1, optsum_overrides: dict[str, Any] | None = None
+    ) -> GeneralizedLinearMixedModel:
+        """Minimise the Laplace objective (nAGQ = 1) or the adaptive Gauss-Hermite one with nAGQ
+        nodes over (theta, beta), or theta alone with fast=True; returns self.
+
+        nAGQ: 1 to 100 (lme4's range); lme4's nAGQ = 0 is fast=True here.
+
+        The start, as lme4's and MixedModels.jl's: theta = 1 on the diagonal, 0 below it, and beta
+        the fit of the GLM without random effects (PIRLS at theta = 0)."""
+        if not isinstance(fast, (bool, np.bool_)):
+            raise ValueError(f"fast must be True or False, got {fast!r}")
+        # bool is an int subclass: True would pass for 1
+        if isinstance(nAGQ, (bool, np.bool_)) or not isinstance(nAGQ, (int, np.integer)) or not 1 <= nAGQ <= 100:
+            raise ValueError(f"nAGQ must be an integer from 1 to 100 (lme4's nAGQ = 0 is fast=True), got {nAGQ!r}")
+        if nAGQ > 1:
+            require_scalar_term(self.structure)  # before compiling, which would raise it too
+        opts = solver_options(optsum_overrides)
+        structure = self.structure
+        theta0 = self.initial_theta()
+        with computing():
+            data = jax.tree.map(jnp.asarray, glmm_data(self.design))
+            beta0 = glm_start(data, structure=structure, fam=self.family)
+            res = _fit_glmm(
+                jnp.asarray(theta0),
+                beta0,
+                data,
+                structure=structure,
+                fam=self.family,
+                fast=bool(fast),
+                opts=opts,
+                nAGQ=int(nAGQ),
+            )
+            state = FitState(
+                beta=np.asarray(res.beta),
+                se=np.sqrt(np.diagonal(np.asarray(res.vcov))),
+                u=modes_by_term(np.asarray(res.u), structure),
+                lambdas=tuple(np.asarray(lam) for lam in lambdas(res.theta, structure.terms)),
+                hessian=np.asarray(res.hessian),
+            )
+            optsum = OptSummary(
+                np.asarray(theta0), np.asarray(res.theta), float(res.objective), bool(res.converged), int(res.niter), opts
+            )
+        self.fast, self.nAGQ = bool(fast), int(nAGQ)
+        self._store_fit(state, optsum)
+        return self
+
+    def fitted(self) -> np.ndarray:
+        """mu = g^-1(X beta-hat + Z b-hat), the conditional means."""
+        with computing():
+            return np.asarray(self.family.inverse_link(jnp.asarray(self._linear_predictor())))
+
+    @property
+    def family_settings(self) -> dict:
+        return {"family": f"{self.family.name} ({self.family.link})", "fast": self.fast}
+
+    # ---- display ------------------------------------------------------------------------
+    @property
+    def family_description(self) -> str:
+        return f"family {self.family.name!r}"
+
+    @property
+    def fit_method(self) -> str:
+        if self.nAGQ == 1:
+            approximation = "Laplace approximation"
+        else:
+            approximation = f"Adaptive Gauss-Hermite quadrature, nAGQ = {self.nAGQ}"
+        fast = ", fast: beta from PIRLS" if self.fast else ""
+        return f"Generalized linear mixed model fit by maximum likelihood ({approximation}{fast})"
+
+    @property
+    def distribution(self) -> str:
+        return f"Distribution: {self.family.name}; link: {self.family.link}"
+
+    # ---- the lane protocol (jaxmm/lanes.py) ------------------------------------------------
+    def lanes(self) -> GlmmLanes:
+        return GlmmLanes(self.structure, self.family, self.fast, self.nAGQ)
+
+    def lane_bytes(self) -> int:
+        """A lane's working set, roughly: PIRLS's dense (q + p)^2 system, its factor and the copies
+        the gradient keeps, and the n x K rows of Z Lambda with their per-row K x K products and the
+        11 step-halving trials' eta (q random effects, K = the terms' columns)."""
+        s = self.structure
+        q, k = sum(t.nranef for t in s.terms), sum(t.k for t in s.terms)
+        return 8 * (8 * (q + s.p) ** 2 + 4 * s.n * (k * k + k + 11))
+
+    def simulation(self, params: tuple, use_u: bool) -> GlmmSimulation:
+        """The arrays `GlmmLanes.simulate` draws from, at params = (beta, theta); with use_u, the
+        spherical random effects held at the conditional modes."""
+        beta, theta = params
+        u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in self._require_fit().u]) if use_u else None
+        data = jax.tree.map(jnp.asarray, glmm_data(self.design))
+        return GlmmSimulation(data, jnp.asarray(beta), jnp.asarray(theta), u)
+
+    def refit_target(self, params: tuple | None, dtype: np.dtype) -> Target:
+        """The model as a target of replicate fits (always in float64), started at params = (beta,
+        theta) (the simulating model) or at its own fit, theta kept off the boundary (a stationary
+        point by symmetry). The BFGS start Hessian is m's own: its exact Hessian at the start would
+        mean differentiating PIRLS twice, a long compilation."""
+        state = self._require_fit()
+        beta, theta = params or (state.beta, self.theta)
+        theta = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
+        start = theta if self.fast else np.concatenate([theta, beta])
+        refit = GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(self.design)), jnp.asarray(beta))
+        lanes = self.lanes()
+        column_diag = solver_problem(refit.beta, refit.data, self.structure, self.family, self.fast, self.nAGQ)[1]
+        init = solver.init(jnp.asarray(start), column_diag, jnp.asarray(floor_eigenvalues(state.hessian)))
+        return Target(self, lanes, refit, jax.device_get(init))

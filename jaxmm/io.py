@@ -1,0 +1,114 @@
+"""Bootstrap replicates on disk: a Parquet table and the signature of the model they belong to.
+
+Layout: columns objective, σ, converged, niter, β1.., se1.., θ1.. (and statistic1.., the
+flattened statistic, if any), and schema metadata key "jaxmm" holding JSON with the model's
+signature, the simulation parameters (and the statistic's shape).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .mixedmodel import MixedModel
+from .replicates import Replicates, numbered
+
+_FORMAT = 1
+
+
+def signature(m: MixedModel) -> dict:
+    """What makes two bootstraps comparable: the model's formula, estimation method and data, and
+    the model kind's own settings (`m.family_settings`: a generalized linear mixed model's family,
+    link and fast setting; a linear mixed model has none, its family being "gaussian")."""
+    digest = hashlib.sha256(np.ascontiguousarray(m.design.y).tobytes())
+    digest.update(np.ascontiguousarray(m.design.matrices.x).tobytes())
+    sig = {
+        "formula": m.formula,
+        "REML": m.REML,
+        "nobs": m.nobs,
+        "coefnames": list(m.coefnames),
+        "terms": [[t.group, list(t.columns), t.nlevels] for t in m.structure.terms],
+        "data": digest.hexdigest()[:16],
+    }
+    sig.update(m.family_settings)
+    return sig
+
+
+def signature_difference(ours: dict, theirs: dict) -> tuple[str, object, object] | None:
+    """The first entry in which two signatures differ, with both values (None: they agree)."""
+    lmm = {"family": "gaussian", "fast": None}
+    for key in list(ours) + [k for k in theirs if k not in ours]:
+        a, b = ours.get(key, lmm.get(key)), theirs.get(key, lmm.get(key))
+        if a != b:
+            return key, a, b
+    return None
+
+
+def save_replicates(path, r: Replicates, m: MixedModel, sim: tuple, statistic: np.ndarray | None) -> None:
+    """Write the replicates of a bootstrap of m (simulated at `sim`) to a Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {"objective": r.objective, "σ": r.sigma, "converged": r.converged, "niter": r.niter}
+    for name, arr in (("β", r.beta), ("se", r.se), ("θ", r.theta)):
+        cols.update(zip(numbered(name, arr.shape[1]), arr.T))
+    meta = {"model": signature(m), "sim": [np.asarray(s).tolist() for s in sim], "format": _FORMAT}
+    if statistic is not None:
+        flat = statistic.reshape(len(statistic), -1)
+        cols.update(zip(numbered("statistic", flat.shape[1]), flat.T))
+        meta["statistic_shape"] = list(statistic.shape[1:])
+    table = pa.table(cols)
+    table = table.replace_schema_metadata({b"jaxmm": json.dumps(meta).encode()})
+    pq.write_table(table, str(path))
+
+
+def read_replicates(path, m: MixedModel) -> tuple[Replicates, tuple, np.ndarray | None]:
+    """The replicates, simulation parameters and statistic (or None) saved in `path` for the model
+    m, checked against m's signature; a ValueError naming the file if it is not such a file."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        table = pq.read_table(str(path))
+        metadata = table.schema.metadata or {}
+        if b"jaxmm" not in metadata:
+            raise ValueError("it has no jaxmm metadata")
+        meta = json.loads(metadata[b"jaxmm"])
+        if not isinstance(meta, dict):
+            raise ValueError(f"its jaxmm metadata is a {type(meta).__name__}, not an object")
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{path} is not a jaxmm bootstrap file: {err}") from None
+    theirs = meta.get("model")
+    diff = signature_difference(signature(m), theirs if isinstance(theirs, dict) else {})
+    if diff is not None:
+        key, ours, theirs = diff
+        raise ValueError(f"{path} holds a bootstrap of another model: its {key} is {theirs!r}, the model's is {ours!r}")
+    df = table.to_pandas()
+    p, nt = len(m.coefnames), m.structure.ntheta
+    required = ["objective", "σ", "converged", "niter", *numbered("β", p), *numbered("se", p), *numbered("θ", nt)]
+    absent = [c for c in required if c not in df]
+    if absent:
+        raise ValueError(f"{path} is damaged: it has no column {absent[0]!r}")
+    reps = Replicates(
+        objective=df["objective"].to_numpy(),
+        beta=df[numbered("β", p)].to_numpy(),
+        se=df[numbered("se", p)].to_numpy(),
+        sigma=df["σ"].to_numpy(),
+        theta=df[numbered("θ", nt)].to_numpy(),
+        converged=df["converged"].to_numpy(dtype=bool),
+        niter=df["niter"].to_numpy(),
+    )
+    statistic = None
+    if "statistic_shape" in meta:
+        shape = tuple(meta["statistic_shape"])
+        names = numbered("statistic", math.prod(shape))
+        if any(c not in df for c in names):
+            raise ValueError(f"{path} is damaged: it lacks statistic columns")
+        statistic = df[names].to_numpy().reshape(len(df), *shape)
+    return reps, tuple(np.asarray(s) for s in meta.get("sim", ())), statistic

@@ -1,0 +1,99 @@
+"""The lane protocol: what a bootstrap replicate lane needs from a kind of model.
+
+The bootstrap engine (jaxmm/bootstrap/engine.py) simulates a response per replicate and refits
+it, many replicates side by side ("lanes") in one compiled kernel. It knows no kind of model:
+each model class provides, on the host,
+
+- `m.lanes()`: a `Lanes` object, hashable and compared by value (a static argument of the kernel:
+  one compilation per model shape), whose pure functions run inside the kernel;
+- `m.simulation(params, use_u)`: the pytree of arrays its `simulate` reads;
+- `m.refit_target(params, dtype)`: a `Target`, the pytree its `fit` reads and where every lane's
+  fit starts (a `SolverState`);
+- `m.lane_bytes()`: a lane's working set, to size the batches;
+- `m.simulation_parameters(beta, sigma, theta)`: the checked parameters responses are drawn from.
+
+Inside the kernel, for replicate i with key k_i:
+
+    y      = lanes.simulate(k_i, simulation)
+    fit, s = lanes.fit(y, target.refit, s, opts, until)   # iterate from state s until done or until
+    stat   = statistic(lanes.replicate_fit(y, target.refit, fit))   # optional
+
+A fit that is not done when `until` iterations are reached is continued in the engine's next call
+from the returned state, damping and BFGS Hessian included. A new kind of model implements these
+(see ARCHITECTURE.md); the engine does not change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import jax
+from jax import Array
+
+from .design import Structure
+from .solver import SolverOptions, SolverState
+
+
+class FitResult(NamedTuple):
+    """Everything a fit of one response yields (one lane of a bootstrap batch)."""
+
+    objective: Array
+    theta: Array
+    beta: Array  # estimable coefficients only
+    stderror: Array
+    sigma: Array  # NaN for a family without a dispersion parameter
+    converged: Array
+    niter: Array
+    hessian: Array  # of the objective in the solver's coordinates (exact, or BFGS's approximation)
+
+
+class ReplicateFit(NamedTuple):
+    """What a `statistic` is given for each replicate: its fit, in the model's parametrisation.
+
+    beta: the estimable fixed effects (p,); theta; sigma; b: per random-effects term, in the
+    order of m.structure.terms, the conditional modes on the original scale, an (m_t, k_t) array
+    laid out as m.ranef()[term.group]; fitted: X beta + Z b (n,)."""
+
+    beta: Array
+    theta: Array
+    sigma: Array
+    b: tuple[Array, ...]
+    fitted: Array
+
+
+class Target(NamedTuple):
+    """A model every simulated response is fitted to: the model, its `Lanes`, the data its lanes'
+    fits read, and the solver state every lane's fit starts from (host arrays)."""
+
+    model: Any
+    lanes: Lanes
+    refit: Any
+    start: SolverState
+
+
+class Lanes(Protocol):
+    """The kernel-side half of the protocol (see the module docstring). Pure functions of arrays."""
+
+    structure: Structure
+
+    @property
+    def vectorised(self) -> bool:
+        """Whether lanes may run side by side under vmap (see `vectorisable`)."""
+
+    def simulate(self, key: Array, simulation: Any) -> Array: ...
+
+    def fit(
+        self, y: Array, refit: Any, state: SolverState, opts: SolverOptions, until: Array
+    ) -> tuple[FitResult, SolverState]: ...
+
+    def replicate_fit(self, y: Array, refit: Any, fit: FitResult) -> ReplicateFit: ...
+
+
+def vectorisable(calls_lapack: bool) -> bool:
+    """Whether lanes may run side by side (vmap) rather than one after another (lax.map): unless
+    their program calls LAPACK on a CPU (accelerators do not use LAPACK). jaxlib 0.10's batched
+    LAPACK kernels split a large batch into pieces on XLA's CPU thread pool and block their thread
+    until the pieces are done; two such calls at once can hold every thread of the pool, and
+    nothing runs the pieces. Seen on 2 cores: pastes' bootstrap on 4 CPU devices (3 runs of 3),
+    verbagg's on one. One lane at a time, each call factors one matrix, which is never split."""
+    return not calls_lapack or jax.default_backend() != "cpu"

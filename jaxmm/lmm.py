@@ -1,0 +1,317 @@
+"""Linear mixed models: the user-facing `LinearMixedModel`, its pure fitting function, and what a
+bootstrap lane does with it (the lane protocol of jaxmm/lanes.py).
+
+    y = X beta + Z b + e,   b ~ N(0, sigma^2 Lambda Lambda'),   e ~ N(0, sigma^2 I)
+
+The fit minimises the profiled deviance (ML) or REML criterion of jaxmm/deviance.py over theta;
+then
+
+    sigma-hat^2 = pwrss / n (ML) or pwrss / (n - p) (REML),
+    se(beta-hat) = sigma-hat sqrt(diag((L_X L_X')^-1)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax import Array
+
+from . import solver
+from ._compile import computing, is_small, jit
+from .covariance import lambdas
+from .deviance import factorize, fixed_effects, objective, solve_pls
+from .design import Blocks, Design, ModelMatrices, Structure, SuffStats, build_design, modes_by_term, suffstats
+from .lanes import FitResult, ReplicateFit, Target, vectorisable
+from .linalg import UNROLL_MAX
+from .mixedmodel import FitState, MixedModel, OptSummary
+from .solver import SolverOptions, SolverResult, SolverState, floor_eigenvalues, minimize, solver_options
+
+
+def _fit_result(
+    res: SolverResult, blocks: Blocks, stats: SuffStats, structure: Structure, reml: Array | bool
+) -> FitResult:
+    """beta-hat, se and sigma-hat at the solver's optimum (see the module docstring)."""
+    fixed = fixed_effects(factorize(res.theta, blocks, stats, structure), structure)
+    dof = structure.n - jnp.asarray(reml, res.theta.dtype) * structure.p
+    sigma = jnp.sqrt(fixed.pwrss / dof)
+    se = sigma * jnp.sqrt(jnp.diagonal(fixed.vcov))
+    return FitResult(res.fmin, res.theta, fixed.beta, se, sigma, res.converged, res.niter, res.hessian)
+
+
+def fit_lmm(
+    stats: SuffStats,
+    theta0: Array,
+    blocks: Blocks,
+    structure: Structure,
+    reml: Array | bool,
+    opts: SolverOptions,
+    h0: Array | None = None,
+) -> FitResult:
+    """Fit the model to the response summarised by `stats`, from `theta0`. Pure: jit and vmap it.
+
+    h0: an approximate Hessian at theta0 for gradient-only (BFGS) iterations; None for Newton."""
+    fun = partial(objective, blocks=blocks, stats=stats, structure=structure, reml=reml)
+    return _fit_result(minimize(fun, theta0, structure.column_diag, opts, h0), blocks, stats, structure, reml)
+
+
+_fit_lmm = jit(fit_lmm, static_argnames=("structure", "opts"))
+
+
+@partial(jit, static_argnames=("structure",))
+def objective_hessian(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure, reml: Array) -> Array:
+    return jax.hessian(objective)(theta, blocks, stats, structure, reml)
+
+
+@partial(jit, static_argnames=("structure",))
+def _modes_and_vcov(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure):
+    """Spherical conditional modes u, (L_X L_X')^-1 and the lambda_t at theta (once per fit)."""
+    factor = factorize(theta, blocks, stats, structure)
+    sol = solve_pls(factor, theta, blocks, stats, structure)
+    return sol.u1, sol.ur, fixed_effects(factor, structure).vcov, lambdas(theta, structure.terms)
+
+
+def simulate_response(
+    key: Array,
+    mats: ModelMatrices,
+    structure: Structure,
+    beta: Array,
+    sigma: Array,
+    theta: Array,
+    ranef: tuple[Array, ...] | None = None,
+) -> Array:
+    """y = X beta + sigma (Z Lambda(theta) u + e), with [e; u] one standard normal draw. Pure: vmap over keys.
+
+    Given `ranef` (per term, the (m_t, k_t) random effects b_t, e.g. the fitted model's
+    conditional modes: lme4's use.u=TRUE), the random effects are held there instead,
+    y = X beta + Z b + sigma e, and theta is not used. The same draw is taken either way, so
+    replicate i's e is the same in both."""
+    draws = jax.random.normal(key, (structure.n + sum(t.nranef for t in structure.terms),), dtype=beta.dtype)
+    y, offset = mats.x @ beta + sigma * draws[: structure.n], structure.n
+    for j, (term, lam, refs, z) in enumerate(zip(structure.terms, lambdas(theta, structure.terms), mats.refs, mats.z)):
+        if ranef is None:
+            b = draws[offset : offset + term.nranef].reshape(term.nlevels, term.k) @ lam.T
+            y = y + sigma * jnp.sum(z * b[refs], axis=1)
+        else:
+            y = y + jnp.sum(z * ranef[j][refs], axis=1)
+        offset += term.nranef
+    return y
+
+
+def _as_floats(tree, dtype: np.dtype):
+    """The tree with its floating-point arrays in `dtype` (integer arrays, the indices, kept)."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+class LmmSimulation(NamedTuple):
+    """The linear mixed model responses are simulated from: its matrices and (beta, sigma, theta),
+    and the random effects to hold fixed (use_u=True) or None (drawn afresh)."""
+
+    mats: ModelMatrices
+    beta: Array
+    sigma: Array
+    theta: Array
+    ranef: tuple[Array, ...] | None
+
+
+class LmmRefit(NamedTuple):
+    """A linear mixed model every simulated response is fitted to: its matrices (float64), blocks
+    (in the precision the fits run in) and criterion, and the fixed effects `centre` (the model's
+    own fitted ones) that responses are centred by: the fit is of y - X centre, and centre is
+    added back to its beta. The profiled deviance is the same, but its sums of squares are then
+    of the size of the residuals, not of y, so float32 does not lose them to cancellation."""
+
+    mats: ModelMatrices
+    blocks: Any
+    reml: Array
+    centre: Array
+
+
+@dataclass(frozen=True)
+class LmmLanes:
+    """What a lane does with a linear mixed model of shape `structure`: simulate y from it, fit
+    it to y from the lane's solver state (BFGS). Static (compared by value): one compilation per shape."""
+
+    structure: Structure
+
+    @property
+    def vectorised(self) -> bool:
+        """The dense part (Zr, X, y) is factored by LAPACK beyond the size jaxmm.linalg unrolls."""
+        s = self.structure
+        return vectorisable(s.qrest + s.p + 1 > UNROLL_MAX)
+
+    def simulate(self, key: Array, sim: LmmSimulation) -> Array:
+        return simulate_response(key, sim.mats, self.structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
+
+    def _stats(self, y: Array, refit: LmmRefit, dtype) -> SuffStats:
+        """The sufficient statistics of y - X centre (see LmmRefit), formed in float64, in `dtype`."""
+        return _as_floats(suffstats(refit.mats, self.structure, y - refit.mats.x @ refit.centre), dtype)
+
+    def fit(
+        self, y: Array, refit: LmmRefit, state: SolverState, opts: SolverOptions, until: Array
+    ) -> tuple[FitResult, SolverState]:
+        stats = self._stats(y, refit, state.theta.dtype)
+        fun = partial(objective, blocks=refit.blocks, stats=stats, structure=self.structure, reml=refit.reml)
+        column_diag = self.structure.column_diag
+        state = solver.run(fun, state, column_diag, opts, exact=False, until=until)
+        res, state = solver.finish(fun, state, column_diag, opts)
+        fit = _fit_result(res, refit.blocks, stats, self.structure, refit.reml)
+        return fit._replace(beta=fit.beta + refit.centre), state
+
+    def replicate_fit(self, y: Array, refit: LmmRefit, fit: FitResult) -> ReplicateFit:
+        """The conditional modes b_t = lambda_t u_t and fitted values at the fit's theta."""
+        structure = self.structure
+        stats = self._stats(y, refit, fit.theta.dtype)
+        factor = factorize(fit.theta, refit.blocks, stats, structure)
+        sol = solve_pls(factor, fit.theta, refit.blocks, stats, structure)
+        us = modes_by_term(jnp.concatenate([sol.u1.reshape(-1), sol.ur]), structure)
+        b = tuple(u @ lam.T for u, lam in zip(us, lambdas(fit.theta, structure.terms)))
+        beta = sol.beta + refit.centre
+        mats = refit.mats
+        fitted = mats.x @ beta + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b, mats.refs, mats.z))
+        return ReplicateFit(beta, fit.theta, fit.sigma, b, fitted)
+
+
+def _checked_reml(value) -> bool:
+    # bool("no") is True: anything but a boolean is a mistake
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"REML must be True or False, got {value!r}")
+    return bool(value)
+
+
+class LinearMixedModel(MixedModel):
+    """A linear mixed-effects model y = X beta + Z b + e, b ~ N(0, sigma^2 Lambda Lambda'), e ~ N(0, sigma^2 I).
+
+    Construct, then `fit()`; or use `jaxmm.fit(formula, data)`, which does both.
+    Rows with a missing value in a column the formula uses are dropped (lme4's default) with a warning;
+    `ndropped` says how many.
+    """
+
+    has_dispersion: ClassVar[bool] = True
+    supports_statistic: ClassVar[bool] = True
+    precisions: ClassVar[tuple[str, ...]] = ("float64", "float32")
+    family_description: ClassVar[str] = "the gaussian family"
+    distribution: ClassVar[str | None] = None
+
+    def __init__(self, formula: str, data: pd.DataFrame, *, REML: bool = False):
+        self.design: Design = build_design(formula, data)
+        self.REML = _checked_reml(REML)
+        self.optsum: OptSummary | None = None
+
+    # ---- fitting -------------------------------------------------------------------------
+    def fit(
+        self, *, REML: bool | None = None, optsum_overrides: dict[str, Any] | None = None, theta0=None
+    ) -> LinearMixedModel:
+        """Minimise the profiled deviance (ML) or REML criterion over theta; returns self."""
+        reml = self.REML if REML is None else _checked_reml(REML)
+        opts = solver_options(optsum_overrides)
+        start = self.initial_theta() if theta0 is None else self._checked_theta(theta0, "theta0")
+        self.REML = reml
+        structure = self.structure
+        with computing():
+            blocks = jax.tree.map(jnp.asarray, self.design.blocks)
+            stats = suffstats(self.design.matrices, structure, jnp.asarray(self.design.y))
+            theta0, reml = jnp.asarray(start), jnp.asarray(self.REML)
+            h0 = None
+            if not is_small(structure):
+                # An exact Hessian of a large model costs as much as several gradients (it
+                # differentiates dense factorisations twice): BFGS steps from the exact start Hessian.
+                h0 = objective_hessian(theta0, blocks, stats, structure=structure, reml=reml)
+                h0 = jnp.asarray(floor_eigenvalues(h0))
+            res = _fit_lmm(stats, theta0, blocks, structure=structure, reml=reml, opts=opts, h0=h0)
+            u1, ur, vcov, lams = _modes_and_vcov(res.theta, blocks, stats, structure=structure)
+            state = FitState(
+                beta=np.asarray(res.beta),
+                se=np.asarray(res.stderror),
+                u=modes_by_term(np.concatenate([np.ravel(u1), np.asarray(ur)]), structure),
+                lambdas=tuple(np.asarray(lam) for lam in lams),
+                hessian=np.asarray(res.hessian),
+                sigma=float(res.sigma),
+                unscaled_vcov=np.asarray(vcov),
+            )
+            optsum = OptSummary(
+                initial=np.asarray(start),
+                final=np.asarray(res.theta),
+                fmin=float(res.objective),
+                converged=bool(res.converged),
+                niter=int(res.niter),
+                options=opts,
+            )
+        self._store_fit(state, optsum)
+        return self
+
+    # ---- estimates ----------------------------------------------------------------------
+    @property
+    def sigma(self) -> float:
+        return self._require_fit().sigma
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """sigma^2 (X' V^-1 X)^-1 over all coefficients (NaN rows/columns for inestimable ones)."""
+        state = self._require_fit()
+        names = list(self.coefnames)
+        est = self.design.estimable
+        full = np.full((len(names), len(names)), np.nan)
+        full[np.ix_(est, est)] = state.sigma**2 * state.unscaled_vcov
+        return pd.DataFrame(full, index=names, columns=names)
+
+    def fitted(self) -> np.ndarray:
+        """X beta-hat + Z b-hat."""
+        return self._linear_predictor()
+
+    def residuals(self) -> np.ndarray:
+        return self.design.y - self.fitted()
+
+    @property
+    def fit_method(self) -> str:
+        return f"Linear mixed model fit by {'REML' if self.REML else 'maximum likelihood'}"
+
+    # ---- the lane protocol (jaxmm/lanes.py) ------------------------------------------------
+    def lanes(self) -> LmmLanes:
+        return LmmLanes(self.structure)
+
+    def lane_bytes(self) -> int:
+        """A lane's working set, roughly: the response, the first term's diagonal blocks and the dense rest."""
+        s = self.structure
+        t1 = s.terms[0]
+        d = s.qrest + s.p + 1
+        npairs = len(self.design.blocks.pair_level)
+        return 8 * (4 * s.n + 16 * t1.nlevels * t1.k**2 + 16 * d * d + 8 * npairs * t1.k**2)
+
+    def simulation(self, params: tuple, use_u: bool) -> LmmSimulation:
+        """The arrays `LmmLanes.simulate` draws from, at params = (beta, sigma, theta); with use_u,
+        the random effects held at the conditional modes."""
+        beta, sigma, theta = params
+        ranef = tuple(jnp.asarray(b.to_numpy()) for b in self.ranef().values()) if use_u else None
+        mats = jax.tree.map(jnp.asarray, self.design.matrices)
+        return LmmSimulation(mats, jnp.asarray(beta), jnp.asarray(sigma), jnp.asarray(theta), ranef)
+
+    def refit_target(self, params: tuple | None, dtype: np.dtype) -> Target:
+        """The model as a target of replicate fits in `dtype`, started near theta = params[2] (the
+        simulating model) or near its own fit.
+
+        A diagonal element of theta at exactly 0 is a stationary point of the objective (by
+        symmetry), so starts are kept off the boundary; the BFGS start Hessian is exact there."""
+        state = self._require_fit()
+        theta = self.theta if params is None else params[2]
+        start = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
+        blocks = jax.tree.map(jnp.asarray, self.design.blocks)
+        refit = LmmRefit(
+            jax.tree.map(jnp.asarray, self.design.matrices),
+            _as_floats(blocks, dtype),
+            jnp.asarray(self.REML),
+            jnp.asarray(state.beta),
+        )
+        if np.array_equal(start, self.theta):  # the fit's own final Hessian: nothing more to compile
+            h0 = floor_eigenvalues(state.hessian)
+        else:
+            stats = suffstats(self.design.matrices, self.structure, jnp.asarray(self.design.y))
+            reml = jnp.asarray(self.REML)
+            h0 = floor_eigenvalues(objective_hessian(jnp.asarray(start), blocks, stats, structure=self.structure, reml=reml))
+        x0, h0 = jnp.asarray(start.astype(dtype)), jnp.asarray(h0.astype(dtype))
+        return Target(self, self.lanes(), refit, jax.device_get(solver.init(x0, self.structure.column_diag, h0)))

@@ -1,0 +1,259 @@
+"""What linear and generalized linear mixed models share once fitted: the design, theta, the fixed
+effects, the random effects b = Lambda u, and the bookkeeping of a fit.
+
+A subclass (jaxmm/lmm.py, jaxmm/glmm/model.py) fits its criterion and hands the result to
+`_store_fit` as a `FitState`; everything here reads that state.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from . import display
+from .covariance import covariances, initial_theta, sd_corr
+from .design import Design, Structure
+from .solver import SolverOptions
+
+
+@dataclass(frozen=True)
+class OptSummary:
+    """How the fit went: start, optimum, convergence and the solver settings used."""
+
+    initial: np.ndarray
+    final: np.ndarray
+    fmin: float
+    converged: bool
+    niter: int
+    options: SolverOptions
+
+
+@dataclass(frozen=True)
+class FitState:
+    """The estimates of a fit, as host arrays.
+
+    beta, se: the estimable fixed effects and their standard errors; u: per term, the spherical
+    conditional modes (levels x k); lambdas: per term, lambda_t; hessian: of the objective in the
+    solver's coordinates at the optimum (a bootstrap's BFGS starts from it); sigma and
+    unscaled_vcov = (X'V^-1 X)^-1 / sigma^2: for a model with a residual scale, else None."""
+
+    beta: np.ndarray
+    se: np.ndarray
+    u: tuple[np.ndarray, ...]
+    lambdas: tuple[np.ndarray, ...]
+    hessian: np.ndarray
+    sigma: float | None = None
+    unscaled_vcov: np.ndarray | None = None
+
+
+class MixedModel:
+    """Base of the model classes. Subclasses set `design`, `REML` and call `_store_fit`."""
+
+    has_dispersion: ClassVar[bool]  # whether the model has a residual scale sigma
+    supports_statistic: ClassVar[bool]  # whether its lanes extract a ReplicateFit for a bootstrap statistic
+    precisions: ClassVar[tuple[str, ...]]  # the precisions its replicate fits can run in
+    design: Design
+    REML: bool
+    optsum: OptSummary | None = None
+    _state: FitState | None = None
+
+    def _require_fit(self) -> FitState:
+        if self.optsum is None:
+            raise RuntimeError("the model has not been fitted yet; call .fit()")
+        return self._state
+
+    def _store_fit(self, state: FitState, optsum: OptSummary) -> None:
+        """Keep a fit's estimates and summary; warn (pointing at the caller's caller) if it did not converge."""
+        self._state, self.optsum = state, optsum
+        if not optsum.converged:
+            warnings.warn(
+                f"the fit did not converge in {optsum.niter} iterations; see m.optsum", RuntimeWarning, stacklevel=3
+            )
+
+    # ---- structure ----------------------------------------------------------------------
+    @property
+    def structure(self) -> Structure:
+        return self.design.structure
+
+    @property
+    def formula(self) -> str:
+        return self.design.formula.text
+
+    @property
+    def nobs(self) -> int:
+        return self.structure.n
+
+    @property
+    def ndropped(self) -> int:
+        return self.design.ndropped
+
+    @property
+    def lowerbd(self) -> np.ndarray:
+        return self.structure.lowerbd
+
+    @property
+    def coefnames(self) -> tuple[str, ...]:
+        return self.design.coefnames
+
+    @property
+    def rank(self) -> int:
+        return self.structure.p
+
+    def initial_theta(self) -> np.ndarray:
+        """lme4's start: 1 for diagonal elements of each lambda_t, 0 below the diagonal."""
+        return initial_theta(self.structure.terms)
+
+    def _checked_theta(self, theta, name: str) -> np.ndarray:
+        theta = np.asarray(theta, dtype=np.float64).reshape(-1)
+        if theta.shape != (self.structure.ntheta,):
+            raise ValueError(f"{name} must have length {self.structure.ntheta}, got {theta.size}")
+        if not np.all(np.isfinite(theta)) or np.any(theta < self.lowerbd):
+            raise ValueError(f"{name} must be finite with diagonal elements >= 0, got {theta.tolist()}")
+        return theta
+
+    def simulation_parameters(self, beta=None, sigma=None, theta=None) -> tuple:
+        """The parameters a bootstrap simulates from, checked: the fitted ones unless given.
+
+        (beta, sigma, theta) for a model with a residual scale, (beta, theta) without one; beta
+        has one value per coefficient (all of coefnames, or the estimable ones)."""
+        if not self.has_dispersion and sigma is not None:
+            raise ValueError(
+                f"sigma applies to families with a dispersion parameter; {self.family_description} has none "
+                f"(got sigma={sigma!r})"
+            )
+        est = self.design.estimable
+        beta = self.beta.to_numpy() if beta is None else beta
+        beta = np.asarray(beta, dtype=np.float64).reshape(-1)
+        if beta.shape[0] not in (len(est), int(est.sum())) or not np.all(np.isfinite(beta)):
+            raise ValueError(
+                f"beta must hold {len(est)} finite values (one per coefficient: {', '.join(self.coefnames)}), "
+                f"got {beta.tolist()}"
+            )
+        beta = beta[est] if beta.shape[0] == len(est) else beta
+        theta = self.theta if theta is None else self._checked_theta(theta, "theta")
+        if not self.has_dispersion:
+            return beta, theta
+        sigma = self.sigma if sigma is None else sigma
+        if isinstance(sigma, bool) or not (
+            isinstance(sigma, (int, float, np.floating, np.integer)) and math.isfinite(sigma) and sigma > 0
+        ):
+            raise ValueError(f"sigma must be a finite positive number, got {sigma!r}")
+        return beta, float(sigma), theta
+
+    # ---- estimates ----------------------------------------------------------------------
+    @property
+    def objective(self) -> float:
+        """-2 log-likelihood at the optimum (for an LMM fitted by REML, the REML criterion)."""
+        self._require_fit()
+        return self.optsum.fmin
+
+    @property
+    def theta(self) -> np.ndarray:
+        self._require_fit()
+        return self.optsum.final.copy()
+
+    def _by_coef(self, estimable_values: np.ndarray, fill: float) -> pd.Series:
+        full = np.full(len(self.coefnames), fill)
+        full[self.design.estimable] = estimable_values
+        return pd.Series(full, index=list(self.coefnames), dtype=np.float64)
+
+    @property
+    def beta(self) -> pd.Series:
+        """Fixed-effects estimates by coefficient name; inestimable (aliased) ones are -0.0."""
+        return self._by_coef(self._require_fit().beta, -0.0)
+
+    fixef = beta
+
+    @property
+    def stderror(self) -> pd.Series:
+        """Standard errors of the fixed effects; NaN for inestimable coefficients."""
+        return self._by_coef(self._require_fit().se, np.nan)
+
+    def coeftable(self) -> pd.DataFrame:
+        """Estimate, standard error, Wald z and two-sided p-value per fixed-effects coefficient."""
+        beta, se = self.beta, self.stderror
+        z = beta / se
+        return pd.DataFrame({"Est.": beta, "SE": se, "z": z, "p": 2.0 * sps.norm.sf(np.abs(z))})
+
+    @property
+    def loglikelihood(self) -> float:
+        if self.REML:
+            raise ValueError("the log-likelihood is defined for ML fits; refit with REML=False")
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2.0 * self.dof
+
+    @property
+    def bic(self) -> float:
+        return self.objective + self.dof * math.log(self.nobs)
+
+    @property
+    def dof(self) -> int:
+        """Number of parameters: fixed effects (estimable), theta, and sigma if the model has one."""
+        return self.rank + self.structure.ntheta + int(self.has_dispersion)
+
+    def issingular(self, atol: float = 0.0) -> bool:
+        """True when some bounded component of theta is at (within atol of) its lower bound."""
+        return bool(np.any(self.theta - self.lowerbd <= atol))
+
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components as lme4's as.data.frame(VarCorr(m)): grp, var1, var2, vcov, sdcor.
+
+        Per term, each column's variance and standard deviation, then each pair's covariance and
+        correlation (for correlated terms), of b ~ N(0, s^2 Lambda Lambda'), s = sigma or 1;
+        then, for a model with a residual scale, the residual."""
+        state = self._require_fit()
+        scale = state.sigma if self.has_dispersion else 1.0
+        rows = []
+        for term, cov in zip(self.structure.terms, covariances(self.theta[None], np.array([scale]), self.structure.terms)):
+            sd, rho = sd_corr(cov)
+            rows += [(term.group, c, None, cov[0, i, i], sd[0, i]) for i, c in enumerate(term.columns)]
+            if term.correlated:
+                rows += [(term.group, term.columns[i], term.columns[j], cov[0, i, j], r[0]) for (i, j), r in rho.items()]
+        if self.has_dispersion:
+            rows.append(("Residual", None, None, scale**2, scale))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects b = Lambda u, per grouping factor (levels x columns)."""
+        state = self._require_fit()
+        return {
+            term.group: pd.DataFrame(u @ lam.T, index=pd.Index(levels, name=term.group), columns=list(term.columns))
+            for term, u, lam, levels in zip(self.structure.terms, state.u, state.lambdas, self.design.levels)
+        }
+
+    def _linear_predictor(self) -> np.ndarray:
+        """X beta-hat + Z b-hat."""
+        mats, beta = self.design.matrices, self._require_fit().beta
+        eta = np.asarray(mats.x) @ beta
+        ranef = self.ranef()
+        for term, refs, z in zip(self.structure.terms, mats.refs, mats.z):
+            b = ranef[term.group].to_numpy()
+            eta = eta + np.sum(np.asarray(z) * b[np.asarray(refs)], axis=1)
+        return eta
+
+    @property
+    def family_settings(self) -> dict:
+        """What, beyond formula, data and REML, tells two fits of this kind apart (a saved bootstrap's
+        signature, jaxmm/io.py): none for a linear mixed model."""
+        return {}
+
+    # ---- display ------------------------------------------------------------------------
+
+    def summary(self) -> str:
+        """A MixedModels.jl-style summary: criteria, variance components, fixed effects."""
+        self._require_fit()
+        return display.model_summary(self)
+
+    def __repr__(self) -> str:
+        if self.optsum is None:
+            return f"{type(self).__name__}({self.formula!r}, not fitted)"
+        return self.summary()
