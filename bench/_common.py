@@ -100,7 +100,9 @@ def audit_counts(rel, unconverged, tolerance: float) -> dict:
         "lower_than_refit": int((rel < 0).sum()),
         "lower_than_refit_by_more_than_1e-9": int((rel < -1e-9).sum()),
         "lower_than_refit_by_more_than_1e-6": int((rel < -tolerance).sum()),
-        "rel_quantiles": dict(zip(("min", "1%", "50%", "99%", "max"), np.quantile(rel, [0, 0.01, 0.5, 0.99, 1]).tolist())),
+        "rel_quantiles": dict(
+            zip(("min", "1%", "50%", "99%", "max"), np.quantile(rel, [0, 0.01, 0.5, 0.99, 1]).tolist())
+        ),
     }
 
 

@@ -48,13 +48,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import FORMULAS, RESULTS, audit_counts, code_version, load, run_meta  # noqa: E402
-import scipy.linalg  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
+import scipy.linalg
+import scipy.sparse as sp
+from _common import FORMULAS, RESULTS, audit_counts, code_version, load, run_meta
 
-import jaxmm  # noqa: E402
-from jaxmm import bootstrap as jb  # noqa: E402
-from jaxmm.bootstrap import simulated_responses  # noqa: E402
+import jaxmm
+from jaxmm import bootstrap as jb
+from jaxmm.bootstrap import simulated_responses
 
 CODE_VERSION = code_version()
 TOLERANCE = 1e-6  # relative, as bench_convergence_audit.py
@@ -116,12 +116,16 @@ def work(args) -> None:
     save it in --dir as {side}_{lo}_{hi}.npz, with its seconds and the load."""
     m = model()
     dev = SparseDeviance(m)
-    compute = {"jaxmm": lambda lo, hi: jaxmm_part(m, args.seed, lo, hi),
-               "refit": lambda lo, hi: refit_part(m, dev, args.seed, lo, hi)}
+    compute = {
+        "jaxmm": lambda lo, hi: jaxmm_part(m, args.seed, lo, hi),
+        "refit": lambda lo, hi: refit_part(m, dev, args.seed, lo, hi),
+    }
     directory = Path(args.dir)
     parts = [(lo, min(lo + args.part, args.last)) for lo in range(args.first, args.last, args.part)]
     while True:
-        todo = [("refit", b) for b in parts if part_path(directory, "jaxmm", *b).exists()] + [("jaxmm", b) for b in parts]
+        todo = [("refit", b) for b in parts if part_path(directory, "jaxmm", *b).exists()] + [
+            ("jaxmm", b) for b in parts
+        ]
         task = next(((side, b) for side, b in todo if claim(part_path(directory, side, *b))), None)
         if task is None:
             return
@@ -156,8 +160,10 @@ class SparseDeviance:
         mats, terms = m.design.matrices, m.structure.terms
         assert all(t.k == 1 for t in terms) and not m.REML
         self.n, self.x = len(m.design.y), np.asarray(mats.x)
-        z = [sp.csc_matrix((np.asarray(zt)[:, 0], (np.arange(self.n), np.asarray(r))), shape=(self.n, t.nlevels))
-             for t, r, zt in zip(terms, mats.refs, mats.z)]
+        z = [
+            sp.csc_matrix((np.asarray(zt)[:, 0], (np.arange(self.n), np.asarray(r))), shape=(self.n, t.nlevels))
+            for t, r, zt in zip(terms, mats.refs, mats.z)
+        ]
         self.z1, self.zr = z[0], sp.hstack(z[1:]).tocsc()
         self.column_term = np.repeat(np.arange(1, len(terms)), [t.nlevels for t in terms[1:]])
         self.a1 = np.asarray(self.z1.multiply(self.z1).sum(axis=0)).ravel()
@@ -176,7 +182,9 @@ class SparseDeviance:
             rows.append((idx[:, None] * self.qr + idx[None, :]).ravel())
             cols.append(np.full(len(idx) ** 2, j))
             vals.append(np.outer(v, v).ravel())
-        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(self.qr**2, self.r1.shape[1]))
+        return sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(self.qr**2, self.r1.shape[1])
+        )
 
     def stats(self, y: np.ndarray) -> tuple:
         """What the deviance needs of a response y: Z1'B, Zr'B and B'B for B = [X y]."""
@@ -229,7 +237,7 @@ def newton(f, theta: np.ndarray) -> tuple[float, np.ndarray, float, int, int]:
         return f(th)
 
     value, decrease = counted(theta), np.inf
-    for k in range(NEWTON_ITERATIONS):
+    for k in range(NEWTON_ITERATIONS):  # noqa: B007 - k counts the iterations taken, returned below
         grad, hess = derivatives(counted, theta, value)
         w, v = np.linalg.eigh(hess)
         w = np.maximum(np.abs(w), 1e-10 * np.max(np.abs(w)))
@@ -253,14 +261,20 @@ def refit(dev: SparseDeviance, generating: np.ndarray, y: np.ndarray) -> dict:
     the deviance is even in theta_t, so Newton stays on that face and finds its best fit). The
     lowest objective wins."""
     stats = dev.stats(y)
-    f = lambda th: dev(th, stats)  # noqa: E731
+    f = lambda th: dev(th, stats)
     fits = [newton(f, generating.copy())]
     for t in np.flatnonzero(fits[0][1] < 0.01):
         fits.append(newton(f, np.where(np.arange(len(generating)) == t, 0.0, generating)))
     best = min(range(len(fits)), key=lambda i: fits[i][0])
     value, theta, decrease, iterations, _ = fits[best]
-    return {"objective": value, "theta": theta, "decrease": decrease, "iterations": iterations,
-            "evaluations": sum(fit[4] for fit in fits), "start": best}
+    return {
+        "objective": value,
+        "theta": theta,
+        "decrease": decrease,
+        "iterations": iterations,
+        "evaluations": sum(fit[4] for fit in fits),
+        "start": best,
+    }
 
 
 def refit_part(m, dev: SparseDeviance, seed: int, first: int, last: int) -> dict[str, np.ndarray]:
@@ -293,13 +307,19 @@ def check(m, dev: SparseDeviance, y: np.ndarray, theta: np.ndarray, lme4_start: 
     `lme4_start`, the refit from lme4's start (a third start, far from the generating theta); where
     `polish`, Newton from jaxmm's own theta (NaN where not asked)."""
     stats = dev.stats(y)
-    f = lambda th: dev(th, stats)  # noqa: E731
+    f = lambda th: dev(th, stats)
     polished = newton(f, theta.copy())[:2] if polish else (np.nan, np.full(len(theta), np.nan))
-    return {"at_stored": f(theta), "lme4_start": newton(f, m.initial_theta())[0] if lme4_start else np.nan,
-            "polish_objective": polished[0], "polish_theta": polished[1]}
+    return {
+        "at_stored": f(theta),
+        "lme4_start": newton(f, m.initial_theta())[0] if lme4_start else np.nan,
+        "polish_objective": polished[0],
+        "polish_theta": polished[1],
+    }
 
 
-def checked_parts(args, both: list, rows: np.ndarray, theta: np.ndarray, lme4_start: np.ndarray, polish: np.ndarray) -> dict:
+def checked_parts(
+    args, both: list, rows: np.ndarray, theta: np.ndarray, lme4_start: np.ndarray, polish: np.ndarray
+) -> dict:
     """check() of every replicate in `rows` (the parts `both`, jaxmm's stored `theta`), asking for
     the lme4 start and the polish where those masks say. Each part's checks are saved in --dir as
     check_{lo}_{hi}.npz and reused by later reports where they hold all that is asked, so a report
@@ -307,9 +327,14 @@ def checked_parts(args, both: list, rows: np.ndarray, theta: np.ndarray, lme4_st
     directory = Path(args.dir)
     span = {b: slice(*np.searchsorted(rows, b)) for b in both}
     saved = _parts(directory, "check")
-    missing = lambda values, asked: np.any(asked & np.isnan(values))  # noqa: E731
-    todo = [b for b in both if b not in saved or missing(saved[b]["lme4_start"], lme4_start[span[b]])
-            or missing(saved[b]["polish_objective"], polish[span[b]])]
+    missing = lambda values, asked: np.any(asked & np.isnan(values))
+    todo = [
+        b
+        for b in both
+        if b not in saved
+        or missing(saved[b]["lme4_start"], lme4_start[span[b]])
+        or missing(saved[b]["polish_objective"], polish[span[b]])
+    ]
     if todo:
         m = model()
         dev = SparseDeviance(m)
@@ -337,28 +362,47 @@ def report(args) -> None:
         raise SystemExit(f"parts overlap in {directory}: {overlapping}")
     rows = np.concatenate([np.arange(lo, hi) for lo, hi in both])
     r = {k: np.concatenate([fits[b][k] for b in both]) for k in ("objective", "theta", "converged", "niter")}
-    best = {k: np.concatenate([refits[b][k] for b in both]) for k in ("objective", "theta", "decrease", "iterations", "evaluations", "start")}
+    best = {
+        k: np.concatenate([refits[b][k] for b in both])
+        for k in ("objective", "theta", "decrease", "iterations", "evaluations", "start")
+    }
     rel = (r["objective"] - best["objective"]) / np.abs(best["objective"])
     unconverged = ~r["converged"]
     polish = (rel > TOLERANCE) | unconverged
     lme4_start = rows < args.lme4_start_subsample
     c = checked_parts(args, both, rows, r["theta"], lme4_start, polish)
-    examined = {str(i): {"jaxmm_objective": float(r["objective"][k]), "refit_objective": float(best["objective"][k]),
-                         "polish_objective": float(c["polish_objective"][k]), "rel_jaxmm_minus_refit": float(rel[k]),
-                         "converged": bool(r["converged"][k]), "niter": int(r["niter"][k]),
-                         "jaxmm_theta": r["theta"][k].tolist(), "polish_theta": c["polish_theta"][k].tolist()}
-                for k, i in enumerate(rows) if polish[k]}
+    examined = {
+        str(i): {
+            "jaxmm_objective": float(r["objective"][k]),
+            "refit_objective": float(best["objective"][k]),
+            "polish_objective": float(c["polish_objective"][k]),
+            "rel_jaxmm_minus_refit": float(rel[k]),
+            "converged": bool(r["converged"][k]),
+            "niter": int(r["niter"][k]),
+            "jaxmm_theta": r["theta"][k].tolist(),
+            "polish_theta": c["polish_theta"][k].tolist(),
+        }
+        for k, i in enumerate(rows)
+        if polish[k]
+    }
     at_stored, from_lme4_start = c["at_stored"], c["lme4_start"][lme4_start]
     stored_rel = np.abs(at_stored - r["objective"]) / np.abs(r["objective"])
-    lme4_rel = (best["objective"][lme4_start] - from_lme4_start) / np.abs(from_lme4_start)  # > 0: lower from lme4's start
-    seconds = lambda parts: float(sum(parts[b]["seconds"] for b in both))  # noqa: E731
+    lme4_rel = (best["objective"][lme4_start] - from_lme4_start) / np.abs(
+        from_lme4_start
+    )  # > 0: lower from lme4's start
+    seconds = lambda parts: float(sum(parts[b]["seconds"] for b in both))
     entry = {
         "formula": FORMULAS["insteval"],
         "nsamp": len(rows),
-        "replicates": f"{len(both)} parts of replicates {rows.min()}..{rows.max()} of parametricbootstrap({args.seed}, ., m)",
+        "replicates": (
+            f"{len(both)} parts of replicates {rows.min()}..{rows.max()} of parametricbootstrap({args.seed}, ., m)"
+        ),
         "seed": args.seed,
         "ntheta": int(r["theta"].shape[1]),
-        "refit": "SparseDeviance (NumPy/SciPy) minimised by finite-difference Newton from the generating theta (and a boundary start where a theta_t < 0.01)",
+        "refit": (
+            "SparseDeviance (NumPy/SciPy) minimised by finite-difference Newton from the generating theta "
+            "(and a boundary start where a theta_t < 0.01)"
+        ),
         "bootstrap_s": seconds(fits),
         "refit_s": seconds(refits),
         "stored_objective_mismatch": int((stored_rel > 1e-10).sum()),
@@ -377,8 +421,13 @@ def report(args) -> None:
             "max_rel_refit_minus_lme4_start": float(lme4_rel.max()) if len(lme4_rel) else None,
         },
         "examined": examined,
-        "meta": {**run_meta({"report": load()}, CODE_VERSION), "parts_load": {side: [parts[b]["load"].tolist() for b in both[:: max(1, len(both) // 10)]]
-                                                                            for side, parts in (("jaxmm", fits), ("refit", refits))}},
+        "meta": {
+            **run_meta({"report": load()}, CODE_VERSION),
+            "parts_load": {
+                side: [parts[b]["load"].tolist() for b in both[:: max(1, len(both) // 10)]]
+                for side, parts in (("jaxmm", fits), ("refit", refits))
+            },
+        },
     }
     path = Path(args.out)
     out = json.loads(path.read_text())
@@ -397,8 +446,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--dir", default="insteval_audit", help="where the parts are saved (default ./insteval_audit)")
     ap.add_argument("--out", default=str(RESULTS / "convergence_audit.json"))
-    ap.add_argument("--lme4-start-subsample", type=int, default=100,
-                    help="report: replicates also refitted from lme4's start (1 on the diagonal of each lambda)")
+    ap.add_argument(
+        "--lme4-start-subsample",
+        type=int,
+        default=100,
+        help="report: replicates also refitted from lme4's start (1 on the diagonal of each lambda)",
+    )
     args = ap.parse_args()
     Path(args.dir).mkdir(parents=True, exist_ok=True)
     {"work": work, "report": report}[args.task](args)

@@ -17,7 +17,8 @@ jaxmm: every nsamp in (100, 1000, 10000) is run twice with the default batch siz
 "Including compile" is computed two ways for 10,000 replicates: as asked, (lme4 s/rep * 10000) /
 (compile of the first small run + warm 10,000 time); and from a fresh Python process (run by this
 script) that fits the model and times one parametricbootstrap(42, 10000) call, compile included,
-which is what a user pays for a single 10,000-replicate bootstrap. `--full` adds nsamp=100,000 and 1,000,000 once each, after the
+which is what a user pays for a single 10,000-replicate bootstrap. `--full` adds nsamp=100,000 and 1,000,000 once
+each, after the
 10,000 runs (so it reuses whatever shapes they compiled).
 Peak memory is resource.getrusage(RUSAGE_SELF).ru_maxrss (the process's high-water mark so far)
 after each run. Writes bench/results/bootstrap.json and prints markdown tables.
@@ -38,8 +39,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import FORMULAS, RESULTS, ROOT, code_version, load, run_meta, run_rscript  # noqa: E402
-import jaxmm  # noqa: E402
+from _common import FORMULAS, RESULTS, ROOT, code_version, load, run_meta, run_rscript
+
+import jaxmm
 
 CODE_VERSION = code_version()
 SEED = 42
@@ -105,7 +107,7 @@ def run_fresh(name: str, nsamp: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--fresh-child", name, str(nsamp)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     line = next(x for x in proc.stdout.splitlines() if x.startswith("FRESH"))
-    r = json.loads(line[len("FRESH"):])
+    r = json.loads(line[len("FRESH") :])
     print(f"  {r['seconds']:.3f} s (compile included)", flush=True)
     if r["jaxmm_code"] != CODE_VERSION:
         print("  WARNING: the jaxmm sources changed between this process and the fresh one", flush=True)
@@ -119,13 +121,18 @@ def intervals(name: str, samp) -> list[dict]:
         group = None if r["group"] is None or (isinstance(r["group"], float) and np.isnan(r["group"])) else r["group"]
         names = None if r["names"] is None or (isinstance(r["names"], float) and np.isnan(r["names"])) else r["names"]
         pub = PUBLISHED.get(name, {}).get((r["type"], group, names))
-        rows.append({
-            "parameter": pub[0] if pub else f"{r['type']} {group or ''} {names or ''}".strip(),
-            "type": r["type"], "group": group, "names": names,
-            "jaxmm_lower": float(r["lower"]), "jaxmm_upper": float(r["upper"]),
-            "mixedmodels_jl_lower": pub[1] if pub else None,
-            "mixedmodels_jl_upper": pub[2] if pub else None,
-        })
+        rows.append(
+            {
+                "parameter": pub[0] if pub else f"{r['type']} {group or ''} {names or ''}".strip(),
+                "type": r["type"],
+                "group": group,
+                "names": names,
+                "jaxmm_lower": float(r["lower"]),
+                "jaxmm_upper": float(r["upper"]),
+                "mixedmodels_jl_lower": pub[1] if pub else None,
+                "mixedmodels_jl_upper": pub[2] if pub else None,
+            }
+        )
     return rows
 
 
@@ -142,8 +149,11 @@ def bench_model(name: str, nsamps: list[int], full: bool) -> dict:
             r, samp = one_run(m, n)
             r["phase"] = phase
             runs.append(r)
-            print(f"  {r['seconds']:.3f} s, {r['seconds_per_replicate'] * 1e3:.4f} ms/rep, "
-                  f"peak RSS {r['peak_rss_mib']:.0f} MiB, singular {r['n_singular']}", flush=True)
+            print(
+                f"  {r['seconds']:.3f} s, {r['seconds_per_replicate'] * 1e3:.4f} ms/rep, "
+                f"peak RSS {r['peak_rss_mib']:.0f} MiB, singular {r['n_singular']}",
+                flush=True,
+            )
             if n == 10_000 and phase == "warm":
                 samp10k = samp
     for n in (100_000, 1_000_000) if full else ():
@@ -151,7 +161,11 @@ def bench_model(name: str, nsamps: list[int], full: bool) -> dict:
         r, _ = one_run(m, n)
         r["phase"] = "once (after the 10,000 runs)"
         runs.append(r)
-        print(f"  {r['seconds']:.3f} s, {r['seconds_per_replicate'] * 1e3:.4f} ms/rep, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+        print(
+            f"  {r['seconds']:.3f} s, {r['seconds_per_replicate'] * 1e3:.4f} ms/rep, "
+            f"peak RSS {r['peak_rss_mib']:.0f} MiB",
+            flush=True,
+        )
     by = {(r["nsamp"], r["phase"]): r for r in runs}
     compile_by_n = {n: by[(n, "cold")]["seconds"] - by[(n, "warm")]["seconds"] for n in nsamps}
     return {
@@ -242,42 +256,56 @@ def main() -> None:
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for name in MODELS:
         for r in jres[name]["runs"]:
-            print(f"| {name} | {r['nsamp']:,} | {r['phase'].split(' ')[0]} | {r['seconds']:.3f} | "
-                  f"{r['seconds_per_replicate'] * 1e3:.4f} | {r['peak_rss_mib']:.0f} | {r['n_singular']} | "
-                  f"{r['n_unconverged']} |")
+            print(
+                f"| {name} | {r['nsamp']:,} | {r['phase'].split(' ')[0]} | {r['seconds']:.3f} | "
+                f"{r['seconds_per_replicate'] * 1e3:.4f} | {r['peak_rss_mib']:.0f} | {r['n_singular']} | "
+                f"{r['n_unconverged']} |"
+            )
 
     print("\n### jaxmm vs lme4 bootMer\n")
-    print("| model | lme4 ms/rep (nsim) | jaxmm compile, first run (s) | jaxmm compile, 10k shape (s) | "
-          "jaxmm 10k warm (s) | jaxmm 10k ms/rep warm | lme4/jaxmm steady | "
-          "lme4/jaxmm incl. compile (first-run compile + warm 10k) | jaxmm 10k in a fresh process (s) | "
-          "lme4/jaxmm incl. compile (fresh process) |")
+    print(
+        "| model | lme4 ms/rep (nsim) | jaxmm compile, first run (s) | jaxmm compile, 10k shape (s) | "
+        "jaxmm 10k warm (s) | jaxmm 10k ms/rep warm | lme4/jaxmm steady | "
+        "lme4/jaxmm incl. compile (first-run compile + warm 10k) | jaxmm 10k in a fresh process (s) | "
+        "lme4/jaxmm incl. compile (fresh process) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in summary:
-        print(f"| {s['model']} | {s['lme4_seconds_per_replicate'] * 1e3:.2f} ({s['lme4_nsim']}) | "
-              f"{s['jaxmm_compile_first_small_run_s']:.1f} | {s['jaxmm_compile_10000_shape_s']:.1f} | "
-              f"{s['jaxmm_10000_warm_s']:.2f} | {s['jaxmm_seconds_per_replicate_warm'][10_000] * 1e3:.4f} | "
-              f"{s['ratio_steady_per_replicate_10000']:.1f}× | "
-              f"{s['ratio_incl_compile_10000_first_small_compile']:.1f}× | "
-              f"{s['jaxmm_10000_fresh_process_s']:.2f} | {s['ratio_incl_compile_10000_fresh_process']:.1f}× |")
+        print(
+            f"| {s['model']} | {s['lme4_seconds_per_replicate'] * 1e3:.2f} ({s['lme4_nsim']}) | "
+            f"{s['jaxmm_compile_first_small_run_s']:.1f} | {s['jaxmm_compile_10000_shape_s']:.1f} | "
+            f"{s['jaxmm_10000_warm_s']:.2f} | {s['jaxmm_seconds_per_replicate_warm'][10_000] * 1e3:.4f} | "
+            f"{s['ratio_steady_per_replicate_10000']:.1f}× | "
+            f"{s['ratio_incl_compile_10000_first_small_compile']:.1f}× | "
+            f"{s['jaxmm_10000_fresh_process_s']:.2f} | {s['ratio_incl_compile_10000_fresh_process']:.1f}× |"
+        )
     for s in summary:
         if "mixedmodels_jl_seconds_per_replicate" in s:
-            print(f"\nMixedModels.jl (published, {s['model']}): {s['mixedmodels_jl_seconds_per_replicate'] * 1e3:.2f} ms/rep; "
-                  f"jaxmm warm: {s['jaxmm_seconds_per_replicate_warm'][1000] * 1e3:.3f} ms/rep at 1,000, "
-                  f"{s['jaxmm_seconds_per_replicate_warm'][10_000] * 1e3:.3f} ms/rep at 10,000 "
-                  f"(MixedModels.jl / jaxmm: {s['ratio_mixedmodels_jl_over_jaxmm_1000_warm']:.2f}, "
-                  f"{s['ratio_mixedmodels_jl_over_jaxmm_10000_warm']:.2f})")
+            print(
+                f"\nMixedModels.jl (published, {s['model']}): "
+                f"{s['mixedmodels_jl_seconds_per_replicate'] * 1e3:.2f} ms/rep; "
+                f"jaxmm warm: {s['jaxmm_seconds_per_replicate_warm'][1000] * 1e3:.3f} ms/rep at 1,000, "
+                f"{s['jaxmm_seconds_per_replicate_warm'][10_000] * 1e3:.3f} ms/rep at 10,000 "
+                f"(MixedModels.jl / jaxmm: {s['ratio_mixedmodels_jl_over_jaxmm_1000_warm']:.2f}, "
+                f"{s['ratio_mixedmodels_jl_over_jaxmm_10000_warm']:.2f})"
+            )
 
     print("\n### Shortest 95% intervals, 10,000 replicates\n")
     print("| model | parameter | jaxmm | MixedModels.jl (published) |")
     print("|---|---|---|---|")
     for name in MODELS:
         for r in jres[name]["intervals_10000"]:
-            pub = ("–" if r["mixedmodels_jl_lower"] is None
-                   else f"[{r['mixedmodels_jl_lower']:.2f}, {r['mixedmodels_jl_upper']:.2f}]")
+            pub = (
+                "–"
+                if r["mixedmodels_jl_lower"] is None
+                else f"[{r['mixedmodels_jl_lower']:.2f}, {r['mixedmodels_jl_upper']:.2f}]"
+            )
             print(f"| {name} | {r['parameter']} | [{r['jaxmm_lower']:.2f}, {r['jaxmm_upper']:.2f}] | {pub} |")
         pub_sing = PUBLISHED_SINGULAR.get(name)
-        print(f"| {name} | singular replicates | {jres[name]['n_singular_10000']} of 10,000 | "
-              f"{'–' if pub_sing is None else f'{pub_sing[0]} of {pub_sing[1]:,}'} |")
+        print(
+            f"| {name} | singular replicates | {jres[name]['n_singular_10000']} of 10,000 | "
+            f"{'–' if pub_sing is None else f'{pub_sing[0]} of {pub_sing[1]:,}'} |"
+        )
     print(f"\nloadavg before each phase: {loads}")
     print(f"jaxmm code: {CODE_VERSION}")
     print("wrote bench/results/bootstrap.json")

@@ -63,17 +63,20 @@ import scipy.optimize  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import FORMULAS, RESULTS, audit_counts, code_version, load, run_meta  # noqa: E402
+
 import jaxmm  # noqa: E402
+from jaxmm.bootstrap import simulated_responses  # noqa: E402
 from jaxmm.design import suffstats  # noqa: E402
 from jaxmm.deviance import objective  # noqa: E402
-from jaxmm.bootstrap import simulated_responses  # noqa: E402
 
 CODE_VERSION = code_version()
 TOLERANCE = 1e-6  # relative: a replicate's objective above the refit's by more is a failure
 MODELS = ("dyestuff", "dyestuff2", "sleepstudy", "penicillin", "pastes")
 NEWTON_ITERATIONS = 30  # at most
 DECREASE_REL = 1e-14  # a Newton lane stops once its predicted decrease is below this, relative to the objective
-STEP_SIZES = 2.0 ** -np.arange(0, 10)  # the line search tries them in turn and takes the first that lowers the objective
+STEP_SIZES = 2.0 ** -np.arange(
+    0, 10
+)  # the line search tries them in turn and takes the first that lowers the objective
 CHUNK = 1024  # replicates refitted per compiled call, at most
 CHUNK_BYTES = 2**30  # and fewer where the dense matrices a chunk works on at once would exceed this
 SCIPY_OPTIONS = {"gtol": 1e-9, "maxiter": 2000}
@@ -98,7 +101,7 @@ class Refit:
         with jax.enable_x64(True):
             self.mats = jax.tree.map(jnp.asarray, m.design.matrices)
             blocks = jax.tree.map(jnp.asarray, m.design.blocks)
-        self.f = lambda th, st: objective(th, blocks, st, structure, reml)  # noqa: E731
+        self.f = lambda th, st: objective(th, blocks, st, structure, reml)
         self.column = structure.column_diag  # theta component -> the diagonal element of its column
         generating = m.theta
         faces = [np.where(self.column == j, 0.0, generating) for j in np.unique(self.column)]
@@ -118,7 +121,7 @@ class Refit:
         """Saddle-free Newton steps from theta0 until the predicted decrease (half the squared Newton
         decrement) is below DECREASE_REL of the objective, no step size lowers the objective, or
         NEWTON_ITERATIONS steps; returns the objective, theta and the Newton decrement there."""
-        f = lambda th: self.f(th, stats)  # noqa: E731
+        f = lambda th: self.f(th, stats)
         fg, hess = jax.value_and_grad(f), jax.hessian(f)
         steps = jnp.asarray(STEP_SIZES)
 
@@ -159,7 +162,9 @@ class Refit:
 
     def stats(self, ys: np.ndarray):
         with jax.enable_x64(True):
-            return jax.tree.map(np.asarray, jax.jit(jax.vmap(lambda y: suffstats(self.mats, self.m.structure, y)))(jnp.asarray(ys)))
+            return jax.tree.map(
+                np.asarray, jax.jit(jax.vmap(lambda y: suffstats(self.mats, self.m.structure, y)))(jnp.asarray(ys))
+            )
 
     def objectives(self, thetas: np.ndarray, stats) -> np.ndarray:
         """The objective at thetas[i] for response i, all at once."""
@@ -177,12 +182,15 @@ class Refit:
             for lo in range(0, n, chunk):
                 rows = np.arange(min(chunk, n - lo))
                 # every call gets `chunk` replicates (the last one padded by repeating), so one compile
-                part = jax.tree.map(lambda a: jnp.asarray(a[lo + np.resize(rows, chunk)]), stats)
+                take = lo + np.resize(rows, chunk)
+                part = jax.tree.map(lambda a, take=take: jnp.asarray(a[take]), stats)
                 t = time.perf_counter()
                 # one start after another: a vmapped while_loop runs until its slowest lane stops, so
                 # each start's loop stops with its own slowest replicate (penicillin's 10,000: 51 s against 113 s)
                 fits = [self._newton(start, part) for start in starts]
-                values, thetas, decrements = (np.stack([np.asarray(f[j])[rows] for f in fits], axis=1) for j in range(3))  # (replicates, starts, ...)
+                values, thetas, decrements = (
+                    np.stack([np.asarray(f[j])[rows] for f in fits], axis=1) for j in range(3)
+                )  # (replicates, starts, ...)
                 print(f"    refitted {lo + len(rows)}/{n} ({time.perf_counter() - t:.1f} s)", flush=True)
                 k = np.argmin(values, axis=1)
                 out[0][lo : lo + chunk] = values[rows, k]
@@ -227,7 +235,7 @@ def audit(name: str, nsamp: int, seed: int, scipy_subsample: int) -> dict:
     rel = (r.objective - best) / np.abs(best)
     worse = rel > TOLERANCE
     unconverged = ~r.converged
-    one = lambda i: jax.tree.map(lambda a: a[i], stats)  # noqa: E731
+    one = lambda i: jax.tree.map(lambda a: a[i], stats)
 
     # scipy's BFGS on a subsample: does another method find anything lower than the Newton refit?
     start = time.perf_counter()
@@ -241,10 +249,16 @@ def audit(name: str, nsamp: int, seed: int, scipy_subsample: int) -> dict:
     for i in np.flatnonzero(worse | unconverged):
         f, th = refit.scipy_fit(r.theta[i], one(i))
         examined[int(i)] = {
-            "jaxmm_objective": float(r.objective[i]), "refit_objective": float(best[i]), "polish_objective": f,
-            "rel_jaxmm_minus_refit": float(rel[i]), "rel_jaxmm_minus_polish": float((r.objective[i] - f) / abs(f)),
-            "converged": bool(r.converged[i]), "niter": int(r.niter[i]),
-            "jaxmm_theta": r.theta[i].tolist(), "refit_theta": best_theta[i].tolist(), "polish_theta": th.tolist(),
+            "jaxmm_objective": float(r.objective[i]),
+            "refit_objective": float(best[i]),
+            "polish_objective": f,
+            "rel_jaxmm_minus_refit": float(rel[i]),
+            "rel_jaxmm_minus_polish": float((r.objective[i] - f) / abs(f)),
+            "converged": bool(r.converged[i]),
+            "niter": int(r.niter[i]),
+            "jaxmm_theta": r.theta[i].tolist(),
+            "refit_theta": best_theta[i].tolist(),
+            "polish_theta": th.tolist(),
         }
     diag = m.lowerbd == 0.0
     return {
@@ -264,16 +278,31 @@ def audit(name: str, nsamp: int, seed: int, scipy_subsample: int) -> dict:
         "singular_refit_theta_below_1e-6": int(np.any(best_theta[:, diag] < 1e-6, axis=1).sum()),
         "refit_found_by_start": np.bincount(best_start, minlength=len(refit.starts)).tolist(),
         "scipy_subsample": {
-            "n": len(sub), "seconds": scipy_s,
+            "n": len(sub),
+            "seconds": scipy_s,
             "scipy_lower_than_refit_by_more_than_1e-9": int((scipy_rel > 1e-9).sum()),
             "max_rel_refit_minus_scipy": float(scipy_rel.max()) if len(sub) else None,
-            "jaxmm_worse_than_scipy_by_more_than_1e-6": int(((r.objective[sub] - scipy_best) / np.abs(scipy_best) > TOLERANCE).sum()),
+            "jaxmm_worse_than_scipy_by_more_than_1e-6": int(
+                ((r.objective[sub] - scipy_best) / np.abs(scipy_best) > TOLERANCE).sum()
+            ),
         },
         "examined": examined,
-        "lowest_rel": {str(int(i)): {"rel": float(rel[i]), "jaxmm_theta": r.theta[i].tolist(), "refit_theta": best_theta[i].tolist()}
-                       for i in np.argsort(rel)[:5]},
-        "highest_rel": {str(int(i)): {"rel": float(rel[i]), "jaxmm_theta": r.theta[i].tolist(), "refit_theta": best_theta[i].tolist()}
-                        for i in np.argsort(rel)[-5:]},
+        "lowest_rel": {
+            str(int(i)): {
+                "rel": float(rel[i]),
+                "jaxmm_theta": r.theta[i].tolist(),
+                "refit_theta": best_theta[i].tolist(),
+            }
+            for i in np.argsort(rel)[:5]
+        },
+        "highest_rel": {
+            str(int(i)): {
+                "rel": float(rel[i]),
+                "jaxmm_theta": r.theta[i].tolist(),
+                "refit_theta": best_theta[i].tolist(),
+            }
+            for i in np.argsort(rel)[-5:]
+        },
     }
 
 
@@ -281,7 +310,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nsamp", type=int, default=10_000, help="replicates per model (default 10,000)")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--scipy-subsample", type=int, default=200, help="replicates also refitted by scipy's BFGS (default 200)")
+    ap.add_argument(
+        "--scipy-subsample", type=int, default=200, help="replicates also refitted by scipy's BFGS (default 200)"
+    )
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--out", default=str(RESULTS / "convergence_audit.json"))
     args = ap.parse_args()
@@ -291,26 +322,44 @@ def main() -> None:
         start_load = load()
         print(f"{name}: {args.nsamp} replicates ...", flush=True)
         results[name] = audit(name, args.nsamp, args.seed, args.scipy_subsample)
-        results[name]["meta"] = {**run_meta({"start": start_load, "end": load()}, CODE_VERSION), "cpu_affinity": sorted(os.sched_getaffinity(0))}
+        results[name]["meta"] = {
+            **run_meta({"start": start_load, "end": load()}, CODE_VERSION),
+            "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        }
     path = Path(args.out)
     earlier = json.loads(path.read_text())["models"] if path.exists() else {}
-    out = {"tolerance_rel": TOLERANCE, "newton_iterations": NEWTON_ITERATIONS, "newton_decrease_rel": DECREASE_REL, "scipy_options": SCIPY_OPTIONS, "models": {**earlier, **results}}
+    out = {
+        "tolerance_rel": TOLERANCE,
+        "newton_iterations": NEWTON_ITERATIONS,
+        "newton_decrease_rel": DECREASE_REL,
+        "scipy_options": SCIPY_OPTIONS,
+        "models": {**earlier, **results},
+    }
     path.write_text(json.dumps(out, indent=1, ensure_ascii=False))
 
-    print("\n| model | replicates | worse than refit by > 1e-6 rel | unconverged (flagged) | unconverged but within 1e-6 | "
-          "lower than refit (any / > 1e-9 rel) | median rel. difference | stored objective ≠ objective(stored θ) | "
-          "singular (jaxmm θ = 0 / refit θ < 1e-6) | refit time (s) |")
+    print(
+        "\n| model | replicates | worse than refit by > 1e-6 rel | unconverged (flagged) "
+        "| unconverged but within 1e-6 | "
+        "lower than refit (any / > 1e-9 rel) | median rel. difference | stored objective ≠ objective(stored θ) | "
+        "singular (jaxmm θ = 0 / refit θ < 1e-6) | refit time (s) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        print(f"| {name} | {r['nsamp']:,} | {r['worse_than_refit_by_more_than_1e-6']} | {r['unconverged']} | "
-              f"{r['unconverged_and_within_1e-6']} | {r['lower_than_refit']} / {r['lower_than_refit_by_more_than_1e-9']} | "
-              f"{r['rel_quantiles']['50%']:.1e} | {r['stored_objective_mismatch']} | "
-              f"{r['singular_jaxmm']} / {r['singular_refit_theta_below_1e-6']} | {r['refit_s']:.0f} |")
+        print(
+            f"| {name} | {r['nsamp']:,} | {r['worse_than_refit_by_more_than_1e-6']} | {r['unconverged']} | "
+            f"{r['unconverged_and_within_1e-6']} | {r['lower_than_refit']} / "
+            f"{r['lower_than_refit_by_more_than_1e-9']} | "
+            f"{r['rel_quantiles']['50%']:.1e} | {r['stored_objective_mismatch']} | "
+            f"{r['singular_jaxmm']} / {r['singular_refit_theta_below_1e-6']} | {r['refit_s']:.0f} |"
+        )
     for name, r in results.items():
         for i, e in r["examined"].items():
-            print(f"{name} replicate {i}: converged={e['converged']} niter={e['niter']} "
-                  f"rel(jaxmm - refit)={e['rel_jaxmm_minus_refit']:.2e} rel(jaxmm - polish)={e['rel_jaxmm_minus_polish']:.2e} "
-                  f"θ jaxmm {np.round(e['jaxmm_theta'], 5).tolist()} refit {np.round(e['refit_theta'], 5).tolist()}")
+            print(
+                f"{name} replicate {i}: converged={e['converged']} niter={e['niter']} "
+                f"rel(jaxmm - refit)={e['rel_jaxmm_minus_refit']:.2e} "
+                f"rel(jaxmm - polish)={e['rel_jaxmm_minus_polish']:.2e} "
+                f"θ jaxmm {np.round(e['jaxmm_theta'], 5).tolist()} refit {np.round(e['refit_theta'], 5).tolist()}"
+            )
     print(f"jaxmm code: {CODE_VERSION}\nwrote {args.out}")
 
 

@@ -36,10 +36,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import FORMULAS, RESULTS, code_version, load, run_meta  # noqa: E402
-import jaxmm  # noqa: E402
-from jaxmm.results import MixedModelBootstrap, Replicates  # noqa: E402
-from jaxmm.bootstrap import simulated_responses  # noqa: E402
+from _common import FORMULAS, RESULTS, code_version, load, run_meta
+
+import jaxmm
+from jaxmm.bootstrap import simulated_responses
+from jaxmm.results import MixedModelBootstrap, Replicates
 
 CODE_VERSION = code_version()
 LEVEL = 0.95
@@ -47,7 +48,9 @@ DESIGNS = ("dyestuff", "sleepstudy")
 
 _compiles = [0]
 jax.monitoring.register_event_duration_secs_listener(
-    lambda event, _secs, **_kw: _compiles.__setitem__(0, _compiles[0] + (event == "/jax/core/compile/backend_compile_duration"))
+    lambda event, _secs, **_kw: _compiles.__setitem__(
+        0, _compiles[0] + (event == "/jax/core/compile/backend_compile_duration")
+    )
 )
 
 
@@ -75,8 +78,13 @@ def parameter_table(m, objective, beta, sigma, theta) -> pd.DataFrame:
 def coverage_of_design(name: str, datasets: int, nboot: int, seed: int) -> dict:
     formula, data = FORMULAS[name], jaxmm.dataset(name)
     truth_model = jaxmm.fit(formula, data)
-    truth = parameter_table(truth_model, [truth_model.objective], truth_model.beta.to_numpy()[truth_model.design.estimable],
-                            [truth_model.sigma], truth_model.theta).iloc[0]
+    truth = parameter_table(
+        truth_model,
+        [truth_model.objective],
+        truth_model.beta.to_numpy()[truth_model.design.estimable],
+        [truth_model.sigma],
+        truth_model.theta,
+    ).iloc[0]
     params = [c for c in truth.index if c != "obj" and not c.startswith("θ")]
     ys = simulated_responses(truth_model, seed, datasets)
     response = truth_model.design.response
@@ -174,21 +182,27 @@ def main() -> None:
     out = {"level": LEVEL, "seed": args.seed, "designs": results, "meta": run_meta(loads, CODE_VERSION)}
     Path(args.out).write_text(json.dumps(out, indent=1, ensure_ascii=False))
 
-    print("\n| design | parameter | truth | shortest: coverage ± se | equal-tail: coverage ± se | "
-          "shortest: truth below / above interval | median width (shortest) |")
+    print(
+        "\n| design | parameter | truth | shortest: coverage ± se | equal-tail: coverage ± se | "
+        "shortest: truth below / above interval | median width (shortest) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         for row in r["coverage"]:
             s, e = row["shortest"], row["equaltail"]
-            print(f"| {name} | {row['parameter']} | {row['truth']:.4g} | {s['coverage']:.3f} ± {s['se']:.3f} | "
-                  f"{e['coverage']:.3f} ± {e['se']:.3f} | {s['above']:.3f} / {s['below']:.3f} | {s['median_width']:.4g} |")
+            print(
+                f"| {name} | {row['parameter']} | {row['truth']:.4g} | {s['coverage']:.3f} ± {s['se']:.3f} | "
+                f"{e['coverage']:.3f} ± {e['se']:.3f} | {s['above']:.3f} / {s['below']:.3f} | {s['median_width']:.4g} |"
+            )
     for name, r in results.items():
-        print(f"\n{name}: {r['datasets']} data sets x {r['nboot']} replicates in {r['seconds_total']:.0f} s "
-              f"(first data set {r['seconds_first_dataset']:.1f} s, median {r['seconds_median_dataset']:.3f} s); "
-              f"data sets after the first that compiled: {r['datasets_that_compiled_after_the_first']} "
-              f"(their smallest diagonal θ: {r['their_smallest_diagonal_theta']}); "
-              f"singular fits {r['singular_fits']}, unconverged fits {r['unconverged_fits']}, "
-              f"unconverged replicates {r['unconverged_replicates']}, singular replicates {r['singular_replicates']}")
+        print(
+            f"\n{name}: {r['datasets']} data sets x {r['nboot']} replicates in {r['seconds_total']:.0f} s "
+            f"(first data set {r['seconds_first_dataset']:.1f} s, median {r['seconds_median_dataset']:.3f} s); "
+            f"data sets after the first that compiled: {r['datasets_that_compiled_after_the_first']} "
+            f"(their smallest diagonal θ: {r['their_smallest_diagonal_theta']}); "
+            f"singular fits {r['singular_fits']}, unconverged fits {r['unconverged_fits']}, "
+            f"unconverged replicates {r['unconverged_replicates']}, singular replicates {r['singular_replicates']}"
+        )
     print(f"jaxmm code: {CODE_VERSION}\nwrote {args.out}")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS, ROOT, code_version, load, run_meta  # noqa: E402
+from _common import RESULTS, ROOT, code_version, load, run_meta
 
 CODE_VERSION = code_version()
 
@@ -36,15 +36,18 @@ for _ in range(2):
     t = time.perf_counter()
     samp = jaxmm.parametricbootstrap(42, nsamp, m, progress=False)
     times.append(time.perf_counter() - t)
-print("RESULT" + json.dumps({"devices": jax.device_count(), "lanes_per_device": lane_width(m, "cpu"), "cold_s": times[0],
-                             "warm_s": times[1], "singular": int(samp.issingular().sum()), "converged": int(samp.converged.sum())}))
+record = {"devices": jax.device_count(), "lanes_per_device": lane_width(m, "cpu"), "cold_s": times[0],
+          "warm_s": times[1], "singular": int(samp.issingular().sum()), "converged": int(samp.converged.sum())}
+print("RESULT" + json.dumps(record))
 """
 
 
 def run(count: int, nsamp: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
-    out = subprocess.run([sys.executable, "-c", CHILD, str(nsamp)], env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(next(x for x in out.splitlines() if x.startswith("RESULT"))[len("RESULT"):])
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(nsamp)], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(next(x for x in out.splitlines() if x.startswith("RESULT"))[len("RESULT") :])
 
 
 def main() -> None:
@@ -58,11 +61,19 @@ def main() -> None:
         loads[f"{count} devices"] = load()
         runs.append(run(count, args.nsamp))
     base = runs[0]["warm_s"]
-    print(f"\n| CPU devices | lanes per device | cold (s) | warm (s) | warm replicates / s | speed-up vs {args.counts[0]} |")
+    print(
+        "\n| CPU devices | lanes per device | cold (s) | warm (s) | warm replicates / s "
+        f"| speed-up vs {args.counts[0]} |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for r in runs:
-        print(f"| {r['devices']} | {r['lanes_per_device']} | {r['cold_s']:.2f} | {r['warm_s']:.3f} | {args.nsamp / r['warm_s']:,.0f} | {base / r['warm_s']:.2f}× |")
-    (RESULTS / "devices_cpu.json").write_text(json.dumps({"nsamp": args.nsamp, "runs": runs, **run_meta(loads, CODE_VERSION)}, indent=1))
+        print(
+            f"| {r['devices']} | {r['lanes_per_device']} | {r['cold_s']:.2f} | {r['warm_s']:.3f} "
+            f"| {args.nsamp / r['warm_s']:,.0f} | {base / r['warm_s']:.2f}× |"
+        )
+    (RESULTS / "devices_cpu.json").write_text(
+        json.dumps({"nsamp": args.nsamp, "runs": runs, **run_meta(loads, CODE_VERSION)}, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import FORMULAS, RESULTS, code_version, load, run_meta, run_rscript  # noqa: E402
-import jaxmm  # noqa: E402
+from _common import FORMULAS, RESULTS, code_version, load, run_meta, run_rscript
+
+import jaxmm
 
 CODE_VERSION = code_version()
 
@@ -91,7 +92,7 @@ def statsmodels_specs():
     # `yield` is a Python keyword, hence Q("yield") in patsy.
     return {
         "dyestuff": (
-            'mixedlm(\'Q("yield") ~ 1\', groups=batch)',
+            "mixedlm('Q(\"yield\") ~ 1', groups=batch)",
             lambda: smf.mixedlm('Q("yield") ~ 1', d, groups=d["batch"]).fit(reml=False),
         ),
         "sleepstudy": (
@@ -115,8 +116,10 @@ def statsmodels_specs():
 def time_statsmodels(name: str) -> dict:
     specs = statsmodels_specs()
     if name not in specs:
-        return {"skipped": "too large for statsmodels MixedLM (crossed factors with ~4,100 levels "
-                "would need dense variance-component design matrices)"}
+        return {
+            "skipped": "too large for statsmodels MixedLM (crossed factors with ~4,100 levels "
+            "would need dense variance-component design matrices)"
+        }
     call, fn = specs[name]
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -172,8 +175,10 @@ def main() -> None:
         print(f"jaxmm {n} ...", flush=True)
         jres[n] = time_jaxmm(n, FORMULAS[n], reps)
         r = jres[n]
-        print(f"  first fit {r['first_fit_s']:.3f} s, steady {r['steady_fit_s']:.4f} s, "
-              f"objective {r['objective']:.6f}", flush=True)
+        print(
+            f"  first fit {r['first_fit_s']:.3f} s, steady {r['steady_fit_s']:.4f} s, objective {r['objective']:.6f}",
+            flush=True,
+        )
 
     sres = {}
     for n in names:
@@ -191,22 +196,24 @@ def main() -> None:
         l_t = lres.get(n)
         l_dev = lres["_details"][n]["deviance"]
         s_t = s.get("median_s")
-        rows.append({
-            "model": n,
-            "formula": FORMULAS[n],
-            "jaxmm_steady_s": j["steady_fit_s"],
-            "jaxmm_construct_plus_steady_s": j["construct_plus_steady_s"],
-            "jaxmm_first_fit_s": j["first_fit_s"],
-            "jaxmm_compile_s": j["compile_s"],
-            "lme4_s": l_t,
-            "statsmodels_s": s_t,
-            "ratio_lme4_over_jaxmm": ratio(l_t, j["steady_fit_s"]),
-            "ratio_lme4_over_jaxmm_construct_plus_fit": ratio(l_t, j["construct_plus_steady_s"]),
-            "ratio_statsmodels_over_jaxmm": ratio(s_t, j["steady_fit_s"]),
-            "objective_jaxmm": j["objective"],
-            "objective_lme4": l_dev,
-            "objective_statsmodels": s.get("objective"),
-        })
+        rows.append(
+            {
+                "model": n,
+                "formula": FORMULAS[n],
+                "jaxmm_steady_s": j["steady_fit_s"],
+                "jaxmm_construct_plus_steady_s": j["construct_plus_steady_s"],
+                "jaxmm_first_fit_s": j["first_fit_s"],
+                "jaxmm_compile_s": j["compile_s"],
+                "lme4_s": l_t,
+                "statsmodels_s": s_t,
+                "ratio_lme4_over_jaxmm": ratio(l_t, j["steady_fit_s"]),
+                "ratio_lme4_over_jaxmm_construct_plus_fit": ratio(l_t, j["construct_plus_steady_s"]),
+                "ratio_statsmodels_over_jaxmm": ratio(s_t, j["steady_fit_s"]),
+                "objective_jaxmm": j["objective"],
+                "objective_lme4": l_dev,
+                "objective_statsmodels": s.get("objective"),
+            }
+        )
 
     out = {
         "rows": rows,
@@ -215,26 +222,30 @@ def main() -> None:
         "statsmodels": sres,
         "meta": {
             "what": "seconds per ML fit; jaxmm steady = median m.fit() on a constructed model; "
-                    "lme4 = median lmer() call; statsmodels = median MixedLM(...).fit(reml=False)",
+            "lme4 = median lmer() call; statsmodels = median MixedLM(...).fit(reml=False)",
             **run_meta(loads, CODE_VERSION),
         },
     }
     (RESULTS / "fit_times.json").write_text(json.dumps(out, indent=2, default=float))
 
     print()
-    print("| model | jaxmm steady (s) | jaxmm construct+steady (s) | jaxmm compile (s) | lme4 (s) | "
-          "statsmodels (s) | lme4/jaxmm | lme4/jaxmm (construct+fit) | statsmodels/jaxmm | "
-          "objective jaxmm | objective lme4 | objective statsmodels | jaxmm − lme4 |")
+    print(
+        "| model | jaxmm steady (s) | jaxmm construct+steady (s) | jaxmm compile (s) | lme4 (s) | "
+        "statsmodels (s) | lme4/jaxmm | lme4/jaxmm (construct+fit) | statsmodels/jaxmm | "
+        "objective jaxmm | objective lme4 | objective statsmodels | jaxmm − lme4 |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         sm = "n/a (too large)" if r["statsmodels_s"] is None else fmt(r["statsmodels_s"])
-        print(f"| {r['model']} | {fmt(r['jaxmm_steady_s'])} | {fmt(r['jaxmm_construct_plus_steady_s'])} | "
-              f"{fmt(r['jaxmm_compile_s'], 2)} | {fmt(r['lme4_s'])} | {sm} | "
-              f"{fmt(r['ratio_lme4_over_jaxmm'], 2)} | {fmt(r['ratio_lme4_over_jaxmm_construct_plus_fit'], 2)} | "
-              f"{fmt(r['ratio_statsmodels_over_jaxmm'], 2)} | "
-              f"{r['objective_jaxmm']:.6f} | {r['objective_lme4']:.6f} | "
-              f"{'–' if r['objective_statsmodels'] is None else format(r['objective_statsmodels'], '.6f')} | "
-              f"{r['objective_jaxmm'] - r['objective_lme4']:.1e} |")
+        print(
+            f"| {r['model']} | {fmt(r['jaxmm_steady_s'])} | {fmt(r['jaxmm_construct_plus_steady_s'])} | "
+            f"{fmt(r['jaxmm_compile_s'], 2)} | {fmt(r['lme4_s'])} | {sm} | "
+            f"{fmt(r['ratio_lme4_over_jaxmm'], 2)} | {fmt(r['ratio_lme4_over_jaxmm_construct_plus_fit'], 2)} | "
+            f"{fmt(r['ratio_statsmodels_over_jaxmm'], 2)} | "
+            f"{r['objective_jaxmm']:.6f} | {r['objective_lme4']:.6f} | "
+            f"{'–' if r['objective_statsmodels'] is None else format(r['objective_statsmodels'], '.6f')} | "
+            f"{r['objective_jaxmm'] - r['objective_lme4']:.1e} |"
+        )
     print(f"\nloadavg before each phase: {loads}")
     print(f"jaxmm code: {CODE_VERSION}")
     print("wrote bench/results/fit_times.json")

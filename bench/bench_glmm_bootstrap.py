@@ -42,8 +42,9 @@ from scipy import stats as sps
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, ROOT, code_version, load, run_meta  # noqa: E402
-import jaxmm  # noqa: E402
+from _common import RESULTS, ROOT, code_version, load, run_meta
+
+import jaxmm
 
 CODE_VERSION = code_version()
 SEED = 42
@@ -58,17 +59,27 @@ CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 def fit(name: str):
     if name == "cbpp":
         d = jaxmm.dataset("cbpp")
-        return jaxmm.fit("prop ~ 1 + period + (1|herd)", d.assign(prop=d["incidence"] / d["size"]), family="binomial", weights="size")
+        return jaxmm.fit(
+            "prop ~ 1 + period + (1|herd)", d.assign(prop=d["incidence"] / d["size"]), family="binomial", weights="size"
+        )
     d = jaxmm.dataset("verbagg")
-    return jaxmm.fit("r2 ~ 1 + anger + gender + btype + situ + (1|id) + (1|item)", d.assign(r2=(d["r2"] == "Y").astype(float)),
-                     family="bernoulli")
+    return jaxmm.fit(
+        "r2 ~ 1 + anger + gender + btype + situ + (1|id) + (1|item)",
+        d.assign(r2=(d["r2"] == "Y").astype(float)),
+        family="bernoulli",
+    )
 
 
 def fresh_child(name: str, nsamp: int) -> None:
     """In a new process: fit, then a cold and a warm parametricbootstrap; print JSON."""
     t = time.perf_counter()
     m = fit(name)
-    out = {"fit_s": time.perf_counter() - t, "nsamp": nsamp, "jaxmm_code": CODE_VERSION, "lane_width": jaxmm.bootstrap.lane_width(m, "cpu")}
+    out = {
+        "fit_s": time.perf_counter() - t,
+        "nsamp": nsamp,
+        "jaxmm_code": CODE_VERSION,
+        "lane_width": jaxmm.bootstrap.lane_width(m, "cpu"),
+    }
     for phase in ("cold", "warm"):
         out[f"load_before_{phase}"] = load()
         with warnings.catch_warnings():
@@ -76,9 +87,13 @@ def fresh_child(name: str, nsamp: int) -> None:
             t = time.perf_counter()
             samp = jaxmm.parametricbootstrap(SEED, nsamp, m, progress=False)
             out[f"{phase}_s"] = time.perf_counter() - t
-    out.update(n_unconverged=int((~samp.converged).sum()), n_singular=int(samp.issingular().sum()),
-               niter_mean=float(samp.replicates.niter.mean()), niter_max=int(samp.replicates.niter.max()),
-               tbl={c: samp.tbl[c].tolist() for c in samp.tbl.columns})
+    out.update(
+        n_unconverged=int((~samp.converged).sum()),
+        n_singular=int(samp.issingular().sum()),
+        niter_mean=float(samp.replicates.niter.mean()),
+        niter_max=int(samp.replicates.niter.max()),
+        tbl={c: samp.tbl[c].tolist() for c in samp.tbl.columns},
+    )
     print("FRESH" + json.dumps(out))
 
 
@@ -86,7 +101,7 @@ def run_fresh(name: str, nsamp: int) -> dict:
     print(f"jaxmm {name} nsamp={nsamp} in a fresh process ...", flush=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--fresh-child", name, str(nsamp)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, **CHILD_ENV})
-    r = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("FRESH"))[len("FRESH"):])
+    r = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("FRESH"))[len("FRESH") :])
     print(f"  fit {r['fit_s']:.1f} s, cold {r['cold_s']:.1f} s, warm {r['warm_s']:.2f} s", flush=True)
     if r["jaxmm_code"] != CODE_VERSION:
         print("  WARNING: the jaxmm sources changed between this process and the fresh one", flush=True)
@@ -115,8 +130,15 @@ def compare(jaxmm_tbl: dict, lme4: pd.DataFrame) -> list[dict]:
     rows = []
     for name, theirs in zip(names, lme4.columns):
         a, b = ours[name].dropna().to_numpy(), lme4[theirs].dropna().to_numpy()
-        rows.append({"par": name, "lme4_column": theirs, "ks_p": float(sps.ks_2samp(a, b).pvalue),
-                     "jaxmm_q": np.quantile(a, QUANTILES).tolist(), "lme4_q": np.quantile(b, QUANTILES).tolist()})
+        rows.append(
+            {
+                "par": name,
+                "lme4_column": theirs,
+                "ks_p": float(sps.ks_2samp(a, b).pvalue),
+                "jaxmm_q": np.quantile(a, QUANTILES).tolist(),
+                "lme4_q": np.quantile(b, QUANTILES).tolist(),
+            }
+        )
     return rows
 
 
@@ -156,17 +178,22 @@ def main() -> None:
     record["jaxmm_env"] = CHILD_ENV
     record["meta"] = run_meta(loads, CODE_VERSION)
     (RESULTS / "glmm_bootstrap.json").write_text(json.dumps(record, indent=1))
-    print("\n| model | lme4 s/rep (nsim) | jaxmm fit (s) | jaxmm cold (s, nsamp) | jaxmm warm ms/rep | lme4/jaxmm steady | lme4/jaxmm incl. compile |")
+    print(
+        "\n| model | lme4 s/rep (nsim) | jaxmm fit (s) | jaxmm cold (s, nsamp) | jaxmm warm ms/rep "
+        "| lme4/jaxmm steady | lme4/jaxmm incl. compile |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in record["models"].items():
-        print(f"| {name} | {r['lme4_per_replicate_s']:.3f} ({r['lme4']['nsim']}) | {r['jaxmm']['fit_s']:.1f} | "
-              f"{r['jaxmm']['cold_s']:.1f} ({r['jaxmm']['nsamp']}) | {1e3 * r['jaxmm_warm_per_replicate_s']:.2f} | "
-              f"{r['ratio_steady']:.0f}× | {r['ratio_incl_compile']:.1f}× |")
+        print(
+            f"| {name} | {r['lme4_per_replicate_s']:.3f} ({r['lme4']['nsim']}) | {r['jaxmm']['fit_s']:.1f} | "
+            f"{r['jaxmm']['cold_s']:.1f} ({r['jaxmm']['nsamp']}) | {1e3 * r['jaxmm_warm_per_replicate_s']:.2f} | "
+            f"{r['ratio_steady']:.0f}× | {r['ratio_incl_compile']:.1f}× |"
+        )
     print("\n| model | par | KS p | jaxmm 2.5/50/97.5 % | lme4 2.5/50/97.5 % |")
     print("|---|---|---:|---|---|")
     for name, r in record["models"].items():
         for d in r["distributions"]:
-            q = lambda v: " / ".join(f"{x:.4g}" for x in v)  # noqa: E731
+            q = lambda v: " / ".join(f"{x:.4g}" for x in v)
             print(f"| {name} | {d['par']} | {d['ks_p']:.3f} | {q(d['jaxmm_q'])} | {q(d['lme4_q'])} |")
     print(f"\nloads: {loads}")
 

@@ -24,10 +24,9 @@ import subprocess
 import tempfile
 import time
 
-from _common import RESULTS, ROOT, code_version, load, run_meta, run_rscript  # noqa: I001 (switches the cache off first)
-
 import numpy as np
 import pandas as pd
+from _common import RESULTS, ROOT, code_version, load, run_meta, run_rscript
 from scipy import stats as sps
 
 import jaxmm
@@ -68,8 +67,12 @@ def paired_check(test, name: str, nsamp: int) -> dict:
     ys = simulated_responses(small, SEED, nsamp)
     with tempfile.TemporaryDirectory() as tmp:
         pd.DataFrame(ys.T).to_csv(f"{tmp}/y.csv", index=False)
-        subprocess.run(["Rscript", "-e", PAIRED_R, f"{tmp}/y.csv", f"{tmp}/dev.csv", SMALL[name], LARGE], cwd=ROOT, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["Rscript", "-e", PAIRED_R, f"{tmp}/y.csv", f"{tmp}/dev.csv", SMALL[name], LARGE],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         lme4 = pd.read_csv(f"{tmp}/dev.csv").to_numpy()
     ours = np.c_[test.fits[0].objective[:nsamp], test.fits[1].objective[:nsamp]]
     lrt_ours, lrt_lme4 = ours[:, 0] - ours[:, 1], lme4[:, 0] - lme4[:, 1]
@@ -107,22 +110,43 @@ def main() -> None:
             "large": LARGE,
             "nsamp": NSAMP,
             "jaxmm": {
-                "cold_s": times[0], "warm_s": times[1], "nused": test.nused, "nfailed": test.nfailed,
-                "lrt": test.lrt, "df": test.df, "p_chisq": test.pvalue_chisq, "p_bootstrap": test.pvalue_bootstrap,
-                "p_gamma": test.pvalue_gamma, "p_bartlett": test.pvalue_bartlett,
-                "mean_positive": float(ours[ours > 0].mean()), "var_positive": float(ours[ours > 0].var(ddof=1)),
+                "cold_s": times[0],
+                "warm_s": times[1],
+                "nused": test.nused,
+                "nfailed": test.nfailed,
+                "lrt": test.lrt,
+                "df": test.df,
+                "p_chisq": test.pvalue_chisq,
+                "p_bootstrap": test.pvalue_bootstrap,
+                "p_gamma": test.pvalue_gamma,
+                "p_bartlett": test.pvalue_bartlett,
+                "mean_positive": float(ours[ours > 0].mean()),
+                "var_positive": float(ours[ours > 0].var(ddof=1)),
                 "n_zero": int(np.sum(ours == 0.0)),
             },
             "pbkrtest": {
-                "seconds": pbk["seconds_total"], "npos": pbk["npos"], "n_nonpositive": int(np.sum(theirs <= 0)),
-                "lrt": pbk["lrt"], "p_chisq": pbk["p_chisq"], "p_pb": pbk["p_pb"], "p_gamma": pbk["p_gamma"],
-                "p_bartlett": pbk["p_bartlett"], "mean_positive": pbk["mean"], "var_positive": pbk["var"],
+                "seconds": pbk["seconds_total"],
+                "npos": pbk["npos"],
+                "n_nonpositive": int(np.sum(theirs <= 0)),
+                "lrt": pbk["lrt"],
+                "p_chisq": pbk["p_chisq"],
+                "p_pb": pbk["p_pb"],
+                "p_gamma": pbk["p_gamma"],
+                "p_bartlett": pbk["p_bartlett"],
+                "mean_positive": pbk["mean"],
+                "var_positive": pbk["var"],
             },
             "ks_statistic": float(ks.statistic),
             "ks_pvalue": float(ks.pvalue),
             "quantiles": [
-                {"q": a["q"], "jaxmm": a["value"], "jaxmm_mc_se": a["mc_se"], "pbkrtest": b["value"], "pbkrtest_mc_se": b["mc_se"],
-                 "difference_in_se": (a["value"] - b["value"]) / np.hypot(a["mc_se"], b["mc_se"])}
+                {
+                    "q": a["q"],
+                    "jaxmm": a["value"],
+                    "jaxmm_mc_se": a["mc_se"],
+                    "pbkrtest": b["value"],
+                    "pbkrtest_mc_se": b["mc_se"],
+                    "difference_in_se": (a["value"] - b["value"]) / np.hypot(a["mc_se"], b["mc_se"]),
+                }
                 for a, b in zip(jq, rq)
             ],
             "speedup_warm": pbk["seconds_total"] / times[1],
@@ -134,8 +158,10 @@ def main() -> None:
         print(f"KS two-sample: D = {ks.statistic:.4f}, p = {ks.pvalue:.3f}")
         print(pd.DataFrame(results[name]["quantiles"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"same {PAIRED} responses refitted by lme4: {results[name]['paired_with_lme4']}")
-        print(f"time: pbkrtest {pbk['seconds_total']:.1f} s, jaxmm cold {times[0]:.2f} s, warm {times[1]:.3f} s; "
-              f"ratio warm {results[name]['speedup_warm']:.0f}x, cold {results[name]['speedup_cold']:.1f}x")
+        print(
+            f"time: pbkrtest {pbk['seconds_total']:.1f} s, jaxmm cold {times[0]:.2f} s, warm {times[1]:.3f} s; "
+            f"ratio warm {results[name]['speedup_warm']:.0f}x, cold {results[name]['speedup_cold']:.1f}x"
+        )
     results["_meta"] = {**run_meta(loads, code), "pbkrtest": r["_meta"], "pbkrtest_wall_s": r["_wall_s"]}
     (RESULTS / "pblrt.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     print("wrote bench/results/pblrt.json")

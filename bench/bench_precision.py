@@ -31,11 +31,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import FORMULAS, RESULTS, code_version, load, run_meta  # noqa: E402
-import jaxmm  # noqa: E402
-from jaxmm.design import suffstats  # noqa: E402
-from jaxmm.deviance import objective  # noqa: E402
-from jaxmm.bootstrap import simulated_responses  # noqa: E402
+from _common import FORMULAS, RESULTS, code_version, load, run_meta
+
+import jaxmm
+from jaxmm.bootstrap import simulated_responses
+from jaxmm.design import suffstats
+from jaxmm.deviance import objective
 
 CODE_VERSION = code_version()
 
@@ -44,7 +45,7 @@ def float64_objectives(m, responses: np.ndarray, thetas: np.ndarray) -> np.ndarr
     """The float64 profiled deviance of each response at its theta."""
     with jax.enable_x64(True):
         mats, blocks = (jax.tree.map(jnp.asarray, a) for a in (m.design.matrices, m.design.blocks))
-        one = lambda y, th: objective(th, blocks, suffstats(mats, m.structure, y), structure=m.structure, reml=m.REML)  # noqa: E731
+        one = lambda y, th: objective(th, blocks, suffstats(mats, m.structure, y), structure=m.structure, reml=m.REML)
         return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(responses), jnp.asarray(thetas, dtype=jnp.float64)))
 
 
@@ -54,7 +55,10 @@ def compare(name: str, nsamp: int) -> dict:
     for precision in ("float64", "float32"):
         jaxmm.parametricbootstrap(1, nsamp, m, progress=False, precision=precision)
         t = time.perf_counter()
-        runs[precision] = (jaxmm.parametricbootstrap(1, nsamp, m, progress=False, precision=precision), time.perf_counter() - t)
+        runs[precision] = (
+            jaxmm.parametricbootstrap(1, nsamp, m, progress=False, precision=precision),
+            time.perf_counter() - t,
+        )
     (b64, t64), (b32, t32) = runs["float64"], runs["float32"]
     responses = simulated_responses(m, 1, nsamp)
     at32 = float64_objectives(m, responses, b32.theta)
@@ -95,11 +99,16 @@ def main() -> None:
     platform = jax.devices()[0].platform
     out = {"meta": run_meta(loads, CODE_VERSION), "device": str(jax.devices()[0].device_kind), "runs": rows}
     (RESULTS / f"precision_{platform}.json").write_text(json.dumps(out, indent=1))
-    print("| model | float64 s | float32 s | speed-up | excess > 1e-6 | > 1e-4 | max excess (rel) | singular f64 / f32 |")
+    print(
+        "| model | float64 s | float32 s | speed-up | excess > 1e-6 | > 1e-4 | max excess (rel) | singular f64 / f32 |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['float64_s']:.2f} | {r['float32_s']:.2f} | {r['speedup']:.2f}x | {r['excess_over_1e-6']} "
-              f"| {r['excess_over_1e-4']} | {r['excess_rel_quantiles_50_99_999_max'][-1]:.1e} | {r['singular_float64']} / {r['singular_float32']} |")
+        print(
+            f"| {r['model']} | {r['float64_s']:.2f} | {r['float32_s']:.2f} | {r['speedup']:.2f}x "
+            f"| {r['excess_over_1e-6']} | {r['excess_over_1e-4']} | {r['excess_rel_quantiles_50_99_999_max'][-1]:.1e} "
+            f"| {r['singular_float64']} / {r['singular_float32']} |"
+        )
 
 
 if __name__ == "__main__":

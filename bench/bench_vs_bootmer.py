@@ -42,9 +42,10 @@ from scipy import stats as sps
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import FORMULAS, RESULTS, ROOT, code_version, load, run_meta  # noqa: E402
-import jaxmm  # noqa: E402
-from bench_coverage import parameter_table  # noqa: E402
+from _common import FORMULAS, RESULTS, ROOT, code_version, load, run_meta
+from bench_coverage import parameter_table
+
+import jaxmm
 
 CODE_VERSION = code_version()
 SEED = 42
@@ -120,17 +121,22 @@ def compare(name: str, nsamp: int) -> dict:
         qb, sb = quantiles_with_se(b)
         with np.errstate(invalid="ignore", divide="ignore"):
             z = (qa - qb) / np.sqrt(sa**2 + sb**2)
-        rows.append({
-            "parameter": par,
-            "n_jaxmm": len(a), "n_lme4": len(b),
-            "ks_statistic": float(sps.ks_2samp(a, b).statistic),
-            "ks_pvalue": float(sps.ks_2samp(a, b).pvalue),
-            "quantiles": list(QUANTILES),
-            "jaxmm_quantiles": qa.tolist(), "jaxmm_quantile_se": sa.tolist(),
-            "lme4_quantiles": qb.tolist(), "lme4_quantile_se": sb.tolist(),
-            # 0/0 (both quantiles on a point mass such as σ_j = 0) is agreement, not a number
-            "z": [0.0 if np.isnan(v) and qa[i] == qb[i] else float(v) for i, v in enumerate(z)],
-        })
+        rows.append(
+            {
+                "parameter": par,
+                "n_jaxmm": len(a),
+                "n_lme4": len(b),
+                "ks_statistic": float(sps.ks_2samp(a, b).statistic),
+                "ks_pvalue": float(sps.ks_2samp(a, b).pvalue),
+                "quantiles": list(QUANTILES),
+                "jaxmm_quantiles": qa.tolist(),
+                "jaxmm_quantile_se": sa.tolist(),
+                "lme4_quantiles": qb.tolist(),
+                "lme4_quantile_se": sb.tolist(),
+                # 0/0 (both quantiles on a point mass such as σ_j = 0) is agreement, not a number
+                "z": [0.0 if np.isnan(v) and qa[i] == qb[i] else float(v) for i, v in enumerate(z)],
+            }
+        )
     ours_theta, theirs_theta = ours[theta_cols].to_numpy(), theirs[theta_cols].to_numpy()
     return {
         "formula": FORMULAS[name],
@@ -139,8 +145,14 @@ def compare(name: str, nsamp: int) -> dict:
         "lme4_failed_replicates": failed,
         "jaxmm_seconds": seconds,
         "jaxmm_unconverged": int((~samp.converged).sum()),
-        "singular_theta_eq_0": {"jaxmm": singular_fraction(ours_theta, diag, 0.0), "lme4": singular_fraction(theirs_theta, diag, 0.0)},
-        "singular_theta_le_1e-4": {"jaxmm": singular_fraction(ours_theta, diag, 1e-4), "lme4": singular_fraction(theirs_theta, diag, 1e-4)},
+        "singular_theta_eq_0": {
+            "jaxmm": singular_fraction(ours_theta, diag, 0.0),
+            "lme4": singular_fraction(theirs_theta, diag, 0.0),
+        },
+        "singular_theta_le_1e-4": {
+            "jaxmm": singular_fraction(ours_theta, diag, 1e-4),
+            "lme4": singular_fraction(theirs_theta, diag, 1e-4),
+        },
         "parameters": rows,
     }
 
@@ -149,7 +161,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lme4-nsim", type=int, default=10_000, help="bootMer replicates per model (default 10,000)")
     ap.add_argument("--nsamp", type=int, default=10_000, help="jaxmm replicates per model (default 10,000)")
-    ap.add_argument("--reuse-lme4", action="store_true", help="read bench/results/vs_bootmer_lme4_*.csv instead of running R")
+    ap.add_argument(
+        "--reuse-lme4", action="store_true", help="read bench/results/vs_bootmer_lme4_*.csv instead of running R"
+    )
     ap.add_argument("--out", default=str(RESULTS / "vs_bootmer.json"))
     args = ap.parse_args()
 
@@ -163,8 +177,11 @@ def main() -> None:
     out = {
         "seed": SEED,
         "models": results,
-        "lme4_run": None if lme4 is None else {
-            "wall_s": lme4["_wall_s"], "meta": lme4["_meta"],
+        "lme4_run": None
+        if lme4 is None
+        else {
+            "wall_s": lme4["_wall_s"],
+            "meta": lme4["_meta"],
             "seconds_per_replicate": {name: lme4[name]["seconds_per_replicate"] for name in MODELS},
         },
         "meta": run_meta(loads, CODE_VERSION),
@@ -177,13 +194,19 @@ def main() -> None:
         for row in r["parameters"]:
             for i, q in enumerate(QUANTILES):
                 head = f"| {name} | {row['parameter']} | {row['ks_pvalue']:.3f} " if i == 0 else "| | | "
-                print(f"{head}| {100 * q:g}% | {row['jaxmm_quantiles'][i]:.4g} ± {row['jaxmm_quantile_se'][i]:.2g} | "
-                      f"{row['lme4_quantiles'][i]:.4g} ± {row['lme4_quantile_se'][i]:.2g} | {row['z'][i]:+.2f} |")
+                print(
+                    f"{head}| {100 * q:g}% | {row['jaxmm_quantiles'][i]:.4g} ± {row['jaxmm_quantile_se'][i]:.2g} | "
+                    f"{row['lme4_quantiles'][i]:.4g} ± {row['lme4_quantile_se'][i]:.2g} | {row['z'][i]:+.2f} |"
+                )
     for name, r in results.items():
-        print(f"\n{name}: jaxmm {r['nsamp_jaxmm']} replicates ({r['jaxmm_seconds']:.1f} s, unconverged {r['jaxmm_unconverged']}), "
-              f"lme4 {r['nsim_lme4']} ({r['lme4_failed_replicates']} failed); singular (θ = 0): "
-              f"jaxmm {r['singular_theta_eq_0']['jaxmm']:.4f}, lme4 {r['singular_theta_eq_0']['lme4']:.4f}; "
-              f"(θ ≤ 1e-4): jaxmm {r['singular_theta_le_1e-4']['jaxmm']:.4f}, lme4 {r['singular_theta_le_1e-4']['lme4']:.4f}")
+        print(
+            f"\n{name}: jaxmm {r['nsamp_jaxmm']} replicates ({r['jaxmm_seconds']:.1f} s, "
+            f"unconverged {r['jaxmm_unconverged']}), "
+            f"lme4 {r['nsim_lme4']} ({r['lme4_failed_replicates']} failed); singular (θ = 0): "
+            f"jaxmm {r['singular_theta_eq_0']['jaxmm']:.4f}, lme4 {r['singular_theta_eq_0']['lme4']:.4f}; "
+            f"(θ ≤ 1e-4): jaxmm {r['singular_theta_le_1e-4']['jaxmm']:.4f}, "
+            f"lme4 {r['singular_theta_le_1e-4']['lme4']:.4f}"
+        )
     print(f"jaxmm code: {CODE_VERSION}\nwrote {args.out}")
 
 

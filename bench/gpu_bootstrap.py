@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import jax
-
 from _common import FORMULAS
+
 import jaxmm
 
 
@@ -40,7 +40,12 @@ def main() -> None:
         ]
     )
     dev = jax.devices()[0]
-    record = {"device": f"{dev.platform}: {dev.device_kind}", "device_count": jax.device_count(), "jax": jax.__version__, "runs": []}
+    record = {
+        "device": f"{dev.platform}: {dev.device_kind}",
+        "device_count": jax.device_count(),
+        "jax": jax.__version__,
+        "runs": [],
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -50,7 +55,9 @@ def main() -> None:
         fit_s = time.time() - t
         for n in sizes:
             if time.time() - start > args.budget:
-                record["runs"].append({"model": name, "nsamp": n, "precision": precision, "skipped": "time budget spent"})
+                record["runs"].append(
+                    {"model": name, "nsamp": n, "precision": precision, "skipped": "time budget spent"}
+                )
                 continue
             t = time.time()
             jaxmm.parametricbootstrap(1, n, m, progress=False, precision=precision)  # compiles this batch shape

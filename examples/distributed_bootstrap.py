@@ -9,8 +9,10 @@ On a Slurm cluster (jax.distributed.initialize() reads the job's environment):
 
 On one machine, two CPU processes and a loopback coordinator (what tests/test_scaleout.py runs):
 
-    python examples/distributed_bootstrap.py --coordinator 127.0.0.1:12355 --processes 2 --process-id 0 --out boot.parquet &
-    python examples/distributed_bootstrap.py --coordinator 127.0.0.1:12355 --processes 2 --process-id 1 --out boot.parquet
+    python examples/distributed_bootstrap.py --coordinator 127.0.0.1:12355 --processes 2 --process-id 0 \
+        --out boot.parquet &
+    python examples/distributed_bootstrap.py --coordinator 127.0.0.1:12355 --processes 2 --process-id 1 \
+        --out boot.parquet
 
 The result equals a single-process run of the same seed, replicate for replicate.
 """
@@ -32,7 +34,9 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="Parquet file for the replicates (written by process 0)")
     args = ap.parse_args()
 
-    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.processes, process_id=args.process_id)
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator, num_processes=args.processes, process_id=args.process_id
+    )
     import jaxmm  # after initialize: jaxmm must not touch the devices before it
 
     m = jaxmm.fit(args.formula, jaxmm.dataset(args.dataset))

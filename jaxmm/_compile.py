@@ -4,8 +4,9 @@ Compiling a model's fitting function takes seconds; the compiled executable depe
 model's shapes, so it is kept on disk and a later session with the same model loads it instead.
 The cache is switched on when jaxmm first computes (`computing`), not on import: importing jaxmm
 changes no JAX setting. (JAX decides whether to use a cache at its first compilation in the
-process: a process that compiled something before jaxmm's first computation runs without it.) Set JAXMM_CACHE_DIR to choose the folder, or to "" to switch this off; a cache
-folder the user configured for JAX already is left alone.
+process: a process that compiled something before jaxmm's first computation runs without it.)
+Set JAXMM_CACHE_DIR to choose the folder, or to "" to switch this off; a cache folder the user
+configured for JAX already is left alone.
 
 A small model (a dense Schur complement of at most `SMALL_DENSE` rows: sleepstudy, dyestuff,
 penicillin) fits in milliseconds and compiles in seconds, so on a CPU its functions are compiled
@@ -19,8 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
@@ -58,7 +58,7 @@ def _classic_emitters_available() -> bool:
     """Whether this XLA still has the option (a newer one may drop it; then the default is used)."""
     try:
         jax.jit(lambda x: x + 1.0, compiler_options=_CLASSIC_CPU).lower(0.0).compile()
-    except Exception:  # noqa: BLE001 - any refusal means: do not ask for it
+    except Exception:
         return False
     return True
 

@@ -56,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("data", nargs="?", help="a .csv or .parquet file of the data (or use --dataset)")
     common.add_argument("--dataset", metavar="NAME", help="a data set shipped with jaxmm (see jaxmm.datasets())")
-    common.add_argument("--formula", "-f", required=True, help='lme4 syntax, e.g. "reaction ~ 1 + days + (1 + days | subj)"')
+    common.add_argument(
+        "--formula", "-f", required=True, help='lme4 syntax, e.g. "reaction ~ 1 + days + (1 + days | subj)"'
+    )
     common.add_argument("--reml", action="store_true", help="fit by REML (default: maximum likelihood)")
     common.add_argument("--traceback", action="store_true", help="show the Python traceback of an error")
 
@@ -73,8 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     boot.add_argument("--level", type=_level, default=0.95, help="coverage of the intervals (default 0.95)")
     boot.add_argument("--out", metavar="PATH", help="write the replicate table (samp.tbl) to a .parquet or .csv file")
-    boot.add_argument("--precision", choices=("float64", "float32"), default="float64",
-                      help="precision of the replicate fits (default float64; float32 for GPUs with slow float64)")
+    boot.add_argument(
+        "--precision",
+        choices=("float64", "float32"),
+        default="float64",
+        help="precision of the replicate fits (default float64; float32 for GPUs with slow float64)",
+    )
     return parser
 
 

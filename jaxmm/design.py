@@ -131,7 +131,9 @@ def modes_by_term(u, structure: Structure) -> tuple:
     return tuple(out)
 
 
-def build_design(formula: str | MixedFormula, data: pd.DataFrame, residual: bool = True, weights: str | None = None) -> Design:
+def build_design(
+    formula: str | MixedFormula, data: pd.DataFrame, residual: bool = True, weights: str | None = None
+) -> Design:
     """Parse `formula`, check it against `data`, drop incomplete rows (with a warning) and form the blocks.
 
     residual=False (a generalized linear mixed model, which has no residual variance) skips the
@@ -156,7 +158,8 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame, residual: bool
         )
     if residual and np.linalg.norm(y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) <= 1e-12 * np.linalg.norm(y):
         raise ValueError(
-            f"response {mf.response!r} is fitted exactly by the fixed effects ({', '.join(np.array(coefnames)[estimable])}): "
+            f"response {mf.response!r} is fitted exactly by the fixed effects "
+            f"({', '.join(np.array(coefnames)[estimable])}): "
             "its residual variance would be 0"
         )
     terms, refs, zs, levels = _random_terms(mf, data, residual)
@@ -197,8 +200,10 @@ def _formulaic(what: str, expr: str, call):
         return call()
     except ValueError:
         raise
-    except Exception as err:  # noqa: BLE001 - formulaic raises many error types
-        first = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:
+        first = (
+            re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        )
         raise ValueError(f"cannot evaluate {what} {expr!r}: {first}") from None
 
 
@@ -206,7 +211,8 @@ def _required_columns(mf: MixedFormula) -> list[str]:
     fixed = f"{mf.response} ~ {mf.fixed}"
     names = set(_formulaic("formula", fixed, lambda: Formula(fixed).required_variables))
     for term in mf.random:
-        names |= set(_formulaic("random-effects expression", term.expr, lambda: Formula(term.expr).required_variables))
+        required = _formulaic("random-effects expression", term.expr, lambda e=term.expr: Formula(e).required_variables)
+        names |= set(required)
         names |= set(term.group)
     return sorted(names)
 
@@ -245,7 +251,9 @@ def _complete_rows(mf: MixedFormula, data: pd.DataFrame, extra: tuple[str, ...] 
 def _evaluated_columns(mf: MixedFormula, data: pd.DataFrame):
     """(name, values) of the response and of every model-matrix column the formula evaluates to."""
     yield mf.response, _response(mf, data)
-    for what, expr in [("fixed-effects", mf.fixed)] + [(f"random-effects term for {t.group_name!r}:", t.expr) for t in mf.random]:
+    for what, expr in [("fixed-effects", mf.fixed)] + [
+        (f"random-effects term for {t.group_name!r}:", t.expr) for t in mf.random
+    ]:
         mat, names = _numeric_matrix(expr, data, what)
         yield from zip(names, mat.T)
 

@@ -69,7 +69,9 @@ def factorize(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structu
     c_dd = jnp.einsum("jrc,jrd->cd", dense1, t)
     cross_d = jnp.concatenate([blocks.zrx, stats.zry[:, None]], axis=-1) - c_rd
     dd = jnp.block([[blocks.xx, stats.xy[:, None]], [stats.xy[None, :], stats.yy[None, None]]]) - c_dd
-    s_rr = rmul_lambda(rmul_lambda(blocks.zrzr - c_rr, rest_lams, rest).T, rest_lams, rest).T + jnp.eye(qr, dtype=theta.dtype)
+    s_rr = rmul_lambda(rmul_lambda(blocks.zrzr - c_rr, rest_lams, rest).T, rest_lams, rest).T + jnp.eye(
+        qr, dtype=theta.dtype
+    )
     s_rd = rmul_lambda(cross_d.T, rest_lams, rest).T
     schur = jnp.block([[s_rr, s_rd], [s_rd.T, dd]])
     return Factor(l11, schur)
@@ -146,7 +148,9 @@ def solve_pls(factor: Factor, theta: Array, blocks: Blocks, stats: SuffStats, st
     u1_j = (L11_j L11_j')^-1 lambda1' (Z1'y - Z1'Zr Lambda_r u_r - Z1'X beta)_j."""
     fixed = fixed_effects(factor, structure)
     l22, beta, qr = fixed.l22, fixed.beta, structure.qrest
-    ur = jsl.solve_triangular(l22[:qr, :qr], l22[-1, :qr] - l22[qr : qr + structure.p, :qr].T @ beta, lower=True, trans=1)
+    ur = jsl.solve_triangular(
+        l22[:qr, :qr], l22[-1, :qr] - l22[qr : qr + structure.p, :qr].T @ beta, lower=True, trans=1
+    )
     lams = lambdas(theta, structure.terms)
     br = rmul_lambda(ur[None, :], tuple(lam.T for lam in lams[1:]), structure.terms[1:])[0]  # Lambda_r u_r
     zr_part = jax.ops.segment_sum(

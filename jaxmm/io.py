@@ -82,7 +82,7 @@ def read_replicates(path, m: MixedModel) -> tuple[Replicates, tuple, np.ndarray 
             raise ValueError(f"its jaxmm metadata is a {type(meta).__name__}, not an object")
     except FileNotFoundError:
         raise
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+    except Exception as err:
         raise ValueError(f"{path} is not a jaxmm bootstrap file: {err}") from None
     theirs = meta.get("model")
     diff = signature_difference(signature(m), theirs if isinstance(theirs, dict) else {})

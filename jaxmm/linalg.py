@@ -81,8 +81,9 @@ def _tril_inverse(el: Array) -> Array:
 def cholesky_inverse(s: Array) -> Array:
     """L^-1 for the lower Cholesky factor L of a symmetric positive-definite S.
 
-    Its derivative is written out (custom JVP): with Phi(A) the lower triangle of A with the
-    diagonal halved,  d(L^-1) = -Phi(L^-1 dS L^-T) L^-1.  Differentiating through the Cholesky
+    S is one matrix (vmap for a stack). Its derivative is written out (custom JVP) for symmetric
+    directions dS, the only ones a symmetric S moves in: with Phi(A) the lower triangle of A with
+    the diagonal halved,  d(L^-1) = -Phi(L^-1 dS L^-T) L^-1.  Differentiating through the Cholesky
     algorithm instead, twice for the solver's Hessian, costs many more dense factorisations;
     this rule needs three matrix products per direction, at every order."""
     return _tril_inverse(cholesky(s))
@@ -99,11 +100,11 @@ def _cholesky_inverse_jvp(primals, tangents):
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def leading_logdets(s: Array, cuts: tuple[int, ...]) -> Array:
-    """log det S[:k, :k] for each k in `cuts`, from one factor S = L L'.
+    """log det S[:k, :k] for each k in `cuts`, from one factor S = L L' (one matrix: vmap for a stack).
 
     The leading block of L is the factor of the leading block of S, so these are prefix sums of
     -2 log diag(L^-1), with diag(L^-1) = 1 / diag(L): the value alone needs no inverse. Their
-    derivative (custom JVP) is the prefix sums of diag(L^-1 dS L^-T), one matrix product per
+    derivative (custom JVP, for symmetric dS) is the prefix sums of diag(L^-1 dS L^-T), one matrix product per
     direction (tr(S_k^-1 dS_k) for each cut), so it forms L^-1 and takes the value from its
     diagonal, which forward substitution computes as exactly 1 / L_ii: a value is the same number
     with or without its derivative."""

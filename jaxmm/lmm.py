@@ -25,8 +25,8 @@ from jax import Array
 from . import solver
 from ._compile import computing, is_small, jit
 from .covariance import lambdas
-from .deviance import factorize, fixed_effects, objective, solve_pls
 from .design import Blocks, Design, ModelMatrices, Structure, SuffStats, build_design, modes_by_term, suffstats
+from .deviance import factorize, fixed_effects, objective, solve_pls
 from .lanes import FitResult, ReplicateFit, Target, vectorisable
 from .linalg import UNROLL_MAX
 from .mixedmodel import FitState, MixedModel, OptSummary
@@ -312,6 +312,8 @@ class LinearMixedModel(MixedModel):
         else:
             stats = suffstats(self.design.matrices, self.structure, jnp.asarray(self.design.y))
             reml = jnp.asarray(self.REML)
-            h0 = floor_eigenvalues(objective_hessian(jnp.asarray(start), blocks, stats, structure=self.structure, reml=reml))
+            h0 = floor_eigenvalues(
+                objective_hessian(jnp.asarray(start), blocks, stats, structure=self.structure, reml=reml)
+            )
         x0, h0 = jnp.asarray(start.astype(dtype)), jnp.asarray(h0.astype(dtype))
         return Target(self, self.lanes(), refit, jax.device_get(solver.init(x0, self.structure.column_diag, h0)))

@@ -52,13 +52,19 @@ def check_nested(m_small: LinearMixedModel, m_large: LinearMixedModel) -> None:
     large_x = dict(zip(_estimable_names(dl), np.asarray(dl.matrices.x).T))
     for name, column in zip(_estimable_names(ds), np.asarray(ds.matrices.x).T):
         if name not in large_x or not np.array_equal(column, large_x[name]):
-            raise ValueError(f"m_small is not nested in m_large: its fixed-effects column {name!r} is not one of m_large's")
-    large_terms = {t.group: (t, refs, z) for t, refs, z in zip(m_large.structure.terms, dl.matrices.refs, dl.matrices.z)}
+            raise ValueError(
+                f"m_small is not nested in m_large: its fixed-effects column {name!r} is not one of m_large's"
+            )
+    large_terms = {
+        t.group: (t, refs, z) for t, refs, z in zip(m_large.structure.terms, dl.matrices.refs, dl.matrices.z)
+    }
     for t, refs, z in zip(m_small.structure.terms, ds.matrices.refs, ds.matrices.z):
         if t.group not in large_terms:
             raise ValueError(f"m_small is not nested in m_large: m_large has no random-effects term on {t.group!r}")
         tl, refs_l, z_l = large_terms[t.group]
-        same_columns = all(c in tl.columns and np.array_equal(z[:, i], z_l[:, tl.columns.index(c)]) for i, c in enumerate(t.columns))
+        same_columns = all(
+            c in tl.columns and np.array_equal(z[:, i], z_l[:, tl.columns.index(c)]) for i, c in enumerate(t.columns)
+        )
         if not np.array_equal(refs, refs_l) or not same_columns or not covariance_pattern(t) <= covariance_pattern(tl):
             raise ValueError(
                 f"m_small is not nested in m_large: its random-effects term on {t.group!r} ({', '.join(t.columns)}) "
@@ -124,7 +130,9 @@ def likelihoodratiotest(m_small: LinearMixedModel, m_large: LinearMixedModel) ->
     return _test(m_small, m_large)[0]
 
 
-def _test(m_small: LinearMixedModel, m_large: LinearMixedModel) -> tuple[LikelihoodRatioTest, LinearMixedModel, LinearMixedModel]:
+def _test(
+    m_small: LinearMixedModel, m_large: LinearMixedModel
+) -> tuple[LikelihoodRatioTest, LinearMixedModel, LinearMixedModel]:
     """The classical test and the two fits it compares (ML refits of REML fits, if needed)."""
     check_fitted("m_small", m_small, LinearMixedModel)
     check_fitted("m_large", m_large, LinearMixedModel)
@@ -242,8 +250,15 @@ def pblrt(
     test, small, large = _test(m_small, m_large)
     sim = (small.beta.to_numpy()[small.design.estimable], small.sigma, small.theta)
     (fit_small, fit_large), _ = simulate_and_refit(
-        rng, nsamp, small, sim, (small, large), optsum_overrides=optsum_overrides, batch_size=batch_size,
-        devices=devices, progress=progress,
+        rng,
+        nsamp,
+        small,
+        sim,
+        (small, large),
+        optsum_overrides=optsum_overrides,
+        batch_size=batch_size,
+        devices=devices,
+        progress=progress,
     )
     used = fit_small.converged & fit_large.converged
     if not used.all():

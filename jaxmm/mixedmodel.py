@@ -213,11 +213,15 @@ class MixedModel:
         state = self._require_fit()
         scale = state.sigma if self.has_dispersion else 1.0
         rows = []
-        for term, cov in zip(self.structure.terms, covariances(self.theta[None], np.array([scale]), self.structure.terms)):
+        for term, cov in zip(
+            self.structure.terms, covariances(self.theta[None], np.array([scale]), self.structure.terms)
+        ):
             sd, rho = sd_corr(cov)
             rows += [(term.group, c, None, cov[0, i, i], sd[0, i]) for i, c in enumerate(term.columns)]
             if term.correlated:
-                rows += [(term.group, term.columns[i], term.columns[j], cov[0, i, j], r[0]) for (i, j), r in rho.items()]
+                rows += [
+                    (term.group, term.columns[i], term.columns[j], cov[0, i, j], r[0]) for (i, j), r in rho.items()
+                ]
         if self.has_dispersion:
             rows.append(("Residual", None, None, scale**2, scale))
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])

@@ -86,8 +86,15 @@ def _draw_histogram(ax, values: np.ndarray, column: str, support: tuple[float, f
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="C0")
     for boundary, n in _point_masses(values, support):
         i = min(int(np.searchsorted(edges, boundary, side="right")) - 1, len(edges) - 2)
-        ax.bar(edges[i], n, width=edges[i + 1] - edges[i], align="edge", color=_MASS_COLOR, gid="point mass",
-               label=f"{column} = {boundary:g} exactly: {n} of {len(values)}")
+        ax.bar(
+            edges[i],
+            n,
+            width=edges[i + 1] - edges[i],
+            align="edge",
+            color=_MASS_COLOR,
+            gid="point mass",
+            label=f"{column} = {boundary:g} exactly: {n} of {len(values)}",
+        )
     ax.set_xlabel(column)
     ax.set_ylabel("replicates")
 
@@ -133,11 +140,19 @@ def density(samp, column: str, *, ax=None):
         mass_ax.vlines([b for b, _ in masses], 0, shares, color=_MASS_COLOR, linewidth=4, gid="point mass")
         mass_ax.set_ylim(0, 1.25 * max(shares))
         mass_ax.yaxis.set_major_formatter(lambda share, _: f"{share:.0%}" if max(shares) >= 0.05 else f"{share:.1%}")
-        mass_ax.set_ylabel(f"share of replicates exactly at {' or '.join(f'{b:g}' for b, _ in masses)}", color=_MASS_COLOR)
+        mass_ax.set_ylabel(
+            f"share of replicates exactly at {' or '.join(f'{b:g}' for b, _ in masses)}", color=_MASS_COLOR
+        )
         for (boundary, _), share in zip(masses, shares):
             inward = 1 if boundary == lo else -1  # the label reads from the spike into the plot
-            mass_ax.annotate(f"{column} = {boundary:g}: {share:.1%}", (boundary, share), xytext=(6 * inward, 4),
-                             textcoords="offset points", ha="left" if inward > 0 else "right", color=_MASS_COLOR)
+            mass_ax.annotate(
+                f"{column} = {boundary:g}: {share:.1%}",
+                (boundary, share),
+                xytext=(6 * inward, 4),
+                textcoords="offset points",
+                ha="left" if inward > 0 else "right",
+                color=_MASS_COLOR,
+            )
     return fig
 
 
@@ -150,20 +165,26 @@ def grid(samp, level: float = 0.95, *, bins=40, ncols: int = 3, ax=None):
     n = len(intervals)
     if ax is None:
         nrows = math.ceil(n / ncols)
-        fig, axes = _pyplot().subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False, layout="constrained")
+        fig, axes = _pyplot().subplots(
+            nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False, layout="constrained"
+        )
         axes = axes.ravel()
         for unused in axes[n:]:
             unused.set_visible(False)
     else:
         axes = np.ravel(ax)
         if len(axes) < n:
-            raise ValueError(f"ax must hold at least {n} Axes (one per parameter: {', '.join(intervals['par'])}), got {len(axes)}")
+            raise ValueError(
+                f"ax must hold at least {n} Axes (one per parameter: {', '.join(intervals['par'])}), got {len(axes)}"
+            )
         fig = axes[0].figure
     for a, (par, lower, upper) in zip(axes, intervals.itertuples(index=False)):
         _draw_histogram(a, _column(tbl, par), par, _support(samp, tbl, par), bins)
         a.axvspan(lower, upper, color=_INTERVAL_COLOR, alpha=0.3, zorder=0, gid="interval")
         a.set_title(f"{par} ({described[par]})\n[{lower:.4g}, {upper:.4g}]", fontsize="medium")
-    fig.suptitle(f"{samp.nsamp} bootstrap replicates: shortest {level:.0%} intervals shaded, boundary replicates in red")
+    fig.suptitle(
+        f"{samp.nsamp} bootstrap replicates: shortest {level:.0%} intervals shaded, boundary replicates in red"
+    )
     return fig
 
 
@@ -182,6 +203,9 @@ def reference(result, *, bins=40, ax=None):
     ax.plot(x, chi2.pdf(x, result.df) * len(values) * width, color="C2", gid="chi-square", label=f"χ²({result.df})")
     ax.axvline(result.lrt, color=_INTERVAL_COLOR, gid="observed", label=f"observed LRT = {result.lrt:.4g}")
     ax.set_ylim(0, 1.1 * np.histogram(values, bins)[0].max())
-    ax.set_title(f"{result.nused} replicates: bootstrap p = {result.pvalue_bootstrap:.4g}, χ² p = {result.pvalue_chisq:.4g}", fontsize="medium")
+    ax.set_title(
+        f"{result.nused} replicates: bootstrap p = {result.pvalue_bootstrap:.4g}, χ² p = {result.pvalue_chisq:.4g}",
+        fontsize="medium",
+    )
     ax.legend()
     return fig

@@ -124,9 +124,7 @@ class MixedModelBootstrap:
         n = self.nsamp
         iters = np.arange(1, n + 1)
         sds, rhos = self._sd_corr()
-        pieces = [
-            ("β", None, name, self.replicates.beta[:, i]) for i, name in enumerate(self.model.coefnames)
-        ]
+        pieces = [("β", None, name, self.replicates.beta[:, i]) for i, name in enumerate(self.model.coefnames)]
         by_group: dict[str, list] = {}
         for kind, rows in (("σ", sds), ("ρ", rhos)):
             for group, names, values in rows:
@@ -136,16 +134,26 @@ class MixedModelBootstrap:
         if self._dispersion:
             pieces.append(("σ", "residual", None, self.replicates.sigma))
         frames = [
-            pd.DataFrame({"iter": iters, "type": kind, "group": group, "names": names, "value": values.astype(np.float64)})
+            pd.DataFrame(
+                {"iter": iters, "type": kind, "group": group, "names": names, "value": values.astype(np.float64)}
+            )
             for kind, group, names, values in pieces
         ]
         return pd.concat(frames, ignore_index=True)
 
     @property
     def fits(self) -> pd.DataFrame:
-        """The raw fit per replicate: objective, σ (with a dispersion parameter), β (array), se (array), θ (array), converged."""
+        """The raw fit per replicate: objective, σ (with a dispersion parameter), β (array), se (array), θ (array),
+        converged."""
         r = self.replicates
-        cols = {"objective": r.objective, "σ": r.sigma, "β": list(r.beta), "se": list(r.se), "θ": list(r.theta), "converged": r.converged}
+        cols = {
+            "objective": r.objective,
+            "σ": r.sigma,
+            "β": list(r.beta),
+            "se": list(r.se),
+            "θ": list(r.theta),
+            "converged": r.converged,
+        }
         if not self._dispersion:
             del cols["σ"]
         return pd.DataFrame(cols)
@@ -206,8 +214,11 @@ class MixedModelBootstrap:
         """Intervals for β.., σ, σ.., ρ.. (tbl's names): 'shortest' or 'equaltail' (percentile)."""
         _check_interval(level, method)
         tbl = self.tbl
-        rows = [(par, *_interval(tbl[par].to_numpy(dtype=np.float64), level, method)) for par in tbl.columns
-                if par != "obj" and not par.startswith("θ")]
+        rows = [
+            (par, *_interval(tbl[par].to_numpy(dtype=np.float64), level, method))
+            for par in tbl.columns
+            if par != "obj" and not par.startswith("θ")
+        ]
         return pd.DataFrame(rows, columns=["par", "lower", "upper"])
 
     def statistic_confint(self, level: float = 0.95, method: str = "shortest") -> pd.DataFrame:
@@ -217,7 +228,9 @@ class MixedModelBootstrap:
             raise ValueError("this bootstrap has no statistic; pass statistic= to parametricbootstrap")
         _check_interval(level, method)
         values = self.statistic.astype(np.float64)
-        rows = [(index, *_interval(values[(slice(None), *index)], level, method)) for index in np.ndindex(values.shape[1:])]
+        rows = [
+            (index, *_interval(values[(slice(None), *index)], level, method)) for index in np.ndindex(values.shape[1:])
+        ]
         return pd.DataFrame(rows, columns=["index", "lower", "upper"])
 
     def __repr__(self) -> str:
@@ -240,14 +253,16 @@ def vcat(*samps) -> MixedModelBootstrap:
         diff = io.signature_difference(sig, io.signature(s.model))
         if diff is not None:
             key, ours, theirs = diff
-            raise ValueError(f"cannot combine bootstraps of different models: their {key} differ ({ours!r} vs {theirs!r})")
+            raise ValueError(
+                f"cannot combine bootstraps of different models: their {key} differ ({ours!r} vs {theirs!r})"
+            )
     stats = [s.statistic for s in samps]
     if any(v is None for v in stats) and not all(v is None for v in stats):
         raise ValueError("cannot combine bootstraps with and without a statistic")
     statistic = None if stats[0] is None else np.concatenate(stats)
-    return MixedModelBootstrap(samps[0].model, Replicates.concat([s.replicates for s in samps]), sim=samps[0].sim, statistic=statistic)
-
-
+    return MixedModelBootstrap(
+        samps[0].model, Replicates.concat([s.replicates for s in samps]), sim=samps[0].sim, statistic=statistic
+    )
 
 
 def restorereplicates(path, m: MixedModel) -> MixedModelBootstrap:

@@ -29,7 +29,9 @@ def _imports() -> dict[str, set[str]]:
             if isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                    )
                 submodules = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules]
                 candidates = submodules or [base]  # `from . import display` imports display, not the package
             elif isinstance(node, ast.Import):
@@ -65,8 +67,11 @@ def test_the_bootstrap_engine_and_results_know_no_kind_of_model():
     kinds = {"jaxmm.lmm", "jaxmm.glmm", "jaxmm.glmm.model", "jaxmm.glmm.laplace", "jaxmm.deviance", "jaxmm.models"}
     for module in ("jaxmm.bootstrap.engine", "jaxmm.bootstrap.api", "jaxmm.results", "jaxmm.replicates", "jaxmm.io"):
         assert not graph[module] & kinds, (module, graph[module] & kinds)
-    assert not any("isinstance" in line and "LinearMixedModel" in line
-                   for p in (PACKAGE / "bootstrap").glob("*.py") for line in p.read_text().splitlines())
+    assert not any(
+        "isinstance" in line and "LinearMixedModel" in line
+        for p in (PACKAGE / "bootstrap").glob("*.py")
+        for line in p.read_text().splitlines()
+    )
 
 
 def test_importing_jaxmm_changes_no_jax_setting(tmp_path):

@@ -18,15 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.optimize
+from _helpers import assert_restores, same
 from scipy import stats as sps
 
 import jaxmm
+from jaxmm.bootstrap import simulate_and_refit, simulated_responses
 from jaxmm.design import suffstats
 from jaxmm.deviance import objective
-from jaxmm.bootstrap import simulate_and_refit
-from jaxmm.bootstrap import simulated_responses
-
-from _helpers import assert_restores, same
 
 DY = "yield ~ 1 + (1|batch)"
 SS = "reaction ~ 1 + days + (1 + days|subj)"
@@ -114,7 +112,12 @@ class _Careful:
             best = math.inf
             for s in self.starts:
                 res = scipy.optimize.minimize(
-                    fg, s, jac=True, method="L-BFGS-B", bounds=self.bounds, options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 1000}
+                    fg,
+                    s,
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=self.bounds,
+                    options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 1000},
                 )
                 best = min(best, float(res.fun))
         return best
@@ -445,7 +448,9 @@ def test_simulating_from_a_singular_theta(dy, dy_boot2):
         warnings.simplefilter("ignore", RuntimeWarning)
         null = _boot(dy, DY_SEED2, theta=[0.0])
     assert null.sim[2].tolist() == [0.0]
-    assert null.converged.all(), f"{(~null.converged).sum()} unconverged, theta {np.unique(null.theta[~null.converged])}"
+    assert null.converged.all(), (
+        f"{(~null.converged).sum()} unconverged, theta {np.unique(null.theta[~null.converged])}"
+    )
     assert null.issingular().sum() >= NSAMP // 2
     assert null.issingular().sum() > 4 * dy_boot2.issingular().sum()
 
@@ -492,7 +497,9 @@ def test_float32_fits_the_same_responses_to_float32_resolution(ss, ss_boot):
     assert samp.objective.dtype == np.float64  # ftype, the storage, is separate from the fits' precision
     with jax.enable_x64(True):
         mats, blocks = (jax.tree.map(jnp.asarray, a) for a in (ss.design.matrices, ss.design.blocks))
-        refit = jax.vmap(lambda y, th: objective(th, blocks, suffstats(mats, ss.structure, y), structure=ss.structure, reml=False))
+        refit = jax.vmap(
+            lambda y, th: objective(th, blocks, suffstats(mats, ss.structure, y), structure=ss.structure, reml=False)
+        )
         at32 = np.asarray(refit(jnp.asarray(simulated_responses(ss, SS_SEED, NSAMP)), jnp.asarray(samp.theta)))
     excess = (at32 - ss_boot.objective) / ss_boot.objective
     assert np.all(excess > -1e-12) and np.median(excess) < 1e-7 and excess.max() < 1e-4
@@ -559,7 +566,11 @@ def test_reml_bootstrap(dy, dy_reml, dy_reml_boot, dy_boot2):
     [
         ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)", ["obj", "β1", "σ", "σ1", "σ2", "θ1", "θ2"]),
         ("pastes", "strength ~ 1 + (1|batch/cask)", ["obj", "β1", "σ", "σ1", "σ2", "θ1", "θ2"]),
-        ("sleepstudy", "reaction ~ 1 + days + zerocorr(1 + days|subj)", ["obj", "β1", "β2", "σ", "σ1", "σ2", "θ1", "θ2"]),
+        (
+            "sleepstudy",
+            "reaction ~ 1 + days + zerocorr(1 + days|subj)",
+            ["obj", "β1", "β2", "σ", "σ1", "σ2", "θ1", "θ2"],
+        ),
     ],
     ids=["crossed", "nested", "zerocorr"],
 )

@@ -90,16 +90,34 @@ def test_warnings_are_one_line(capsys, tmp_path):
     [
         (["fit", "--dataset", "nosuch", "-f", FORMULA], "jaxmm: error: unknown dataset 'nosuch'; available: cake,"),
         (["fit", "missing.csv", "-f", FORMULA], "jaxmm: error: no such data file: missing.csv"),
-        (["fit", "data.xlsx", "-f", FORMULA], "jaxmm: error: cannot read data.xlsx: the data file must end in .csv or .parquet"),
+        (
+            ["fit", "data.xlsx", "-f", FORMULA],
+            "jaxmm: error: cannot read data.xlsx: the data file must end in .csv or .parquet",
+        ),
         (["fit", "ragged.csv", "-f", FORMULA], "jaxmm: error: cannot read ragged.csv: Error tokenizing data."),
         (["fit", "--dataset", "dyestuff", "-f", "yield ~ 1 + (1 | plate)"], "jaxmm: error: 'plate' in formula"),
-        (["fit", "data.xlsx", "--dataset", "dyestuff", "-f", FORMULA], "jaxmm: error: give either a data file or --dataset NAME"),
-        (["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--out", "reps.xlsx"], "jaxmm: error: --out reps.xlsx: the file must end in .parquet or .csv"),
-        (["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--level", "95"], "jaxmm bootstrap: error: argument --level: must be a number strictly between 0 and 1, got '95'"),
-        (["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "-n", "-3"], "jaxmm bootstrap: error: argument -n/--nsamp: must be a positive integer"),
+        (
+            ["fit", "data.xlsx", "--dataset", "dyestuff", "-f", FORMULA],
+            "jaxmm: error: give either a data file or --dataset NAME",
+        ),
+        (
+            ["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--out", "reps.xlsx"],
+            "jaxmm: error: --out reps.xlsx: the file must end in .parquet or .csv",
+        ),
+        (
+            ["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--level", "95"],
+            "jaxmm bootstrap: error: argument --level: must be a number strictly between 0 and 1, got '95'",
+        ),
+        (
+            ["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "-n", "-3"],
+            "jaxmm bootstrap: error: argument -n/--nsamp: must be a positive integer",
+        ),
         (["fit", "--dataset", "dyestuff"], "jaxmm fit: error: the following arguments are required: --formula"),
         (["refit"], "jaxmm: error: argument {fit,bootstrap}: invalid choice: 'refit'"),
-        (["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--precision", "half"], "jaxmm bootstrap: error: argument --precision: invalid choice: 'half'"),
+        (
+            ["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--precision", "half"],
+            "jaxmm bootstrap: error: argument --precision: invalid choice: 'half'",
+        ),
     ],
 )
 def test_errors_are_one_line_with_status_2(argv, message, capsys, tmp_path, monkeypatch):
@@ -126,5 +144,14 @@ def test_installed_command_matches_the_api(samp):
     assert done.returncode == 0, done.stderr
     expected = samp.shortestcovint(0.95)[["lower", "upper"]].to_numpy()
     np.testing.assert_allclose(_printed_intervals(done.stdout), expected, rtol=1e-6)
-    failed = subprocess.run([sys.executable, "-m", "jaxmm", "fit", "nothere.parquet", "-f", FORMULA], capture_output=True, text=True, timeout=300)
-    assert (failed.returncode, failed.stdout, failed.stderr) == (2, "", "jaxmm: error: no such data file: nothere.parquet\n")
+    failed = subprocess.run(
+        [sys.executable, "-m", "jaxmm", "fit", "nothere.parquet", "-f", FORMULA],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (failed.returncode, failed.stdout, failed.stderr) == (
+        2,
+        "",
+        "jaxmm: error: no such data file: nothere.parquet\n",
+    )

@@ -74,7 +74,7 @@ def test_covariances_sd_and_correlations_against_numpy():
     scale = np.array([1.0, 2.0, 0.5, 3.0])
     covs = covariance.covariances(theta, scale, TERMS)
     for n in range(4):
-        for t, lam, cov in zip(TERMS, dense_lambda(theta[n], TERMS), covs):
+        for lam, cov in zip(dense_lambda(theta[n], TERMS), covs):
             np.testing.assert_allclose(cov[n], scale[n] ** 2 * lam @ lam.T, rtol=1e-14)
     sd, rho = covariance.sd_corr(covs[0])
     want = covs[0][1] / np.sqrt(np.outer(np.diag(covs[0][1]), np.diag(covs[0][1])))

@@ -31,7 +31,12 @@ def runs(ss):
     def run(nsamp=NSAMP, batch_size=None):
         return jaxmm.parametricbootstrap(SEED, nsamp, ss, progress=False, batch_size=batch_size)
 
-    return {"default": run(), "again": run(), "longer": run(3 * NSAMP), **{size: run(batch_size=size) for size in BATCH_SIZES}}
+    return {
+        "default": run(),
+        "again": run(),
+        "longer": run(3 * NSAMP),
+        **{size: run(batch_size=size) for size in BATCH_SIZES},
+    }
 
 
 def _bits(samp) -> np.ndarray:

@@ -80,7 +80,10 @@ def lower_pattern(k: int, correlated: bool) -> list[tuple[int, int]]:
 
 def random_theta(rng: np.random.Generator, terms) -> np.ndarray:
     return np.concatenate(
-        [[rng.uniform(0.05, 3.0) if r == c else rng.uniform(-1.0, 1.0) for r, c in lower_pattern(len(cols), corr)] for _, cols, corr in terms]
+        [
+            [rng.uniform(0.05, 3.0) if r == c else rng.uniform(-1.0, 1.0) for r, c in lower_pattern(len(cols), corr)]
+            for _, cols, corr in terms
+        ]
     )
 
 
@@ -134,7 +137,7 @@ def dense_reference(df: pd.DataFrame, level_labels, terms, theta: np.ndarray, X:
     reml = (n - p) * (1 + np.log(2 * np.pi * rss / (n - p))) + logdet_v + np.linalg.slogdet(XtVX)[1]
     b = Lam @ Lam.T @ Z.T @ Vinv_r
     b_terms, start = [], 0
-    for (group, columns, _), labels in zip(terms, level_labels):
+    for (_group, columns, _), labels in zip(terms, level_labels):
         size = len(labels) * len(columns)
         b_terms.append(b[start : start + size].reshape(len(labels), len(columns)))
         start += size
@@ -224,5 +227,7 @@ def test_reference_reduces_to_known_values():
     n, p = X.shape
     np.testing.assert_allclose(beta, beta_ols, rtol=1e-10)
     assert ml == pytest.approx(n * (1 + np.log(2 * np.pi * rss[0] / n)), rel=1e-12)
-    assert reml == pytest.approx((n - p) * (1 + np.log(2 * np.pi * rss[0] / (n - p))) + np.linalg.slogdet(X.T @ X)[1], rel=1e-12)
+    assert reml == pytest.approx(
+        (n - p) * (1 + np.log(2 * np.pi * rss[0] / (n - p))) + np.linalg.slogdet(X.T @ X)[1], rel=1e-12
+    )
     assert all(np.all(bt == 0) for bt in b)

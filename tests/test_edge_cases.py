@@ -67,7 +67,9 @@ def test_edge_case_matches_lme4(key, reml, data):
     estimable = m.beta[list(m.design.estimable)]
     assert [n.replace(": ", "").replace(" & ", ":") for n in estimable.index] == ref["beta_names"]
     np.testing.assert_allclose(estimable.to_numpy(), ref["beta"], rtol=BETA_RTOL.get(key, 1e-5))
-    np.testing.assert_allclose(m.stderror[list(m.design.estimable)].to_numpy(), ref["se"], rtol=max(2e-4, BETA_RTOL.get(key, 0)))
+    np.testing.assert_allclose(
+        m.stderror[list(m.design.estimable)].to_numpy(), ref["se"], rtol=max(2e-4, BETA_RTOL.get(key, 0))
+    )
     np.testing.assert_allclose(m.sigma, ref["sigma"], rtol=max(1e-5, BETA_RTOL.get(key, 0)))
     assert m.nobs == ref["nobs"] == len(data)
 

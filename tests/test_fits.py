@@ -62,7 +62,9 @@ def test_sleepstudy_ranef_and_fitted_match_lme4():
     m = _fit("sleepstudy", False)
     re = m.ranef()["subj"]
     for row in ref["ranef"]:
-        np.testing.assert_allclose(re.loc[row["subj"]].to_numpy(), [row["(Intercept)"], row["days"]], rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(
+            re.loc[row["subj"]].to_numpy(), [row["(Intercept)"], row["days"]], rtol=1e-3, atol=1e-3
+        )
     np.testing.assert_allclose(m.fitted()[:10], ref["fitted_first10"], rtol=1e-6)
     np.testing.assert_allclose(m.residuals(), m.design.y - m.fitted())
 
@@ -71,9 +73,24 @@ def test_sleepstudy_ranef_and_fitted_match_lme4():
 PUBLISHED = [
     ("dyestuff", "yield ~ 1 + (1|batch)", 327.3270598811428, [0.7525806757718846]),
     ("dyestuff2", "yield ~ 1 + (1|batch)", 162.87303665382575, [0.0]),
-    ("sleepstudy", "reaction ~ 1 + days + (1 + days|subj)", 1751.9393444647046, [0.929221307, 0.01816838, 0.22264487096]),
-    ("sleepstudy", "reaction ~ 1 + days + zerocorr(1 + days|subj)", 1752.0032551398835, [0.9458106880922268, 0.22692826607677266]),
-    ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)", 332.18834867227616, [1.5375772376554968, 3.219751321180035]),
+    (
+        "sleepstudy",
+        "reaction ~ 1 + days + (1 + days|subj)",
+        1751.9393444647046,
+        [0.929221307, 0.01816838, 0.22264487096],
+    ),
+    (
+        "sleepstudy",
+        "reaction ~ 1 + days + zerocorr(1 + days|subj)",
+        1752.0032551398835,
+        [0.9458106880922268, 0.22692826607677266],
+    ),
+    (
+        "penicillin",
+        "diameter ~ 1 + (1|plate) + (1|sample)",
+        332.18834867227616,
+        [1.5375772376554968, 3.219751321180035],
+    ),
     ("pastes", "strength ~ 1 + (1|batch/cask)", 247.99446586289676, [3.5268858714382905, 1.3299230213750168]),
 ]
 
@@ -151,7 +168,16 @@ def test_scaled_response_gives_scaled_estimates():
 def test_print_summary():
     m = jaxmm.fit("reaction ~ 1 + days + (1 + days|subj)", jaxmm.dataset("sleepstudy"))
     text = str(m)
-    for piece in ("maximum likelihood", "1751.9393", "subj", "(Intercept)", "days", "Residual", "Number of obs: 180", "+0.08"):
+    for piece in (
+        "maximum likelihood",
+        "1751.9393",
+        "subj",
+        "(Intercept)",
+        "days",
+        "Residual",
+        "Number of obs: 180",
+        "+0.08",
+    ):
         assert piece in text
     assert "not fitted" in repr(jaxmm.LinearMixedModel("reaction ~ 1 + (1|subj)", jaxmm.dataset("sleepstudy")))
 

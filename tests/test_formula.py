@@ -9,7 +9,6 @@ import pytest
 import jaxmm
 from jaxmm.formula import MixedFormula, RandomTerm, parse_formula
 
-
 # ---- parse_formula: accepted syntax -------------------------------------------------------
 
 

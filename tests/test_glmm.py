@@ -8,11 +8,10 @@ import json
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import jaxmm
 from jaxmm.glmm import GeneralizedLinearMixedModel
@@ -48,7 +47,13 @@ MODELS = {
         None,
     ),
     "verbagg": (_verbagg, "r2 ~ 1 + anger + gender + btype + situ + (1|id) + (1|item)", "bernoulli", None, None),
-    "grouseticks1": (lambda: jaxmm.dataset("grouseticks"), "ticks ~ 1 + year + cheight + (1|brood)", "poisson", None, None),
+    "grouseticks1": (
+        lambda: jaxmm.dataset("grouseticks"),
+        "ticks ~ 1 + year + cheight + (1|brood)",
+        "poisson",
+        None,
+        None,
+    ),
     "cbpp_probit": (_cbpp, "prop ~ 1 + period + (1|herd)", "binomial", "size", "probit"),
     "cbpp_cloglog": (_cbpp, "prop ~ 1 + period + (1|herd)", "binomial", "size", "cloglog"),
     "cbpp_bernoulli_probit": (_cbpp_animals, "y ~ 1 + period + (1|herd)", "bernoulli", None, "probit"),
@@ -76,7 +81,9 @@ def fits():
     def get(key, nagq):
         if (key, nagq) not in cache:
             data, formula, family, weights, link = MODELS[key]
-            cache[key, nagq] = jaxmm.fit(formula, data(), family=family, link=link, weights=weights, fast=nagq == 0, nAGQ=max(nagq, 1))
+            cache[key, nagq] = jaxmm.fit(
+                formula, data(), family=family, link=link, weights=weights, fast=nagq == 0, nAGQ=max(nagq, 1)
+            )
         return cache[key, nagq]
 
     return get
@@ -93,7 +100,9 @@ def test_matches_glmer(fits, key, nagq):
     # lme4's default PIRLS tolerance leaves -2 logLik up to ~3e-6 relative high; with PIRLS
     # converged tightly lme4 reaches our optimum, to its optimiser's precision (grouseticks: 3e-8).
     assert m.objective <= (ref["objective"] + saturated) * (1 + 1e-6)
-    assert (tight["objective"] + saturated) * (1 - 1e-7) <= m.objective <= (tight["objective"] + saturated) * (1 + 1e-10)
+    assert (
+        (tight["objective"] + saturated) * (1 - 1e-7) <= m.objective <= (tight["objective"] + saturated) * (1 + 1e-10)
+    )
     np.testing.assert_allclose(m.theta, tight["theta"], rtol=1e-3)
     assert [n.replace(": ", "") for n in m.beta.index] == ref["beta_names"]
     np.testing.assert_allclose(m.beta.to_numpy(), tight["beta"], rtol=1e-3, atol=1e-3)
@@ -107,7 +116,9 @@ def test_matches_glmer(fits, key, nagq):
     np.testing.assert_allclose(vc["sdcor"], [r["sdcor"] for r in tight["varcorr"]], rtol=1e-4)
     assert list(vc["grp"]) == [r["grp"] for r in tight["varcorr"]]
     re = m.ranef()[tight["ranef_first_group"]]
-    np.testing.assert_allclose(re.loc[tight["ranef_first_levels"]].iloc[:, 0], tight["ranef_first"], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        re.loc[tight["ranef_first_levels"]].iloc[:, 0], tight["ranef_first"], rtol=1e-3, atol=1e-4
+    )
     np.testing.assert_allclose(m.fitted()[:10], tight["fitted_first10"], rtol=1e-4)
 
 
@@ -137,7 +148,10 @@ def test_unweighted_binomial_differs_from_weighted(fits):
         ({"family": "binomial", "link": "log"}, "link for family 'binomial'"),
         ({"family": "binomial", "REML": True}, "REML applies to linear"),
         ({"link": "logit"}, "apply to a generalized"),
-        *[({"family": "binomial", "nAGQ": n}, r"nAGQ must be an integer from 1 to 100") for n in (0, -1, 2.5, "9", True, 101)],
+        *[
+            ({"family": "binomial", "nAGQ": n}, r"nAGQ must be an integer from 1 to 100")
+            for n in (0, -1, 2.5, "9", True, 101)
+        ],
         ({"family": "poisson", "weights": "size"}, "family 'poisson' takes none"),
         ({"family": "binomial", "weights": "nosuch"}, "'nosuch' is not a column"),
         ({"family": "binomial", "weights": [1.0, 2.0]}, "one value per row"),
@@ -193,15 +207,21 @@ def test_quadrature_converges_to_the_integral(fits):
     theta, beta = m.theta, m.beta.to_numpy()
     with jax.enable_x64(True):
         data = jax.tree.map(jnp.asarray, glmm_data(m.design))
-        lap, (dev1, dev15, dev25) = _quadratures(jnp.asarray(theta), jnp.asarray(beta), data, structure=m.structure, fam=m.family, rules=(1, 15, 25))
+        lap, (dev1, dev15, dev25) = _quadratures(
+            jnp.asarray(theta), jnp.asarray(beta), data, structure=m.structure, fam=m.family, rules=(1, 15, 25)
+        )
         # herd j: int prod_i p(y_i | x_i beta + theta b) phi(b) db, trapezoidal on a fine grid
         b = np.linspace(-12.0, 12.0, 24001)
         eta = np.asarray(data.x @ beta)[:, None] + theta[0] * b[None, :]
         d = np.asarray(m.family.deviance(data.y[:, None], data.weights[:, None], jnp.asarray(eta)))
         herd = np.asarray(data.index[:, 0])
-        log_integrand = -0.5 * np.stack([d[herd == j].sum(axis=0) for j in range(m.structure.terms[0].nlevels)]) - 0.5 * b**2
+        log_integrand = (
+            -0.5 * np.stack([d[herd == j].sum(axis=0) for j in range(m.structure.terms[0].nlevels)]) - 0.5 * b**2
+        )
         peak = log_integrand.max(axis=1)
-        log_integral = peak + np.log(np.exp(log_integrand - peak[:, None]).sum(axis=1) * (b[1] - b[0]) / np.sqrt(2 * np.pi))
+        log_integral = peak + np.log(
+            np.exp(log_integrand - peak[:, None]).sum(axis=1) * (b[1] - b[0]) / np.sqrt(2 * np.pi)
+        )
     exact = -2.0 * log_integral.sum()
     assert float(dev1) == float(lap) == pytest.approx(fits("cbpp", 1).objective, rel=1e-5)
     assert abs(float(dev25) - exact) < 1e-8 and abs(float(dev15) - exact) < 1e-8

@@ -12,16 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import assert_restores, same
 from scipy.special import expit
 
 import jaxmm
+from jaxmm.bootstrap import replicate_key, simulated_responses
 from jaxmm.glmm.family import family
 from jaxmm.glmm.laplace import glmm_data
-from jaxmm.results import MixedModelBootstrap
-from jaxmm.bootstrap import replicate_key, simulated_responses
 from jaxmm.glmm.model import simulate_glmm_response
-
-from _helpers import assert_restores, same
+from jaxmm.results import MixedModelBootstrap
 
 CBPP = "prop ~ 1 + period + (1|herd)"
 SEED = 5
@@ -67,7 +66,9 @@ def test_simulated_responses_support_mean_and_variance(cbpp):
     # with the random effects left out the means are off by far more
     fixed = expit(np.asarray(cbpp.design.matrices.x) @ cbpp.beta.to_numpy())
     assert np.max(np.abs((ys.mean(axis=0) - fixed) / (ys.std(axis=0) / np.sqrt(nsim)))) > 6
-    variance = _herd_expectation(cbpp, lambda mu: mu * (1 - mu)) / size + _herd_expectation(cbpp, lambda mu: mu**2) - mean**2
+    variance = (
+        _herd_expectation(cbpp, lambda mu: mu * (1 - mu)) / size + _herd_expectation(cbpp, lambda mu: mu**2) - mean**2
+    )
     # the sample variance of 4000 draws is within about 5% of the variance
     assert np.max(np.abs(ys.var(axis=0) / variance - 1)) < 0.2
     assert np.median(np.abs(ys.var(axis=0) / variance - 1)) < 0.06
@@ -99,7 +100,9 @@ def test_use_u_simulates_around_the_fitted_means(cbpp):
         data = jax.tree.map(jnp.asarray, glmm_data(cbpp.design))
         u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in cbpp._state.u])
         beta, theta = jnp.asarray(cbpp.beta.to_numpy()), jnp.asarray(cbpp.theta)
-        one = lambda i: simulate_glmm_response(replicate_key(jax.random.key(1), i), data, cbpp.structure, cbpp.family, beta, theta, u)  # noqa: E731
+        one = lambda i: simulate_glmm_response(
+            replicate_key(jax.random.key(1), i), data, cbpp.structure, cbpp.family, beta, theta, u
+        )
         ys = np.asarray(jax.jit(jax.vmap(one))(jnp.arange(nsim)))
     mu = cbpp.fitted()
     z = (ys.mean(axis=0) - mu) / np.sqrt(mu * (1 - mu) / cbpp.design.weights / nsim)
@@ -164,7 +167,9 @@ def test_tables_have_no_residual_sigma(samp):
 
 
 def test_sigma_and_statistic_are_errors(cbpp):
-    with pytest.raises(ValueError, match="sigma applies to families with a dispersion parameter; family 'binomial' has none"):
+    with pytest.raises(
+        ValueError, match="sigma applies to families with a dispersion parameter; family 'binomial' has none"
+    ):
         jaxmm.parametricbootstrap(1, 4, cbpp, sigma=1.0, progress=False)
     with pytest.raises(ValueError, match="statistic applies to linear mixed models"):
         jaxmm.parametricbootstrap(1, 4, cbpp, statistic=lambda r: r.beta, progress=False)
@@ -198,7 +203,11 @@ def test_vcat_save_restore(tmp_path, cbpp, samp):
     assert_restores(samp, cbpp, path)
     # a linear mixed model of the same formula and data is another model (fitted or not)
     lmm = jaxmm.LinearMixedModel(CBPP, _cbpp())
-    with pytest.raises(ValueError, match=r"different models: their family differ \('binomial \(logit\)' vs 'gaussian'\)"):
+    with pytest.raises(
+        ValueError, match=r"different models: their family differ \('binomial \(logit\)' vs 'gaussian'\)"
+    ):
         jaxmm.vcat(samp, MixedModelBootstrap(lmm, samp.replicates))
-    with pytest.raises(ValueError, match=r"another model: its family is 'binomial \(logit\)', the model's is 'gaussian'"):
+    with pytest.raises(
+        ValueError, match=r"another model: its family is 'binomial \(logit\)', the model's is 'gaussian'"
+    ):
         jaxmm.restorereplicates(path, lmm)

@@ -29,8 +29,8 @@ import scipy.optimize
 from scipy import stats as sps
 
 import jaxmm
-from jaxmm.lrt import check_nested
 from jaxmm.bootstrap import simulated_responses
+from jaxmm.lrt import check_nested
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "pbkrtest_lrt.json").read_text())
 LARGE = "reaction ~ 1 + days + (1 + days | subj)"
@@ -81,22 +81,22 @@ def test_lrt_matches_lme4_anova(name, sleep, small, large):
 
 
 def test_reml_fits_with_different_fixed_effects_are_refitted_by_ml(sleep):
-    s, l = jaxmm.fit(SMALL["slope"], sleep, REML=True), jaxmm.fit(LARGE, sleep, REML=True)
-    reml_objectives = (s.objective, l.objective)
+    s, big = jaxmm.fit(SMALL["slope"], sleep, REML=True), jaxmm.fit(LARGE, sleep, REML=True)
+    reml_objectives = (s.objective, big.objective)
     with pytest.warns(UserWarning, match="refitting the REML fit"):
-        test = jaxmm.likelihoodratiotest(s, l)
+        test = jaxmm.likelihoodratiotest(s, big)
     assert not test.reml
     _check_anova(test, FIXTURE["reml"]["anova"])  # anova() refits REML fits by ML too
-    assert s.REML and l.REML and (s.objective, l.objective) == reml_objectives  # the user's fits are untouched
+    assert s.REML and big.REML and (s.objective, big.objective) == reml_objectives  # the user's fits are untouched
 
 
 def test_reml_fits_with_the_same_fixed_effects_compare_reml_criteria(sleep):
-    s, l = jaxmm.fit(ZEROCORR, sleep, REML=True), jaxmm.fit(LARGE, sleep, REML=True)
+    s, big = jaxmm.fit(ZEROCORR, sleep, REML=True), jaxmm.fit(LARGE, sleep, REML=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        test = jaxmm.likelihoodratiotest(s, l)
-    assert test.reml and test.objective == (s.objective, l.objective)
-    assert test.lrt == max(s.objective - l.objective, 0.0) and "REML crit." in repr(test)
+        test = jaxmm.likelihoodratiotest(s, big)
+    assert test.reml and test.objective == (s.objective, big.objective)
+    assert test.lrt == max(s.objective - big.objective, 0.0) and "REML crit." in repr(test)
 
 
 # ---- what is nested ---------------------------------------------------------------------------------
@@ -109,7 +109,11 @@ def _model(formula, data):
     [
         (LARGE, SMALL["slope"], "fixed-effects column 'days'"),  # the wrong way round
         ("reaction ~ 1 + days + (0 + days | subj)", "reaction ~ 1 + days + (1 | subj)", "term on 'subj'"),
-        (SMALL["slope"], "reaction ~ 1 + days + zerocorr(1 + days | subj)", "term on 'subj'"),  # correlation not in large
+        (
+            SMALL["slope"],
+            "reaction ~ 1 + days + zerocorr(1 + days | subj)",
+            "term on 'subj'",
+        ),  # correlation not in large
         ("reaction ~ 1 + days + (1 | subj2)", LARGE, "no random-effects term on 'subj2'"),
         ("reaction ~ 1 + days + (1 + days | subj)", LARGE, "it has 6 parameters, m_large 6"),
         ("reaction ~ 1 + days2 + (1 | subj)", LARGE, "fixed-effects column 'days2'"),
@@ -124,7 +128,10 @@ def test_not_nested(sleep, small_formula, large_formula, message):
 
 def test_nested_forms(sleep):
     check_nested(_model(ZEROCORR, sleep), _model(LARGE, sleep))
-    check_nested(_model("reaction ~ 1 + days + (1 | subj)", sleep), _model("reaction ~ 1 + days + zerocorr(1 + days | subj)", sleep))
+    check_nested(
+        _model("reaction ~ 1 + days + (1 | subj)", sleep),
+        _model("reaction ~ 1 + days + zerocorr(1 + days | subj)", sleep),
+    )
 
 
 def test_errors(sleep, small, large):
@@ -233,7 +240,9 @@ def test_statistic_of_the_fit(large, stat_boot):
     assert list(ci.columns) == ["index", "lower", "upper"] and len(ci) == 2 + large.nobs
     assert (ci["lower"][1], ci["upper"][1]) == jaxmm.shortestcovint(samp.replicates.beta[:, 1], 0.9)
     et = samp.statistic_confint(method="equaltail")
-    np.testing.assert_allclose([et["lower"][0], et["upper"][0]], np.quantile(samp.replicates.beta[:, 0], [0.025, 0.975]))
+    np.testing.assert_allclose(
+        [et["lower"][0], et["upper"][0]], np.quantile(samp.replicates.beta[:, 0], [0.025, 0.975])
+    )
     with pytest.raises(ValueError, match="no statistic"):
         plain.statistic_confint()
 
@@ -255,8 +264,12 @@ def test_use_u_holds_the_random_effects_at_their_conditional_modes(large):
     tiny = 1e-6 * large.sigma
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # fits of nearly exact responses need not converge
-        held = jaxmm.parametricbootstrap(SEED, STAT_NSAMP, large, sigma=tiny, use_u=True, statistic=_beta_and_fitted, progress=False)
-        drawn = jaxmm.parametricbootstrap(SEED, STAT_NSAMP, large, sigma=tiny, statistic=_beta_and_fitted, progress=False)
+        held = jaxmm.parametricbootstrap(
+            SEED, STAT_NSAMP, large, sigma=tiny, use_u=True, statistic=_beta_and_fitted, progress=False
+        )
+        drawn = jaxmm.parametricbootstrap(
+            SEED, STAT_NSAMP, large, sigma=tiny, statistic=_beta_and_fitted, progress=False
+        )
     fitted = large.fitted()
     x_beta = np.asarray(large.design.matrices.x) @ large.beta.to_numpy()
     np.testing.assert_allclose(held.statistic[:, 2:], np.tile(fitted, (STAT_NSAMP, 1)), atol=1e-3)

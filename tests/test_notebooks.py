@@ -18,6 +18,8 @@ def test_bootstrap_walkthrough_runs(tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOKS / "bootstrap_walkthrough.ipynb", as_version=4)
     # execute() raises CellExecutionError, with the cell and its traceback, on the first failing cell
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = {cell.source.splitlines()[-1]: cell.outputs for cell in nb.cells if cell.cell_type == "code" and cell.source}
+    outputs = {
+        cell.source.splitlines()[-1]: cell.outputs for cell in nb.cells if cell.cell_type == "code" and cell.source
+    }
     assert outputs["NSAMP"][0]["data"]["text/plain"] == "200"
     assert outputs["restored.tbl.equals(combined.tbl)"][0]["data"]["text/plain"] == "True"

@@ -52,7 +52,8 @@ warnings.simplefilter("ignore")
 assert len(jax.devices()) == 4, jax.devices()
 m = jaxmm.fit(sys.argv[1], jaxmm.dataset(sys.argv[2]))
 for devices in (1, 4):
-    jaxmm.parametricbootstrap(int(sys.argv[3]), int(sys.argv[4]), m, progress=False, devices=devices).tbl.to_parquet(f"{sys.argv[5]}/{devices}.parquet")
+    samp = jaxmm.parametricbootstrap(int(sys.argv[3]), int(sys.argv[4]), m, progress=False, devices=devices)
+    samp.tbl.to_parquet(f"{sys.argv[5]}/{devices}.parquet")
 """
 
 
@@ -64,7 +65,9 @@ def test_four_devices_agree_with_one(formula, dataset, nsamp, tmp_path):
     subprocess then hits its timeout)."""
     subprocess.run(
         [sys.executable, "-c", FOUR_DEVICES, formula, dataset, str(SEED), str(nsamp), str(tmp_path)],
-        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"), check=True, timeout=300,
+        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+        check=True,
+        timeout=300,
     )
     one, four = (pd.read_parquet(tmp_path / f"{d}.parquet") for d in (1, 4))
     assert list(four.columns) == list(one.columns) and len(four) == nsamp
@@ -74,9 +77,28 @@ def test_four_devices_agree_with_one(formula, dataset, nsamp, tmp_path):
 def test_two_processes_equal_one_process(tmp_path):
     out = tmp_path / "boot.parquet"
     port = _free_port()
-    cmd = [sys.executable, str(ROOT / "examples" / "distributed_bootstrap.py"), "--coordinator", f"127.0.0.1:{port}",
-           "--processes", "2", "--dataset", "dyestuff", "--formula", DY, "-n", str(NSAMP), "--seed", str(SEED), "--out", str(out)]
-    procs = [subprocess.Popen([*cmd, "--process-id", str(i)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in (0, 1)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "examples" / "distributed_bootstrap.py"),
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--processes",
+        "2",
+        "--dataset",
+        "dyestuff",
+        "--formula",
+        DY,
+        "-n",
+        str(NSAMP),
+        "--seed",
+        str(SEED),
+        "--out",
+        str(out),
+    ]
+    procs = [
+        subprocess.Popen([*cmd, "--process-id", str(i)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for i in (0, 1)
+    ]
     logs = [p.communicate(timeout=600)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs), logs
     m = jaxmm.fit(DY, jaxmm.dataset("dyestuff"))

@@ -33,10 +33,10 @@ def x64():
 def test_newton_steps_by_hand_reach_the_minimum_of_a_quadratic():
     state = solver.init(jnp.zeros(2), NO_SYMMETRY)
     assert not solver.done(state)
-    opts = SolverOptions()
+    step = jax.jit(lambda s: solver.step(quadratic, s, NO_SYMMETRY, SolverOptions(), exact=True))
     steps = 0
     while not solver.done(state):
-        state = solver.step(quadratic, state, NO_SYMMETRY, opts, exact=True)
+        state = step(state)
         steps += 1
     # evaluate the start, one Newton step to the minimum, one polishing step
     assert steps <= 4
@@ -62,9 +62,10 @@ def test_rounds_continue_the_state_exactly():
     h0 = jnp.asarray(solver.floor_eigenvalues(jax.hessian(rosenbrock)(x0)))
     opts = SolverOptions()
     whole = solver.run(rosenbrock, solver.init(x0, NO_SYMMETRY, h0), NO_SYMMETRY, opts, exact=False)
+    run_round = jax.jit(lambda s: solver.run(rosenbrock, s, NO_SYMMETRY, opts, exact=False, until=s.niter + 3))
     state, rounds = solver.init(x0, NO_SYMMETRY, h0), 0
     while not solver.done(state):
-        state = solver.run(rosenbrock, state, NO_SYMMETRY, opts, exact=False, until=state.niter + 3)
+        state = run_round(state)
         rounds += 1
     assert rounds > 3
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(state)):

@@ -124,7 +124,9 @@ def parametricbootstrap(
     failed = int((~res.converged).sum())
     if failed:
         warnings.warn(
-            f"{failed} of {nsamp} bootstrap replicates did not converge; see samp.converged", RuntimeWarning, stacklevel=2
+            f"{failed} of {nsamp} bootstrap replicates did not converge; see samp.converged",
+            RuntimeWarning,
+            stacklevel=2,
         )
     return MixedModelBootstrap(m, res.astype(dtype), sim=sim, statistic=stat)
 
@@ -195,7 +197,7 @@ def simulated_responses(m: MixedModel, seed: int, nsamp: int, first: int = 0) ->
     with computing():
         simulation, lanes = m.simulation(m.simulation_parameters(), use_u=False), m.lanes()
         key = jax.random.key(seed)
-        one = lambda i: lanes.simulate(replicate_key(key, i), simulation)  # noqa: E731
+        one = lambda i: lanes.simulate(replicate_key(key, i), simulation)
         return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(first, first + nsamp)))
 
 

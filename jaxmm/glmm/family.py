@@ -51,7 +51,8 @@ class Family:
             return
         if np.any((y < 0) | (y > 1)):
             raise ValueError(
-                f"response {response!r} must be in [0, 1] for family {self.name!r} (a proportion, with weights the trials)"
+                f"response {response!r} must be in [0, 1] for family {self.name!r} "
+                "(a proportion, with weights the trials)"
             )
         if self.name == "bernoulli" and np.any((y != 0) & (y != 1)):
             raise ValueError(f"response {response!r} must be 0 or 1 for family 'bernoulli'")
@@ -89,7 +90,11 @@ class Family:
             failures = weights - successes
             log_choose = gammaln(weights + 1.0) - gammaln(successes + 1.0) - gammaln(failures + 1.0)
             # 0 log 0 = 0: a certain outcome contributes nothing
-            loglik = jnp.where(successes > 0, successes * log_mu, 0.0) + jnp.where(failures > 0, failures * log1m_mu, 0.0) + log_choose
+            loglik = (
+                jnp.where(successes > 0, successes * log_mu, 0.0)
+                + jnp.where(failures > 0, failures * log1m_mu, 0.0)
+                + log_choose
+            )
         return -2.0 * loglik
 
     def fisher_weights(self, weights: Array, eta: Array) -> Array:

@@ -79,7 +79,10 @@ def glmm_data(design: Design) -> GlmmData:
     mats, structure = design.matrices, design.structure
     offsets = np.cumsum([0] + [t.nranef for t in structure.terms])
     index = np.column_stack(
-        [off + np.asarray(refs)[:, None] * t.k + np.arange(t.k) for off, refs, t in zip(offsets, mats.refs, structure.terms)]
+        [
+            off + np.asarray(refs)[:, None] * t.k + np.arange(t.k)
+            for off, refs, t in zip(offsets, mats.refs, structure.terms)
+        ]
     )
     weights = np.ones(structure.n) if design.weights is None else design.weights
     return GlmmData(design.y, weights, mats.x, mats.z, index.astype(np.int32))
@@ -102,7 +105,9 @@ def _penalised_deviance(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> A
 def _z_gram(zl: Array, c: Array, index: Array, q: int) -> Array:
     """Lambda'Z' diag(c) Z Lambda (q x q), summed row by row over the K x K nonzero products."""
     values = c[:, None, None] * zl[:, :, None] * zl[:, None, :]
-    return jax.ops.segment_sum(values.reshape(-1), (index[:, :, None] * q + index[:, None, :]).reshape(-1), num_segments=q * q).reshape(q, q)
+    return jax.ops.segment_sum(
+        values.reshape(-1), (index[:, :, None] * q + index[:, None, :]).reshape(-1), num_segments=q * q
+    ).reshape(q, q)
 
 
 def _half_deviance_derivatives(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> tuple[Array, Array, Array]:
@@ -150,7 +155,9 @@ def _step(mode: Mode, factor, grad: Array, vary_beta: bool) -> Mode:
 _HALVINGS = 0.5 ** np.arange(11)
 
 
-def pirls(zl: Array, beta: Array, data: GlmmData, fam: Family, vary_beta: bool, q: int, tol: float = 1e-12, maxiter: int = 100) -> Mode:
+def pirls(
+    zl: Array, beta: Array, data: GlmmData, fam: Family, vary_beta: bool, q: int, tol: float = 1e-12, maxiter: int = 100
+) -> Mode:
     """The conditional mode of u (and of beta, when vary_beta) by Fisher scoring from u = 0.
 
     Each iteration takes the largest of 1, 1/2, ..., 1/1024 of the scoring step that does not
@@ -160,7 +167,9 @@ def pirls(zl: Array, beta: Array, data: GlmmData, fam: Family, vary_beta: bool, 
     def body(state):
         mode, pdev, niter, _ = state
         hess = _penalised_hessian(mode, zl, data, fam, vary_beta, fisher=True)
-        target = _step(mode, jsl.cho_factor(hess, lower=True), _penalised_gradient(mode, zl, data, fam, vary_beta), vary_beta)
+        target = _step(
+            mode, jsl.cho_factor(hess, lower=True), _penalised_gradient(mode, zl, data, fam, vary_beta), vary_beta
+        )
         trials = jax.vmap(lambda t: Mode(*(a + t * (b - a) for a, b in zip(mode, target))))(jnp.asarray(_HALVINGS))
         pdevs = jax.vmap(lambda m: _penalised_deviance(m, zl, data, fam))(trials)
         ok = pdevs <= pdev
@@ -208,11 +217,15 @@ def gauss_hermite(nAGQ: int) -> tuple[np.ndarray, np.ndarray]:
 def require_scalar_term(structure: Structure) -> None:
     """The ValueError lme4 raises for nAGQ > 1 unless the model has one scalar random-effects term."""
     if len(structure.terms) != 1 or structure.terms[0].k != 1:
-        terms = ", ".join(f"({' + '.join('1' if c == '(Intercept)' else c for c in t.columns)} | {t.group})" for t in structure.terms)
+        terms = ", ".join(
+            f"({' + '.join('1' if c == '(Intercept)' else c for c in t.columns)} | {t.group})" for t in structure.terms
+        )
         raise ValueError(f"nAGQ > 1 needs a single scalar random-effects term (as lme4's glmer); the model has {terms}")
 
 
-def adaptive_quadrature(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, nAGQ: int) -> Laplace:
+def adaptive_quadrature(
+    theta: Array, beta: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, nAGQ: int
+) -> Laplace:
     """-2 log L(theta, beta) by adaptive Gauss-Hermite quadrature with nAGQ nodes (lme4's glmerAGQ,
     MixedModels.jl's deviance(m, nAGQ)), for a model with a single scalar random-effects term:
 
@@ -233,7 +246,9 @@ def adaptive_quadrature(theta: Array, beta: Array, data: GlmmData, structure: St
     q, group = structure.terms[0].nlevels, data.index[:, 0]
     zl = z_lambda(theta, data, structure)
     eta = linear_predictor(at.mode, zl, data)
-    sd = lax.rsqrt(jax.ops.segment_sum(fam.fisher_weights(data.weights, eta) * zl[:, 0] ** 2, group, num_segments=q) + 1.0)
+    sd = lax.rsqrt(
+        jax.ops.segment_sum(fam.fisher_weights(data.weights, eta) * zl[:, 0] ** 2, group, num_segments=q) + 1.0
+    )
 
     def devc(z: Array) -> Array:
         """D_j(u~_j + s_j z) for every group j."""
@@ -242,7 +257,9 @@ def adaptive_quadrature(theta: Array, beta: Array, data: GlmmData, structure: St
         return jax.ops.segment_sum(d, group, num_segments=q) + (at.mode.u + shift) ** 2
 
     z, w = gauss_hermite(nAGQ)
-    exponents = np.log(w)[:, None] + 0.5 * z[:, None] ** 2 - 0.5 * (jax.vmap(devc)(jnp.asarray(z)) - devc(jnp.zeros(())))
+    exponents = (
+        np.log(w)[:, None] + 0.5 * z[:, None] ** 2 - 0.5 * (jax.vmap(devc)(jnp.asarray(z)) - devc(jnp.zeros(())))
+    )
     return Laplace(at.objective - 2.0 * jnp.sum(logsumexp(exponents, axis=0)), at.mode)
 
 
@@ -320,7 +337,7 @@ def fisher_vcov(theta: Array, mode: Mode, data: GlmmData, structure: Structure, 
     """Cov(beta-hat) given theta: the beta block of the inverse of PIRLS's Fisher system in
     (u, beta) at `mode` (lme4's vcov(m, use.hessian = FALSE), and its only one for nAGQ = 0). Pure."""
     info = _penalised_hessian(mode, z_lambda(theta, data, structure), data, fam, True, fisher=True)
-    return jnp.linalg.inv(info)[-mode.beta.shape[0]:, -mode.beta.shape[0]:]
+    return jnp.linalg.inv(info)[-mode.beta.shape[0] :, -mode.beta.shape[0] :]
 
 
 _fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts", "nAGQ"))

@@ -20,7 +20,8 @@ from ..design import Design, Structure, build_design, modes_by_term
 from ..lanes import FitResult, ReplicateFit, Target, vectorisable
 from ..mixedmodel import FitState, MixedModel, OptSummary
 from ..solver import SolverOptions, SolverState, floor_eigenvalues, solver_options
-from .family import Family, family as make_family
+from .family import Family
+from .family import family as make_family
 from .laplace import (
     GlmmData,
     Mode,
@@ -196,7 +197,12 @@ class GeneralizedLinearMixedModel(MixedModel):
                 hessian=np.asarray(res.hessian),
             )
             optsum = OptSummary(
-                np.asarray(theta0), np.asarray(res.theta), float(res.objective), bool(res.converged), int(res.niter), opts
+                np.asarray(theta0),
+                np.asarray(res.theta),
+                float(res.objective),
+                bool(res.converged),
+                int(res.niter),
+                opts,
             )
         self.fast, self.nAGQ = bool(fast), int(nAGQ)
         self._store_fit(state, optsum)
