@@ -141,14 +141,21 @@ def build_design(
     an identifiable overdispersion term. `weights` names a column of prior weights; rows where
     it is missing are dropped with the others."""
     mf = formula if isinstance(formula, MixedFormula) else parse_formula(formula)
-    if not isinstance(data, pd.DataFrame):
-        raise ValueError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    data = as_data_frame(data)
     data, ndropped = _complete_rows(mf, data, () if weights is None else (weights,))
     y = _response(mf, data)
     _require_finite("response", (mf.response,), y[:, None])
     x_all, coefnames = _numeric_matrix(mf.fixed, data, "fixed-effects")
     _require_finite("fixed-effects", coefnames, x_all)
     estimable = _estimable_columns(x_all)
+    if not estimable.all():
+        dropped = [name for name, keep in zip(coefnames, estimable) if not keep]
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s) / coefficient(s): "
+            f"{', '.join(map(repr, dropped))} (each a linear combination of the columns before it; "
+            "m.estimable says which, m.beta shows them as -0.0)",
+            stacklevel=3,
+        )
     x = x_all[:, estimable]
     n, p = x.shape
     if p >= n:
@@ -185,6 +192,32 @@ def build_design(
     )
 
 
+def as_data_frame(data) -> pd.DataFrame:
+    """data as a pandas DataFrame: itself, or converted by its to_pandas() (pyarrow and polars tables).
+
+    Column names must be unique: a formula names columns, and a repeated name would be ambiguous."""
+    if not isinstance(data, pd.DataFrame):
+        convert = getattr(data, "to_pandas", None)
+        converted = None
+        if callable(convert):
+            try:
+                converted = convert()
+            except Exception as err:
+                raise ValueError(
+                    f"data of type {type(data).__name__} could not be converted to pandas: {err}"
+                ) from None
+        if not isinstance(converted, pd.DataFrame):
+            raise ValueError(
+                "data must be a pandas DataFrame (or a table with .to_pandas(), such as pyarrow's or polars'), "
+                f"got {type(data).__name__}"
+            )
+        data = converted
+    repeated = data.columns[data.columns.duplicated()].unique().tolist()
+    if repeated:
+        raise ValueError(f"data has more than one column named {repeated[0]!r}; column names must be unique")
+    return data
+
+
 def _weights(column: pd.Series) -> np.ndarray:
     if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
         raise ValueError(f"weights must be numeric, got dtype {column.dtype}")
@@ -214,6 +247,11 @@ def _required_columns(mf: MixedFormula) -> list[str]:
         required = _formulaic("random-effects expression", term.expr, lambda e=term.expr: Formula(e).required_variables)
         names |= set(required)
         names |= set(term.group)
+    if "Intercept" in names:
+        raise ValueError(
+            f"formula {mf.text!r} uses a variable named 'Intercept', which the formula engine would merge with the "
+            "intercept; rename that column"
+        )
     return sorted(names)
 
 

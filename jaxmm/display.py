@@ -13,6 +13,12 @@ import numpy as np
 import pandas as pd
 
 
+def numbered(prefix: str, n: int) -> list[str]:
+    """β1, β2, ... zero-padded once there are 10 or more, as MixedModels.jl names them."""
+    width = len(str(n)) if n >= 10 else 1
+    return [f"{prefix}{i + 1:0{width}d}" for i in range(n)]
+
+
 def format_pvalue(p: float) -> str:
     """A p-value as MixedModels.jl prints it: 4 decimals, '<1e-k' below 1e-4, '<1e-99' at the bottom."""
     if not np.isfinite(p):

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .display import numbered
 from .mixedmodel import MixedModel
-from .replicates import Replicates, numbered
+from .replicates import Replicates
 
 _FORMAT = 1
 
@@ -48,7 +49,9 @@ def signature_difference(ours: dict, theirs: dict) -> tuple[str, object, object]
     return None
 
 
-def save_replicates(path, r: Replicates, m: MixedModel, sim: tuple, statistic: np.ndarray | None) -> None:
+def save_replicates(
+    path, r: Replicates, m: MixedModel, sim: tuple, statistic: np.ndarray | None, provenance: tuple = ()
+) -> None:
     """Write the replicates of a bootstrap of m (simulated at `sim`) to a Parquet file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -57,6 +60,7 @@ def save_replicates(path, r: Replicates, m: MixedModel, sim: tuple, statistic: n
     for name, arr in (("β", r.beta), ("se", r.se), ("θ", r.theta)):
         cols.update(zip(numbered(name, arr.shape[1]), arr.T))
     meta = {"model": signature(m), "sim": [np.asarray(s).tolist() for s in sim], "format": _FORMAT}
+    meta["replicates"] = [[list(key), first, count] for key, first, count in provenance]
     if statistic is not None:
         flat = statistic.reshape(len(statistic), -1)
         cols.update(zip(numbered("statistic", flat.shape[1]), flat.T))
@@ -66,8 +70,8 @@ def save_replicates(path, r: Replicates, m: MixedModel, sim: tuple, statistic: n
     pq.write_table(table, str(path))
 
 
-def read_replicates(path, m: MixedModel) -> tuple[Replicates, tuple, np.ndarray | None]:
-    """The replicates, simulation parameters and statistic (or None) saved in `path` for the model
+def read_replicates(path, m: MixedModel) -> tuple[Replicates, tuple, np.ndarray | None, tuple]:
+    """The replicates, simulation parameters, statistic (or None) and provenance saved in `path` for the model
     m, checked against m's signature; a ValueError naming the file if it is not such a file."""
     import pyarrow.parquet as pq
 
@@ -111,4 +115,10 @@ def read_replicates(path, m: MixedModel) -> tuple[Replicates, tuple, np.ndarray 
         if any(c not in df for c in names):
             raise ValueError(f"{path} is damaged: it lacks statistic columns")
         statistic = df[names].to_numpy().reshape(len(df), *shape)
-    return reps, tuple(np.asarray(s) for s in meta.get("sim", ())), statistic
+    try:
+        provenance = tuple(
+            (tuple(int(k) for k in key), int(first), int(count)) for key, first, count in meta.get("replicates", ())
+        )
+    except (TypeError, ValueError):
+        raise ValueError(f"{path} is damaged: its replicate provenance is unreadable") from None
+    return reps, tuple(np.asarray(s) for s in meta.get("sim", ())), statistic, provenance

@@ -25,7 +25,17 @@ from jax import Array
 from . import solver
 from ._compile import computing, is_small, jit
 from .covariance import lambdas
-from .design import Blocks, Design, ModelMatrices, Structure, SuffStats, build_design, modes_by_term, suffstats
+from .design import (
+    Blocks,
+    Design,
+    ModelMatrices,
+    Structure,
+    SuffStats,
+    as_data_frame,
+    build_design,
+    modes_by_term,
+    suffstats,
+)
 from .deviance import factorize, fixed_effects, objective, solve_pls
 from .lanes import FitResult, ReplicateFit, Target, vectorisable
 from .linalg import UNROLL_MAX
@@ -199,7 +209,7 @@ class LinearMixedModel(MixedModel):
     distribution: ClassVar[str | None] = None
 
     def __init__(self, formula: str, data: pd.DataFrame, *, REML: bool = False):
-        self.design: Design = build_design(formula, data)
+        self.design: Design = build_design(formula, as_data_frame(data))
         self.REML = _checked_reml(REML)
         self.optsum: OptSummary | None = None
 

@@ -102,6 +102,12 @@ class MixedModel:
         return self.design.coefnames
 
     @property
+    def estimable(self) -> pd.Series:
+        """Per coefficient name, whether it is estimable (False: a linear combination of the columns
+        before it, dropped from the fit as lme4 drops it; its m.beta is -0.0)."""
+        return pd.Series(self.design.estimable, index=list(self.coefnames), dtype=bool)
+
+    @property
     def rank(self) -> int:
         return self.structure.p
 
@@ -109,8 +115,13 @@ class MixedModel:
         """lme4's start: 1 for diagonal elements of each lambda_t, 0 below the diagonal."""
         return initial_theta(self.structure.terms)
 
+    @property
+    def thetanames(self) -> list[str]:
+        """The names of theta's components, as in a bootstrap's tbl: θ1, θ2, ..."""
+        return display.numbered("θ", self.structure.ntheta)
+
     def _checked_theta(self, theta, name: str) -> np.ndarray:
-        theta = np.asarray(theta, dtype=np.float64).reshape(-1)
+        theta = _by_name(theta, self.thetanames, name)
         if theta.shape != (self.structure.ntheta,):
             raise ValueError(f"{name} must have length {self.structure.ntheta}, got {theta.size}")
         if not np.all(np.isfinite(theta)) or np.any(theta < self.lowerbd):
@@ -129,6 +140,9 @@ class MixedModel:
             )
         est = self.design.estimable
         beta = self.beta.to_numpy() if beta is None else beta
+        if isinstance(beta, (dict, pd.Series)):
+            names = list(self.coefnames) if len(beta) == len(est) else [n for n, e in zip(self.coefnames, est) if e]
+            beta = _by_name(beta, names, "beta")
         beta = np.asarray(beta, dtype=np.float64).reshape(-1)
         if beta.shape[0] not in (len(est), int(est.sum())) or not np.all(np.isfinite(beta)):
             raise ValueError(
@@ -140,6 +154,8 @@ class MixedModel:
         if not self.has_dispersion:
             return beta, theta
         sigma = self.sigma if sigma is None else sigma
+        if isinstance(sigma, (dict, pd.Series)):
+            sigma = float(_by_name(sigma, ["σ"], "sigma")[0])
         if isinstance(sigma, bool) or not (
             isinstance(sigma, (int, float, np.floating, np.integer)) and math.isfinite(sigma) and sigma > 0
         ):
@@ -261,3 +277,24 @@ class MixedModel:
         if self.optsum is None:
             return f"{type(self).__name__}({self.formula!r}, not fitted)"
         return self.summary()
+
+
+def _by_name(values, names: list[str], what: str) -> np.ndarray:
+    """values as a float array in the order of `names`: matched by name when a dict or pandas Series
+    (every name exactly once, no other), else taken as positional."""
+    if not isinstance(values, (dict, pd.Series)):
+        return np.asarray(values, dtype=np.float64).reshape(-1)
+    given = list(values.keys())
+    unknown = [k for k in given if k not in names]
+    if unknown:
+        raise ValueError(f"{what} has no component named {unknown[0]!r}; its names are {', '.join(names)}")
+    missing = [n for n in names if n not in given]
+    if missing or len(given) != len(set(given)):
+        raise ValueError(
+            f"{what} given by name must name each of {', '.join(names)} once"
+            + (f"; {missing[0]!r} is missing" if missing else "")
+        )
+    try:
+        return np.array([float(values[n]) for n in names])
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must hold numbers, got {dict(values)!r}") from None

@@ -57,9 +57,3 @@ class Replicates:
 
     def __len__(self) -> int:
         return len(self.objective)
-
-
-def numbered(prefix: str, n: int) -> list[str]:
-    """β1, β2, ... zero-padded once there are 10 or more, as MixedModels.jl names them."""
-    width = len(str(n)) if n >= 10 else 1
-    return [f"{prefix}{i + 1:0{width}d}" for i in range(n)]

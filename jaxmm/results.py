@@ -11,8 +11,9 @@ from scipy import stats as sps
 
 from . import display, io
 from .covariance import covariances, sd_corr
+from .display import numbered
 from .mixedmodel import MixedModel
-from .replicates import Replicates, numbered
+from .replicates import Replicates
 
 
 def shortestcovint(v, level: float = 0.95) -> tuple[float, float]:
@@ -50,12 +51,17 @@ def _interval(values: np.ndarray, level: float, method: str) -> tuple[float, flo
 class MixedModelBootstrap:
     """The result of `parametricbootstrap`: one fit per simulated response, and summaries of them.
     A generalized linear mixed model's has no σ (its family has no dispersion parameter): no σ
-    column in tbl, no residual row in allpars and the intervals."""
+    column in tbl, no residual row in allpars and the intervals.
+
+    provenance: which replicates the rows are, as (key, first, count) runs: the PRNG key's data
+    (from the seed) and replicate indices first..first+count-1; empty when unknown (a file written
+    before it was recorded). vcat uses it to refuse combining a replicate with itself."""
 
     model: MixedModel
     replicates: Replicates
     sim: tuple = field(default=())
     statistic: np.ndarray | None = None  # (N, ...) the values of parametricbootstrap's `statistic`
+    provenance: tuple[tuple[tuple[int, ...], int, int], ...] = ()
 
     # ---- per-replicate arrays ---------------------------------------------------------------
     @property
@@ -239,7 +245,7 @@ class MixedModelBootstrap:
     # ---- files ------------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the replicates to a Parquet file (see `restorereplicates` for the layout)."""
-        io.save_replicates(path, self.replicates, self.model, self.sim, self.statistic)
+        io.save_replicates(path, self.replicates, self.model, self.sim, self.statistic, self.provenance)
 
 
 def vcat(*samps) -> MixedModelBootstrap:
@@ -259,14 +265,25 @@ def vcat(*samps) -> MixedModelBootstrap:
     stats = [s.statistic for s in samps]
     if any(v is None for v in stats) and not all(v is None for v in stats):
         raise ValueError("cannot combine bootstraps with and without a statistic")
+    runs = [run for s in samps for run in s.provenance]
+    for i, (key, first, count) in enumerate(runs):
+        for other_key, other_first, other_count in runs[i + 1 :]:
+            lo, hi = max(first, other_first), min(first + count, other_first + other_count)
+            if key == other_key and lo < hi:
+                raise ValueError(
+                    f"cannot combine bootstraps that share replicates {lo}..{hi - 1} (the same seed): duplicated "
+                    "replicates are not independent; run the parts with different seeds or different replicate ranges"
+                )
     statistic = None if stats[0] is None else np.concatenate(stats)
+    replicates = Replicates.concat([s.replicates for s in samps])
+    known = all(s.provenance for s in samps)
     return MixedModelBootstrap(
-        samps[0].model, Replicates.concat([s.replicates for s in samps]), sim=samps[0].sim, statistic=statistic
+        samps[0].model, replicates, sim=samps[0].sim, statistic=statistic, provenance=tuple(runs) if known else ()
     )
 
 
 def restorereplicates(path, m: MixedModel) -> MixedModelBootstrap:
     """Read a file written by `samp.save(path)` for the model `m` (checked against it); see
     jaxmm/io.py for the layout."""
-    replicates, sim, statistic = io.read_replicates(path, m)
-    return MixedModelBootstrap(m, replicates, sim=sim, statistic=statistic)
+    replicates, sim, statistic, provenance = io.read_replicates(path, m)
+    return MixedModelBootstrap(m, replicates, sim=sim, statistic=statistic, provenance=provenance)

@@ -107,6 +107,9 @@ def parametricbootstrap(
             f"refitted in {' or '.join(m.precisions)}"
         )
     sim = m.simulation_parameters(beta, sigma, theta)
+    with computing():
+        key = _as_key(rng)
+        key_id = tuple(int(k) for k in np.ravel(jax.random.key_data(key) if _is_typed_key(key) else key))
     (res,), stat = simulate_and_refit(
         rng,
         nsamp,
@@ -128,7 +131,8 @@ def parametricbootstrap(
             RuntimeWarning,
             stacklevel=2,
         )
-    return MixedModelBootstrap(m, res.astype(dtype), sim=sim, statistic=stat)
+    provenance = ((key_id, 0, int(nsamp)),)
+    return MixedModelBootstrap(m, res.astype(dtype), sim=sim, statistic=stat, provenance=provenance)
 
 
 def check_fitted(name: str, m, kind: type = MixedModel) -> None:
@@ -207,9 +211,15 @@ def _precision(precision: str) -> np.dtype:
     return _PRECISIONS[precision]
 
 
+def _is_typed_key(key) -> bool:
+    return jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+
+
 def _as_key(rng) -> Array:
     if is_count(rng):
+        if not -(2**63) <= int(rng) < 2**63:
+            raise ValueError(f"rng must be an int seed from -2**63 to 2**63 - 1 (a 64-bit integer), got {rng}")
         return jax.random.key(int(rng))
-    if isinstance(rng, jax.Array) and (jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) or rng.shape == (2,)):
+    if isinstance(rng, jax.Array) and (_is_typed_key(rng) or rng.shape == (2,)):
         return rng
     raise ValueError(f"rng must be an int seed or a JAX PRNG key, got {rng!r}")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 from jax import Array
 from jax.scipy.special import gammaln, log_ndtr, ndtr
 
@@ -42,9 +43,28 @@ class Family:
         """Whether the family has prior weights: the binomial's are the numbers of trials."""
         return self.name == "binomial"
 
-    def check_response(self, y: np.ndarray, response: str) -> None:
+    def encode_response(self, column: pd.Series, response: str) -> pd.Series:
+        """The response column as numbers: a bernoulli response may be bool, or categorical / strings
+        with two levels, the first (in sorted order, as R's factor) the failure, 0, as in R's glm."""
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            return column
+        if self.name != "bernoulli":
+            return column  # refused as non-numeric by the design
+        if pd.api.types.is_bool_dtype(column):
+            return column.astype(np.float64)
+        cat = column if isinstance(column.dtype, pd.CategoricalDtype) else column.astype("category")
+        levels = list(cat.cat.remove_unused_categories().cat.categories)
+        if len(levels) != 2:
+            raise ValueError(
+                f"response {response!r} of family 'bernoulli' must have two levels (the first the failure), "
+                f"got {len(levels)}: {', '.join(map(str, levels[:5]))}"
+            )
+        return pd.Series(np.where(cat.isna(), np.nan, (cat == levels[1]).astype(np.float64)), index=column.index)
+
+    def check_response(self, y: np.ndarray, weights: np.ndarray | None, response: str) -> None:
         """A ValueError naming the response unless y is in the family's support: counts (poisson),
-        proportions in [0, 1] (binomial, with the trials as weights), 0 or 1 (bernoulli)."""
+        proportions in [0, 1] that are whole numbers of successes out of the trials given as weights
+        (binomial), 0 or 1 (bernoulli)."""
         if self.name == "poisson":
             if np.any((y < 0) | (y != np.round(y))):
                 raise ValueError(f"response {response!r} must be non-negative counts for family 'poisson'")
@@ -56,6 +76,16 @@ class Family:
             )
         if self.name == "bernoulli" and np.any((y != 0) & (y != 1)):
             raise ValueError(f"response {response!r} must be 0 or 1 for family 'bernoulli'")
+        if self.name == "binomial":
+            trials = np.ones_like(y) if weights is None else weights
+            successes = y * trials
+            off = np.abs(successes - np.round(successes)) > 1e-8 * np.maximum(trials, 1.0)
+            if np.any(off):
+                i = int(np.argmax(off))
+                raise ValueError(
+                    f"response {response!r} times the weights (trials) must be whole numbers of successes for family "
+                    f"'binomial'; row {i} has {y[i]:g} x {trials[i]:g} = {successes[i]:g}"
+                )
 
     def inverse_link(self, eta: Array) -> Array:
         """mu = g^-1(eta)."""

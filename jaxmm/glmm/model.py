@@ -16,7 +16,8 @@ from jax import Array
 from .. import solver
 from .._compile import computing
 from ..covariance import lambdas
-from ..design import Design, Structure, build_design, modes_by_term
+from ..design import Design, Structure, as_data_frame, build_design, modes_by_term
+from ..formula import parse_formula
 from ..lanes import FitResult, ReplicateFit, Target, vectorisable
 from ..mixedmodel import FitState, MixedModel, OptSummary
 from ..solver import SolverOptions, SolverState, floor_eigenvalues, solver_options
@@ -136,11 +137,12 @@ class GeneralizedLinearMixedModel(MixedModel):
 
     def __init__(self, formula: str, data: pd.DataFrame, family: str, *, link: str | None = None, weights=None):
         self.family: Family = make_family(family, link)
+        data = as_data_frame(data)
         if weights is not None and not self.family.takes_weights:
             raise ValueError(
                 f"weights are the binomial trials; {self.family_description} takes none (got weights={weights!r})"
             )
-        if isinstance(data, pd.DataFrame) and weights is not None and not isinstance(weights, str):
+        if weights is not None and not isinstance(weights, str):
             values = np.asarray(weights)
             if values.shape != (len(data),):
                 raise ValueError(
@@ -148,10 +150,13 @@ class GeneralizedLinearMixedModel(MixedModel):
                     f"got shape {values.shape}"
                 )
             data, weights = data.assign(**{"(weights)": values}), "(weights)"
-        if isinstance(data, pd.DataFrame) and weights is not None and weights not in data.columns:
+        if weights is not None and weights not in data.columns:
             raise ValueError(f"weights {weights!r} is not a column of the data")
+        response = parse_formula(formula).response if isinstance(formula, str) else None
+        if response in data.columns:
+            data = data.assign(**{response: self.family.encode_response(data[response], response)})
         self.design: Design = build_design(formula, data, residual=False, weights=weights)
-        self.family.check_response(self.design.y, self.design.response)
+        self.family.check_response(self.design.y, self.design.weights, self.design.response)
         self.fast = False
         self.nAGQ = 1
         self.optsum: OptSummary | None = None

@@ -1,0 +1,161 @@
+"""Real data that is not shaped like the examples: each case gives the right answer or a clear one-line
+error, never a different model. Names instead of positions, dropped columns announced, a column
+named Intercept, binomial and bernoulli responses, other table types, duplicated replicates, seeds."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from _helpers import same
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxmm
+
+SLEEP = "reaction ~ 1 + days + (1 + days|subj)"
+
+
+@pytest.fixture(scope="module")
+def sleep():
+    return jaxmm.dataset("sleepstudy")
+
+
+@pytest.fixture(scope="module")
+def sleep_fit(sleep):
+    return jaxmm.fit(SLEEP, sleep)
+
+
+@pytest.fixture(scope="module")
+def cbpp():
+    d = jaxmm.dataset("cbpp")
+    return d.assign(prop=d["incidence"] / d["size"])
+
+
+# ---- names, not positions ---------------------------------------------------------------------
+def test_beta_theta_sigma_by_name_equal_the_same_values_by_position(sleep_fit):
+    m = sleep_fit
+    beta = m.beta.to_numpy()[::-1].copy()  # a reordered Series must be matched by name, not position
+    by_name = pd.Series(beta, index=m.coefnames[::-1])
+    theta = {name: v for name, v in reversed(list(zip(m.thetanames, m.theta * 1.1)))}
+    a = jaxmm.parametricbootstrap(3, 20, m, beta=by_name, theta=theta, sigma={"σ": 20.0}, progress=False)
+    b = jaxmm.parametricbootstrap(3, 20, m, beta=m.beta.to_numpy(), theta=m.theta * 1.1, sigma=20.0, progress=False)
+    assert same(a.objective, b.objective) and same(a.replicates.beta, b.replicates.beta)
+    assert m.thetanames == ["θ1", "θ2", "θ3"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"beta": {"(Intercept)": 250.0, "day": 10.0}}, r"beta has no component named 'day'; its names are"),
+        ({"beta": {"(Intercept)": 250.0}}, r"beta given by name must name each of \(Intercept\), days once"),
+        ({"theta": {"θ1": 1.0, "θ2": 0.0}}, r"theta given by name must name each of θ1, θ2, θ3 once; 'θ3' is missing"),
+        ({"theta": pd.Series([1.0, 0.0, 1.0], index=["a", "b", "c"])}, r"theta has no component named 'a'"),
+        ({"sigma": {"sigma": 2.0}}, r"sigma has no component named 'sigma'; its names are σ"),
+    ],
+)
+def test_unknown_or_missing_names_are_errors(sleep_fit, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        jaxmm.parametricbootstrap(1, 2, sleep_fit, progress=False, **kwargs)
+
+
+def test_theta0_by_name(sleep):
+    m = jaxmm.LinearMixedModel(SLEEP, sleep).fit(theta0={"θ3": 0.5, "θ1": 0.5, "θ2": 0.0})
+    assert m.optsum.initial.tolist() == [0.5, 0.0, 0.5]
+
+
+# ---- dropped columns, the intercept --------------------------------------------------------------
+def test_rank_deficient_columns_are_announced_by_name(sleep):
+    with pytest.warns(UserWarning, match=r"rank deficient so dropping 1 column\(s\) / coefficient\(s\): 'days2'"):
+        m = jaxmm.fit("reaction ~ 1 + days + days2 + (1|subj)", sleep.assign(days2=2 * sleep["days"]))
+    assert m.estimable.to_dict() == {"(Intercept)": True, "days": True, "days2": False}
+    assert str(m.beta["days2"]) == "-0.0"
+
+
+@pytest.mark.parametrize("formula", ["reaction ~ 1 + Intercept + (1|subj)", "reaction ~ 1 + (1 + Intercept|subj)"])
+def test_a_column_named_intercept_is_refused_not_merged(sleep, formula):
+    data = sleep.assign(Intercept=np.random.default_rng(0).normal(size=len(sleep)))
+    with pytest.raises(ValueError, match=r"uses a variable named 'Intercept', which the formula engine would merge"):
+        jaxmm.fit(formula, data)
+
+
+def test_a_column_named_parenthesised_intercept_stays_a_column_of_its_own(sleep):
+    data = sleep.assign(**{"(Intercept)": np.random.default_rng(0).normal(size=len(sleep))})
+    m = jaxmm.fit("reaction ~ 1 + Q('(Intercept)') + (1|subj)", data)
+    assert len(m.coefnames) == 2 and m.estimable.all() and m.coefnames[0] == "(Intercept)"
+
+
+# ---- binomial and bernoulli responses ------------------------------------------------------------
+def test_a_binomial_proportion_must_be_whole_successes(cbpp):
+    bad = cbpp.assign(prop=cbpp["prop"].where(cbpp.index != 3, 0.123))
+    with pytest.raises(ValueError, match=r"must be whole numbers of successes for family 'binomial'; row 3 has"):
+        jaxmm.fit("prop ~ 1 + period + (1|herd)", bad, family="binomial", weights="size")
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        jaxmm.fit("incidence ~ 1 + period + (1|herd)", cbpp, family="binomial", weights="size")
+
+
+@pytest.mark.parametrize("encode", ["bool", "strings", "categorical"])
+def test_a_bernoulli_response_may_be_bool_or_two_levels(encode):
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(30), 8)
+    x = rng.normal(size=g.size)
+    y = rng.random(g.size) < 1 / (1 + np.exp(-(0.3 + 0.8 * x + rng.normal(size=30)[g])))
+    reference = jaxmm.fit("y ~ 1 + x + (1|g)", pd.DataFrame({"y": y.astype(float), "x": x, "g": g}), family="bernoulli")
+    coded = {
+        "bool": y,
+        "strings": np.where(y, "yes", "no"),  # sorted levels no < yes: "no" the failure
+        "categorical": pd.Categorical(np.where(y, "hit", "miss"), categories=["miss", "hit"]),
+    }[encode]
+    m = jaxmm.fit("y ~ 1 + x + (1|g)", pd.DataFrame({"y": coded, "x": x, "g": g}), family="bernoulli")
+    assert m.objective == reference.objective and same(m.theta, reference.theta)
+
+
+def test_a_bernoulli_response_with_three_levels_is_an_error():
+    d = pd.DataFrame({"y": list("abc") * 10, "g": np.repeat(np.arange(10), 3)})
+    with pytest.raises(ValueError, match=r"response 'y' of family 'bernoulli' must have two levels .* got 3: a, b, c"):
+        jaxmm.fit("y ~ 1 + (1|g)", d, family="bernoulli")
+
+
+# ---- other tables, repeated names ----------------------------------------------------------------
+def test_a_pyarrow_table_is_converted(sleep, sleep_fit):
+    m = jaxmm.fit(SLEEP, pa.Table.from_pandas(sleep))
+    assert m.objective == sleep_fit.objective
+
+
+def test_a_table_without_to_pandas_and_repeated_column_names_are_errors(sleep):
+    with pytest.raises(ValueError, match=r"data must be a pandas DataFrame \(or a table with .to_pandas\(\)"):
+        jaxmm.fit(SLEEP, sleep.to_dict())
+    twice = pd.concat([sleep, sleep[["days"]]], axis=1)
+    with pytest.raises(ValueError, match=r"data has more than one column named 'days'; column names must be unique"):
+        jaxmm.fit(SLEEP, twice)
+
+
+# ---- replicates are not combined with themselves; seeds -----------------------------------------
+def test_vcat_refuses_bootstraps_that_share_replicates(sleep_fit, tmp_path):
+    a = jaxmm.parametricbootstrap(5, 30, sleep_fit, progress=False)
+    b = jaxmm.parametricbootstrap(5, 10, sleep_fit, progress=False)
+    c = jaxmm.parametricbootstrap(6, 10, sleep_fit, progress=False)
+    with pytest.raises(ValueError, match=r"share replicates 0..9 \(the same seed\)"):
+        jaxmm.vcat(a, b)
+    both = jaxmm.vcat(a, c)
+    assert len(both) == 40 and len(both.provenance) == 2
+    a.save(tmp_path / "a.parquet")
+    with pytest.raises(ValueError, match=r"share replicates 0..29"):
+        jaxmm.vcat(jaxmm.restorereplicates(tmp_path / "a.parquet", sleep_fit), a)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.one_of(st.integers(2**63, 2**80), st.integers(-(2**80), -(2**63) - 1)))
+def test_a_seed_outside_64_bits_is_a_one_line_error(sleep_fit, seed):
+    with pytest.raises(ValueError, match=r"rng must be an int seed from -2\*\*63 to 2\*\*63 - 1"):
+        jaxmm.parametricbootstrap(seed, 2, sleep_fit, progress=False)
+
+
+def test_large_seeds_inside_64_bits_work(sleep_fit):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        samp = jaxmm.parametricbootstrap(2**63 - 1, 3, sleep_fit, progress=False)
+    assert samp.converged.all()
