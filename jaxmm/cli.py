@@ -10,6 +10,7 @@ line, `jaxmm: error: ...`, with exit status 2; `--traceback` shows the Python tr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,10 +20,8 @@ import pandas as pd
 from . import __version__
 from .bootstrap import parametricbootstrap
 from .datasets import dataset
+from .io import output_format
 from .models import fit
-
-# --out: the replicate table's writer by the file's extension
-_WRITERS = {".parquet": pd.DataFrame.to_parquet, ".csv": pd.DataFrame.to_csv}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("-n", "--nsamp", type=_count, default=10_000, help="number of replicates (default 10000)")
     boot.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     boot.add_argument("--level", type=_level, default=0.95, help="coverage of the intervals (default 0.95)")
-    boot.add_argument("--out", metavar="PATH", help="write the replicate table (samp.tbl) to a .parquet or .csv file")
+    boot.add_argument(
+        "--out",
+        metavar="PATH",
+        help="write the replicates to a .parquet or .arrow file (jaxmm.restorereplicates reads it) "
+        "or the replicate table samp.tbl to a .csv file",
+    )
     boot.add_argument(
         "--precision",
         choices=("float64", "float32"),
@@ -108,18 +112,23 @@ def _data(args) -> pd.DataFrame:
     return dataset(args.dataset) if args.dataset else read_table(args.data)
 
 
-def _out_format(path: str) -> str:
-    """The format of --out, checked before the bootstrap runs so a long run is not lost to a typo."""
-    file = Path(path)
-    if file.suffix.lower() not in _WRITERS:
-        raise ValueError(f"--out {path}: the file must end in .parquet or .csv")
-    if not file.parent.is_dir():
-        raise ValueError(f"--out {path}: no such directory {file.parent}")
-    return file.suffix.lower()
+def _check_out(path: str) -> None:
+    """--out, checked before the bootstrap runs so that a long run is not lost to a typo: a known
+    extension, in a directory that exists and can be written to."""
+    try:
+        output_format(path)
+    except ValueError:
+        raise ValueError(f"--out {path}: the file must end in .parquet, .arrow, .feather or .csv") from None
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {path}: no such directory {folder}")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--out {path}: cannot write to directory {folder}")
 
 
 def _command(args) -> None:
-    out_format = _out_format(args.out) if args.command == "bootstrap" and args.out else None
+    if args.command == "bootstrap" and args.out:
+        _check_out(args.out)
     m = fit(args.formula, _data(args), REML=args.reml)
     print(m)
     if args.command == "fit":
@@ -130,9 +139,9 @@ def _command(args) -> None:
     print(samp.shortestcovint(args.level).to_string(index=False, na_rep=""))
     print(f"Singular replicates: {int(samp.issingular().sum())} of {samp.nsamp}")
     print(f"Converged replicates: {int(samp.converged.sum())} of {samp.nsamp}")
-    if out_format:
-        _WRITERS[out_format](samp.tbl, args.out, index=False)
-        print(f"Replicate table written to {args.out}")
+    if args.out:
+        samp.save(args.out)
+        print(f"Replicates written to {args.out}")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -244,7 +244,11 @@ class MixedModelBootstrap:
 
     # ---- files ------------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Write the replicates to a Parquet file (see `restorereplicates` for the layout)."""
+        """Write the bootstrap to the format path's extension names: .parquet, .arrow or .feather (restorable
+        by `restorereplicates`, see jaxmm/io.py), or .csv (the table samp.tbl, not restorable)."""
+        if io.output_format(path) == "csv":
+            self.tbl.to_csv(path, index=False)
+            return
         io.save_replicates(path, self.replicates, self.model, self.sim, self.statistic, self.provenance)
 
 

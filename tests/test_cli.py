@@ -47,7 +47,9 @@ def test_bootstrap_prints_the_apis_summary_intervals_and_singular_count(model, s
     singular = int(samp.issingular().sum())
     assert singular > 0  # dyestuff's bootstrap has singular fits: the count is not trivially 0
     assert f"Singular replicates: {singular} of {NSAMP}" in out
-    pd.testing.assert_frame_equal(pd.read_parquet(out_file), samp.tbl)
+    restored = jaxmm.restorereplicates(out_file, model)
+    pd.testing.assert_frame_equal(restored.tbl, samp.tbl, check_exact=True)
+    assert restored.provenance == samp.provenance
 
 
 def test_bootstrap_writes_csv_and_takes_the_level(samp, capsys, tmp_path):
@@ -63,7 +65,7 @@ def test_bootstrap_precision_float32(model, capsys, tmp_path):
     out_file = tmp_path / "reps.parquet"
     assert main(_bootstrap("--out", str(out_file), "--precision", "float32")) == 0
     expected = jaxmm.parametricbootstrap(SEED, NSAMP, model, progress=False, precision="float32").tbl
-    pd.testing.assert_frame_equal(pd.read_parquet(out_file), expected)
+    pd.testing.assert_frame_equal(jaxmm.restorereplicates(out_file, model).tbl, expected)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -102,7 +104,11 @@ def test_warnings_are_one_line(capsys, tmp_path):
         ),
         (
             ["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--out", "reps.xlsx"],
-            "jaxmm: error: --out reps.xlsx: the file must end in .parquet or .csv",
+            "jaxmm: error: --out reps.xlsx: the file must end in .parquet, .arrow, .feather or .csv",
+        ),
+        (
+            ["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--out", "no/such/dir/reps.parquet"],
+            "jaxmm: error: --out no/such/dir/reps.parquet: no such directory no/such/dir",
         ),
         (
             ["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--level", "95"],

@@ -159,3 +159,66 @@ def test_large_seeds_inside_64_bits_work(sleep_fit):
         warnings.simplefilter("error")
         samp = jaxmm.parametricbootstrap(2**63 - 1, 3, sleep_fit, progress=False)
     assert samp.converged.all()
+
+
+# ---- files: the extension names the format; damage is detected on restore -------------------------
+@pytest.fixture(scope="module")
+def small_boot(sleep_fit):
+    return jaxmm.parametricbootstrap(8, 25, sleep_fit, progress=False)
+
+
+@pytest.mark.parametrize("name", ["reps.parquet", "reps.arrow", "reps.feather"])
+def test_restorable_formats_round_trip(small_boot, sleep_fit, tmp_path, name):
+    small_boot.save(tmp_path / name)
+    back = jaxmm.restorereplicates(tmp_path / name, sleep_fit)
+    pd.testing.assert_frame_equal(back.tbl, small_boot.tbl, check_exact=True)
+    assert same(back.replicates.niter, small_boot.replicates.niter) and back.provenance == small_boot.provenance
+
+
+def test_csv_holds_the_table_and_other_extensions_are_refused(small_boot, sleep_fit, tmp_path):
+    small_boot.save(tmp_path / "reps.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reps.csv"), small_boot.tbl, check_exact=False, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"reps.csv is a table \(samp.tbl\), not restorable"):
+        jaxmm.restorereplicates(tmp_path / "reps.csv", sleep_fit)
+    with pytest.raises(ValueError, match=r"reps.xlsx: a bootstrap file must end in .parquet, .arrow, .feather or .csv"):
+        small_boot.save(tmp_path / "reps.xlsx")
+
+
+def _rewrite(path, edit):
+    """Rewrite a saved file's table through `edit`, keeping its metadata (checksum included)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    pq.write_table(
+        pa.Table.from_pandas(edit(table.to_pandas()), preserve_index=False).replace_schema_metadata(
+            table.schema.metadata
+        ),
+        path,
+    )
+
+
+def test_a_changed_value_or_a_lost_row_is_detected(small_boot, sleep_fit, tmp_path):
+    path = tmp_path / "reps.parquet"
+    small_boot.save(path)
+    _rewrite(path, lambda df: df.assign(objective=df["objective"].where(df.index != 4, df["objective"] + 1e-9)))
+    with pytest.raises(ValueError, match=r"is damaged: its contents do not match the checksum"):
+        jaxmm.restorereplicates(path, sleep_fit)
+    small_boot.save(path)
+    _rewrite(path, lambda df: df.iloc[:-1])
+    with pytest.raises(ValueError, match=r"is damaged: it has 24 replicates, it was written with 25"):
+        jaxmm.restorereplicates(path, sleep_fit)
+
+
+def test_values_no_bootstrap_can_have_are_detected(small_boot, sleep_fit, tmp_path):
+    from jaxmm import io
+
+    bad = small_boot.replicates.astype(np.float64)
+    bad.theta[3, 0] = -0.5  # a standard deviation's factor below its bound 0
+    io.save_replicates(tmp_path / "bad.parquet", bad, sleep_fit, small_boot.sim, None, small_boot.provenance)
+    with pytest.raises(ValueError, match=r"bad.parquet is damaged: replicate 3 has theta below its lower bound"):
+        jaxmm.restorereplicates(tmp_path / "bad.parquet", sleep_fit)
+    bad = small_boot.replicates.astype(np.float64)
+    bad.objective[7] = np.nan
+    io.save_replicates(tmp_path / "nan.parquet", bad, sleep_fit, small_boot.sim, None, small_boot.provenance)
+    with pytest.raises(ValueError, match=r"replicate 7 is converged but not finite"):
+        jaxmm.restorereplicates(tmp_path / "nan.parquet", sleep_fit)
