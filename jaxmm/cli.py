@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
         "or the replicate table samp.tbl to a .csv file",
     )
     boot.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="write finished replicates to PATH as they finish; the same command again resumes from it",
+    )
+    boot.add_argument(
         "--precision",
         choices=("float64", "float32"),
         default="float64",
@@ -133,7 +138,9 @@ def _command(args) -> None:
     print(m)
     if args.command == "fit":
         return
-    samp = parametricbootstrap(args.seed, args.nsamp, m, progress=True, precision=args.precision)
+    samp = parametricbootstrap(
+        args.seed, args.nsamp, m, progress=True, precision=args.precision, checkpoint=args.checkpoint
+    )
     print(f"\nParametric bootstrap: {samp.nsamp} replicates, seed {args.seed}")
     print(f"Shortest {100 * args.level:g}% coverage intervals:")
     print(samp.shortestcovint(args.level).to_string(index=False, na_rep=""))

@@ -87,7 +87,8 @@ class SuffStats(NamedTuple):
 
 
 class ModelMatrices(NamedTuple):
-    """X (estimable columns only) and each term's Z in compact form: level index and k columns."""
+    """X (estimable columns only, standardised: see `Design.beta_scaling`) and each term's Z in compact
+    form: level index and k columns."""
 
     x: Array  # (n, p)
     refs: tuple[Array, ...]  # per term, (n,) int level index
@@ -105,10 +106,55 @@ class Design:
     coefnames: tuple[str, ...]  # all fixed-effects columns, estimable or not
     estimable: np.ndarray  # bool mask over coefnames
     levels: tuple[tuple[str, ...], ...]  # per term, the grouping factor's levels
+    x: np.ndarray  # (n, p) the estimable columns of X as the formula gives them
+    beta_scaling: np.ndarray  # (p, p) A with x = matrices.x @ A: the fit's beta is A beta (see `standardise`)
     matrices: ModelMatrices
     blocks: Blocks
     ndropped: int
     weights: np.ndarray | None = None  # prior weights (a GLMM's binomial trials), if given
+
+    def to_fit_beta(self, beta: np.ndarray) -> np.ndarray:
+        """Estimable coefficients in the fit's parametrisation (of matrices.x): A beta."""
+        return self.beta_scaling @ np.asarray(beta, dtype=np.float64)
+
+    def from_fit_beta(self, beta_fit: np.ndarray, vcov_fit: np.ndarray | None = None):
+        """Coefficients (and their covariance) back from the fit's parametrisation: A^-1 b (A^-1 V A^-T)."""
+        back = np.linalg.inv(self.beta_scaling)
+        beta = back @ np.asarray(beta_fit, dtype=np.float64)
+        return beta if vcov_fit is None else (beta, back @ np.asarray(vcov_fit, dtype=np.float64) @ back.T)
+
+
+def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x = xs A with columns of xs of unit scale: a reparametrisation of the fixed effects (x beta =
+    xs (A beta)) that keeps the fit well conditioned whatever the columns' units and offsets (a Unix
+    time, a response in the millions).
+
+    Where x has a constant column c, every other column is centred and scaled, xs_j = (x_j - m_j) / s_j
+    (mean, standard deviation), and xs_c = 1: A_jj = s_j, A_cj = m_j, A_cc = x_c. Without one, the span
+    of x need not hold 1, so columns are only scaled by their root mean square."""
+    n, p = x.shape
+    ptp = np.ptp(x, axis=0) if n else np.zeros(p)
+    constant = np.flatnonzero((ptp == 0) & (x[0] != 0)) if n else np.array([], dtype=int)
+    a = np.zeros((p, p))
+    xs = np.array(x, dtype=np.float64)
+    if len(constant):
+        c = int(constant[0])
+        for j in range(p):
+            if j == c:
+                a[c, c] = x[0, c]
+                xs[:, c] = 1.0
+            else:
+                m, s = x[:, j].mean(), x[:, j].std()
+                s = s if s > 0 else 1.0
+                xs[:, j] = (x[:, j] - m) / s
+                a[j, j], a[c, j] = s, m
+    else:
+        for j in range(p):
+            s = np.sqrt(np.mean(x[:, j] ** 2))
+            s = s if s > 0 else 1.0
+            xs[:, j] = x[:, j] / s
+            a[j, j] = s
+    return xs, a
 
 
 def suffstats(mats: ModelMatrices, structure: Structure, y: Array) -> SuffStats:
@@ -147,7 +193,8 @@ def build_design(
     _require_finite("response", (mf.response,), y[:, None])
     x_all, coefnames = _numeric_matrix(mf.fixed, data, "fixed-effects")
     _require_finite("fixed-effects", coefnames, x_all)
-    estimable = _estimable_columns(x_all)
+    xs_all, _ = standardise(x_all)
+    estimable = _estimable_columns(xs_all)
     if not estimable.all():
         dropped = [name for name, keep in zip(coefnames, estimable) if not keep]
         warnings.warn(
@@ -157,13 +204,18 @@ def build_design(
             stacklevel=3,
         )
     x = x_all[:, estimable]
+    xs, a = standardise(x)
     n, p = x.shape
     if p >= n:
         raise ValueError(
             f"the fixed effects have rank {p} for {n} observations; "
             "nothing is left to estimate the variance components from"
         )
-    if residual and np.linalg.norm(y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) <= 1e-12 * np.linalg.norm(y):
+    # exactly: relative to the response's spread about its mean, whatever its location, when X has an intercept
+    intercept = bool(np.any(np.all(xs == 1.0, axis=0)))
+    spread = np.linalg.norm(y - y.mean()) if intercept else np.linalg.norm(y)
+    exact = np.linalg.norm(y - xs @ np.linalg.lstsq(xs, y, rcond=None)[0]) <= 1e-12 * spread
+    if residual and (exact or (intercept and np.ptp(y) == 0)):
         raise ValueError(
             f"response {mf.response!r} is fitted exactly by the fixed effects "
             f"({', '.join(np.array(coefnames)[estimable])}): "
@@ -185,8 +237,10 @@ def build_design(
         coefnames=coefnames,
         estimable=estimable,
         levels=levels,
-        matrices=ModelMatrices(x, refs, zs),
-        blocks=_blocks(structure, refs, zs, x),
+        x=x,
+        beta_scaling=a,
+        matrices=ModelMatrices(xs, refs, zs),
+        blocks=_blocks(structure, refs, zs, xs),
         ndropped=ndropped,
         weights=None if weights is None else _weights(data[weights]),
     )

@@ -48,7 +48,7 @@ def signature(m: MixedModel) -> dict:
     the model kind's own settings (`m.family_settings`: a generalized linear mixed model's family,
     link and fast setting; a linear mixed model has none, its family being "gaussian")."""
     digest = hashlib.sha256(np.ascontiguousarray(m.design.y).tobytes())
-    digest.update(np.ascontiguousarray(m.design.matrices.x).tobytes())
+    digest.update(np.ascontiguousarray(m.design.x).tobytes())
     sig = {
         "formula": m.formula,
         "REML": m.REML,

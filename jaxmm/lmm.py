@@ -8,6 +8,17 @@ then
 
     sigma-hat^2 = pwrss / n (ML) or pwrss / (n - p) (REML),
     se(beta-hat) = sigma-hat sqrt(diag((L_X L_X')^-1)).
+
+Units and offsets. The fit runs on X_s = X A^-1 (standardised columns, design.standardise) and on
+the response y_s = (y - X_s b0) / s (b0 its least-squares coefficients, s their residual scale), so
+that a column in the millions or a response of 1e8 +- 1 is as well conditioned as the examples. The
+estimates transform back exactly: beta = A^-1 (s beta_s + b0), sigma = s sigma_s, b = s b_s, theta
+is unchanged, and the criterion shifts by a constant,
+
+    ML:   d(theta) = d_s(theta) + 2 n log s
+    REML: d(theta) = d_s(theta) + 2 (n - p) log s + 2 log|det A|
+
+(log|X'V^-1 X| = log|X_s'V^-1 X_s| + 2 log|det A|), which is lme4's criterion for X as given.
 """
 
 from __future__ import annotations
@@ -44,14 +55,23 @@ from .solver import SolverOptions, SolverResult, SolverState, floor_eigenvalues,
 
 
 def _fit_result(
-    res: SolverResult, blocks: Blocks, stats: SuffStats, structure: Structure, reml: Array | bool
+    res: SolverResult,
+    blocks: Blocks,
+    stats: SuffStats,
+    structure: Structure,
+    reml: Array | bool,
+    centre: Array,
+    back: Array,
+    shift: Array,
 ) -> FitResult:
-    """beta-hat, se and sigma-hat at the solver's optimum (see the module docstring)."""
+    """beta-hat, se and sigma-hat at the solver's optimum (see the module docstring), for X = X_s A:
+    beta = back (beta_s + centre) and its se with back = A^-1, the criterion plus `shift`."""
     fixed = fixed_effects(factorize(res.theta, blocks, stats, structure), structure)
     dof = structure.n - jnp.asarray(reml, res.theta.dtype) * structure.p
     sigma = jnp.sqrt(fixed.pwrss / dof)
-    se = sigma * jnp.sqrt(jnp.diagonal(fixed.vcov))
-    return FitResult(res.fmin, res.theta, fixed.beta, se, sigma, res.converged, res.niter, res.hessian)
+    se = sigma * jnp.sqrt(jnp.diagonal(back @ fixed.vcov @ back.T))
+    beta = back @ (fixed.beta + centre)
+    return FitResult(res.fmin + shift, res.theta, beta, se, sigma, res.converged, res.niter, res.hessian)
 
 
 def fit_lmm(
@@ -63,11 +83,14 @@ def fit_lmm(
     opts: SolverOptions,
     h0: Array | None = None,
 ) -> FitResult:
-    """Fit the model to the response summarised by `stats`, from `theta0`. Pure: jit and vmap it.
+    """Fit the model to the response summarised by `stats`, from `theta0`, in the blocks'
+    parametrisation (beta of X_s, the criterion unshifted). Pure: jit and vmap it.
 
     h0: an approximate Hessian at theta0 for gradient-only (BFGS) iterations; None for Newton."""
     fun = partial(objective, blocks=blocks, stats=stats, structure=structure, reml=reml)
-    return _fit_result(minimize(fun, theta0, structure.column_diag, opts, h0), blocks, stats, structure, reml)
+    res = minimize(fun, theta0, structure.column_diag, opts, h0)
+    eye, zero = jnp.eye(structure.p, dtype=theta0.dtype), jnp.zeros((), theta0.dtype)
+    return _fit_result(res, blocks, stats, structure, reml, jnp.zeros(structure.p, theta0.dtype), eye, zero)
 
 
 _fit_lmm = jit(fit_lmm, static_argnames=("structure", "opts"))
@@ -132,14 +155,17 @@ class LmmSimulation(NamedTuple):
 class LmmRefit(NamedTuple):
     """A linear mixed model every simulated response is fitted to: its matrices (float64), blocks
     (in the precision the fits run in) and criterion, and the fixed effects `centre` (the model's
-    own fitted ones) that responses are centred by: the fit is of y - X centre, and centre is
-    added back to its beta. The profiled deviance is the same, but its sums of squares are then
-    of the size of the residuals, not of y, so float32 does not lose them to cancellation."""
+    own fitted ones, of X_s) that responses are centred by: the fit is of y - X_s centre, and centre
+    is added back to its beta. The profiled deviance is the same, but its sums of squares are then
+    of the size of the residuals, not of y, so float32 does not lose them to cancellation.
+    back = A^-1 and shift = REML's 2 log|det A| (or 0) return beta and the criterion to X's terms."""
 
     mats: ModelMatrices
     blocks: Any
     reml: Array
     centre: Array
+    back: Array
+    shift: Array
 
 
 @dataclass(frozen=True)
@@ -170,8 +196,8 @@ class LmmLanes:
         column_diag = self.structure.column_diag
         state = solver.run(fun, state, column_diag, opts, exact=False, until=until)
         res, state = solver.finish(fun, state, column_diag, opts)
-        fit = _fit_result(res, refit.blocks, stats, self.structure, refit.reml)
-        return fit._replace(beta=fit.beta + refit.centre), state
+        centre, back, shift = (a.astype(state.theta.dtype) for a in (refit.centre, refit.back, refit.shift))
+        return _fit_result(res, refit.blocks, stats, self.structure, refit.reml, centre, back, shift), state
 
     def replicate_fit(self, y: Array, refit: LmmRefit, fit: FitResult) -> ReplicateFit:
         """The conditional modes b_t = lambda_t u_t and fitted values at the fit's theta."""
@@ -181,10 +207,10 @@ class LmmLanes:
         sol = solve_pls(factor, fit.theta, refit.blocks, stats, structure)
         us = modes_by_term(jnp.concatenate([sol.u1.reshape(-1), sol.ur]), structure)
         b = tuple(u @ lam.T for u, lam in zip(us, lambdas(fit.theta, structure.terms)))
-        beta = sol.beta + refit.centre
+        beta_s = sol.beta + refit.centre
         mats = refit.mats
-        fitted = mats.x @ beta + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b, mats.refs, mats.z))
-        return ReplicateFit(beta, fit.theta, fit.sigma, b, fitted)
+        fitted = mats.x @ beta_s + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b, mats.refs, mats.z))
+        return ReplicateFit(refit.back @ beta_s, fit.theta, fit.sigma, b, fitted)
 
 
 def _checked_reml(value) -> bool:
@@ -222,10 +248,11 @@ class LinearMixedModel(MixedModel):
         opts = solver_options(optsum_overrides)
         start = self.initial_theta() if theta0 is None else self._checked_theta(theta0, "theta0")
         self.REML = reml
-        structure = self.structure
+        structure, design = self.structure, self.design
+        b0, scale, y_s = self._response_standardisation()
         with computing():
-            blocks = jax.tree.map(jnp.asarray, self.design.blocks)
-            stats = suffstats(self.design.matrices, structure, jnp.asarray(self.design.y))
+            blocks = jax.tree.map(jnp.asarray, design.blocks)
+            stats = suffstats(design.matrices, structure, jnp.asarray(y_s))
             theta0, reml = jnp.asarray(start), jnp.asarray(self.REML)
             h0 = None
             if not is_small(structure):
@@ -235,25 +262,48 @@ class LinearMixedModel(MixedModel):
                 h0 = jnp.asarray(floor_eigenvalues(h0))
             res = _fit_lmm(stats, theta0, blocks, structure=structure, reml=reml, opts=opts, h0=h0)
             u1, ur, vcov, lams = _modes_and_vcov(res.theta, blocks, stats, structure=structure)
+            beta, unscaled_vcov = design.from_fit_beta(scale * np.asarray(res.beta) + b0, np.asarray(vcov))
+            sigma = scale * float(res.sigma)
             state = FitState(
-                beta=np.asarray(res.beta),
-                se=np.asarray(res.stderror),
-                u=modes_by_term(np.concatenate([np.ravel(u1), np.asarray(ur)]), structure),
+                beta=beta,
+                se=sigma * np.sqrt(np.diagonal(unscaled_vcov)),
+                u=modes_by_term(scale * np.concatenate([np.ravel(u1), np.asarray(ur)]), structure),
                 lambdas=tuple(np.asarray(lam) for lam in lams),
                 hessian=np.asarray(res.hessian),
-                sigma=float(res.sigma),
-                unscaled_vcov=np.asarray(vcov),
+                sigma=sigma,
+                unscaled_vcov=unscaled_vcov,
             )
+            dof = structure.n - self.REML * structure.p
             optsum = OptSummary(
                 initial=np.asarray(start),
                 final=np.asarray(res.theta),
-                fmin=float(res.objective),
+                fmin=float(res.objective) + 2.0 * dof * np.log(scale) + self._reml_shift(),
                 converged=bool(res.converged),
                 niter=int(res.niter),
                 options=opts,
             )
         self._store_fit(state, optsum)
         return self
+
+    def _response_standardisation(self) -> tuple[np.ndarray, float, np.ndarray]:
+        """b0, the least-squares coefficients of y on X_s, s, the residuals' scale, and the response
+        the fit is of, y_s = (y - X_s b0) / s (see the module docstring).
+
+        With an intercept, y's mean is taken out first, by itself: y - mean(y) is exact to the last
+        bit of y, where adding it into X_s b0 would round the residuals to the precision of the mean."""
+        x, y = self.design.matrices.x, self.design.y
+        intercept = np.flatnonzero(np.all(x == 1.0, axis=0))
+        mean = y.mean() if len(intercept) else 0.0
+        b0 = np.linalg.lstsq(x, y - mean, rcond=None)[0]
+        resid = (y - mean) - x @ b0
+        scale = float(np.sqrt(resid @ resid / len(y)))
+        if len(intercept):
+            b0[intercept[0]] += mean
+        return b0, scale, resid / scale
+
+    def _reml_shift(self) -> float:
+        """REML's 2 log|det A| for X = X_s A (0 for ML)."""
+        return 2.0 * float(np.linalg.slogdet(self.design.beta_scaling)[1]) if self.REML else 0.0
 
     # ---- estimates ----------------------------------------------------------------------
     @property
@@ -299,7 +349,8 @@ class LinearMixedModel(MixedModel):
         beta, sigma, theta = params
         ranef = tuple(jnp.asarray(b.to_numpy()) for b in self.ranef().values()) if use_u else None
         mats = jax.tree.map(jnp.asarray, self.design.matrices)
-        return LmmSimulation(mats, jnp.asarray(beta), jnp.asarray(sigma), jnp.asarray(theta), ranef)
+        beta_s = jnp.asarray(self.design.to_fit_beta(beta))
+        return LmmSimulation(mats, beta_s, jnp.asarray(sigma), jnp.asarray(theta), ranef)
 
     def refit_target(self, params: tuple | None, dtype: np.dtype) -> Target:
         """The model as a target of replicate fits in `dtype`, started near theta = params[2] (the
@@ -311,16 +362,20 @@ class LinearMixedModel(MixedModel):
         theta = self.theta if params is None else params[2]
         start = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
         blocks = jax.tree.map(jnp.asarray, self.design.blocks)
+        centre = self.design.to_fit_beta(state.beta)
         refit = LmmRefit(
             jax.tree.map(jnp.asarray, self.design.matrices),
             _as_floats(blocks, dtype),
             jnp.asarray(self.REML),
-            jnp.asarray(state.beta),
+            jnp.asarray(centre),
+            jnp.asarray(np.linalg.inv(self.design.beta_scaling)),
+            jnp.asarray(self._reml_shift()),
         )
         if np.array_equal(start, self.theta):  # the fit's own final Hessian: nothing more to compile
             h0 = floor_eigenvalues(state.hessian)
         else:
-            stats = suffstats(self.design.matrices, self.structure, jnp.asarray(self.design.y))
+            y_c = self.design.y - self.design.matrices.x @ centre  # same criterion of theta, better conditioned
+            stats = suffstats(self.design.matrices, self.structure, jnp.asarray(y_c))
             reml = jnp.asarray(self.REML)
             h0 = floor_eigenvalues(
                 objective_hessian(jnp.asarray(start), blocks, stats, structure=self.structure, reml=reml)

@@ -49,8 +49,8 @@ def check_nested(m_small: LinearMixedModel, m_large: LinearMixedModel) -> None:
             f"m_small and m_large are fitted to different data: {m_small.nobs} and {m_large.nobs} observations"
             + (", different responses" if m_small.nobs == m_large.nobs else "")
         )
-    large_x = dict(zip(_estimable_names(dl), np.asarray(dl.matrices.x).T))
-    for name, column in zip(_estimable_names(ds), np.asarray(ds.matrices.x).T):
+    large_x = dict(zip(_estimable_names(dl), dl.x.T))
+    for name, column in zip(_estimable_names(ds), ds.x.T):
         if name not in large_x or not np.array_equal(column, large_x[name]):
             raise ValueError(
                 f"m_small is not nested in m_large: its fixed-effects column {name!r} is not one of m_large's"
@@ -79,7 +79,7 @@ def _comparable_fits(m_small: LinearMixedModel, m_large: LinearMixedModel) -> tu
     REML fits with the same fixed effects; otherwise ML refits of the REML ones (with a warning),
     since REML criteria of models with different fixed effects are likelihoods of different data."""
     same_fixed = m_small.design.coefnames == m_large.design.coefnames and np.array_equal(
-        m_small.design.matrices.x, m_large.design.matrices.x
+        m_small.design.x, m_large.design.x
     )
     if not (m_small.REML or m_large.REML) or (m_small.REML and m_large.REML and same_fixed):
         return m_small, m_large

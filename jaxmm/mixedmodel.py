@@ -253,7 +253,7 @@ class MixedModel:
     def _linear_predictor(self) -> np.ndarray:
         """X beta-hat + Z b-hat."""
         mats, beta = self.design.matrices, self._require_fit().beta
-        eta = np.asarray(mats.x) @ beta
+        eta = self.design.x @ beta
         ranef = self.ranef()
         for term, refs, z in zip(self.structure.terms, mats.refs, mats.z):
             b = ranef[term.group].to_numpy()

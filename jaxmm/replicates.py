@@ -45,6 +45,15 @@ class Replicates:
         self.converged[rows] = res.converged
         self.niter[rows] = res.niter
 
+    def take(self, rows: np.ndarray) -> Replicates:
+        """The rows `rows`, as Replicates."""
+        return Replicates(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
+    def put(self, rows: np.ndarray, other: Replicates) -> None:
+        """self[rows] = other, field by field."""
+        for f in fields(self):
+            getattr(self, f.name)[rows] = getattr(other, f.name)
+
     def astype(self, ftype) -> Replicates:
         conv = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in ("objective", "beta", "se", "sigma", "theta"):

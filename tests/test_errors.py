@@ -175,14 +175,22 @@ MODEL_ERRORS = [
     ),
     # the data
     pytest.param("y ~ 1 + (1 | g)", lambda d: d.iloc[:0], r"data has no rows", id="data-empty"),
-    pytest.param("y ~ 1 + (1 | g)", lambda d: None, r"data must be a pandas DataFrame, got NoneType", id="data-none"),
     pytest.param(
-        "y ~ 1 + (1 | g)", lambda d: d.to_dict("list"), r"data must be a pandas DataFrame, got dict", id="data-dict"
+        "y ~ 1 + (1 | g)",
+        lambda d: None,
+        r"data must be a pandas DataFrame \(or a table with .to_pandas\(\).*\), got NoneType",
+        id="data-none",
+    ),
+    pytest.param(
+        "y ~ 1 + (1 | g)",
+        lambda d: d.to_dict("list"),
+        r"data must be a pandas DataFrame \(or a table with .to_pandas\(\).*\), got dict",
+        id="data-dict",
     ),
     pytest.param(
         "y ~ 1 + (1 | g)",
         lambda d: d[["y", "x"]].to_numpy(),
-        r"data must be a pandas DataFrame, got ndarray",
+        r"data must be a pandas DataFrame \(or a table with .to_pandas\(\).*\), got ndarray",
         id="data-array",
     ),
     pytest.param(

@@ -334,16 +334,18 @@ def test_takes_weights_only_for_the_binomial():
     ("name", "good", "bad"),
     [
         ("bernoulli", [0.0, 1.0, 1.0, 0.0], [[0.0, 0.5], [1.0, 2.0], [-1.0, 0.0]]),
-        ("binomial", [0.0, 0.25, 1.0, 2.0 / 3.0], [[0.0, 1.5], [-0.1, 0.5]]),
+        ("binomial", [0.0, 0.25, 1.0, 2.0 / 3.0], [[0.0, 1.5], [-0.1, 0.5], [0.3, 0.5]]),
         ("poisson", [0.0, 3.0, 17.0, 1e6], [[1.0, 2.5], [-1.0, 2.0]]),
     ],
 )
 def test_check_response_accepts_the_support_and_names_the_response_otherwise(name, good, bad):
+    """The binomial's proportions are checked with their trials (12: 0.3 x 12 is not a whole number)."""
     fam = family(name)
-    assert fam.check_response(np.array(good), "resp") is None
+    trials = 12.0 if name == "binomial" else 1.0
+    assert fam.check_response(np.array(good), np.full(len(good), trials), "resp") is None
     for y in bad:
         with pytest.raises(ValueError, match=f"'resp'.*{name}"):
-            fam.check_response(np.array(y), "resp")
+            fam.check_response(np.array(y), np.full(len(y), trials), "resp")
 
 
 _bernoulli_logit = family("bernoulli", "logit")

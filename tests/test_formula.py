@@ -249,7 +249,7 @@ def test_aliased_fixed_column_is_kept_in_names_but_not_estimable(sleepstudy):
     assert m.coefnames == ("(Intercept)", "days", "I(2 * days)")
     assert m.design.estimable.tolist() == [True, True, False]
     assert m.rank == 2
-    assert m.design.matrices.x.shape == (180, 2)
+    assert m.design.x.shape == (180, 2)
 
 
 def test_random_term_column_names_follow_fixed_naming():

@@ -45,7 +45,7 @@ def samp(cbpp):
 def _herd_expectation(cbpp, f) -> np.ndarray:
     """E[f(mu_i)] over u ~ N(0, 1), mu_i = expit(x_i beta + theta u_herd(i)), by Gauss-Hermite."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(60)
-    eta = np.asarray(cbpp.design.matrices.x) @ cbpp.beta.to_numpy()
+    eta = np.asarray(cbpp.design.x) @ cbpp.beta.to_numpy()
     mu = expit(eta[:, None] + cbpp.theta[0] * nodes[None, :])
     return f(mu) @ weights / weights.sum()
 
@@ -64,7 +64,7 @@ def test_simulated_responses_support_mean_and_variance(cbpp):
     z = (ys.mean(axis=0) - mean) / (ys.std(axis=0) / np.sqrt(nsim))
     assert np.max(np.abs(z)) < 4.5
     # with the random effects left out the means are off by far more
-    fixed = expit(np.asarray(cbpp.design.matrices.x) @ cbpp.beta.to_numpy())
+    fixed = expit(np.asarray(cbpp.design.x) @ cbpp.beta.to_numpy())
     assert np.max(np.abs((ys.mean(axis=0) - fixed) / (ys.std(axis=0) / np.sqrt(nsim)))) > 6
     variance = (
         _herd_expectation(cbpp, lambda mu: mu * (1 - mu)) / size + _herd_expectation(cbpp, lambda mu: mu**2) - mean**2
@@ -99,7 +99,8 @@ def test_use_u_simulates_around_the_fitted_means(cbpp):
     with jax.enable_x64(True):
         data = jax.tree.map(jnp.asarray, glmm_data(cbpp.design))
         u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in cbpp._state.u])
-        beta, theta = jnp.asarray(cbpp.beta.to_numpy()), jnp.asarray(cbpp.theta)
+        # the kernels work in the standardised X_s of glmm_data: its coefficients are A beta
+        beta, theta = jnp.asarray(cbpp.design.to_fit_beta(cbpp.beta.to_numpy())), jnp.asarray(cbpp.theta)
         one = lambda i: simulate_glmm_response(
             replicate_key(jax.random.key(1), i), data, cbpp.structure, cbpp.family, beta, theta, u
         )

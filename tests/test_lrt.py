@@ -18,6 +18,7 @@ large one) or refitted wrongly (the shift would be several sigma).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -252,7 +253,9 @@ def test_statistic_is_saved_and_combined(large, stat_boot, tmp_path):
     stat_boot.save(path)
     back = jaxmm.restorereplicates(path, large)
     np.testing.assert_array_equal(back.statistic, stat_boot.statistic)
-    both = jaxmm.vcat(stat_boot, back)
+    with pytest.raises(ValueError, match="share replicates"):
+        jaxmm.vcat(stat_boot, back)  # the same replicates twice
+    both = jaxmm.vcat(stat_boot, dataclasses.replace(back, provenance=()))  # of unknown provenance: combined
     assert both.statistic.shape == (2 * STAT_NSAMP, *stat_boot.statistic.shape[1:])
     with pytest.raises(ValueError, match="with and without a statistic"):
         jaxmm.vcat(stat_boot, jaxmm.MixedModelBootstrap(large, stat_boot.replicates))
@@ -271,7 +274,7 @@ def test_use_u_holds_the_random_effects_at_their_conditional_modes(large):
             SEED, STAT_NSAMP, large, sigma=tiny, statistic=_beta_and_fitted, progress=False
         )
     fitted = large.fitted()
-    x_beta = np.asarray(large.design.matrices.x) @ large.beta.to_numpy()
+    x_beta = np.asarray(large.design.x) @ large.beta.to_numpy()
     np.testing.assert_allclose(held.statistic[:, 2:], np.tile(fitted, (STAT_NSAMP, 1)), atol=1e-3)
     np.testing.assert_allclose(drawn.statistic[:, 2:], np.tile(x_beta, (STAT_NSAMP, 1)), atol=1e-3)
     assert np.abs(fitted - x_beta).max() > 10.0  # the two differ by Z b-hat

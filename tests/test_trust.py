@@ -222,3 +222,173 @@ def test_values_no_bootstrap_can_have_are_detected(small_boot, sleep_fit, tmp_pa
     io.save_replicates(tmp_path / "nan.parquet", bad, sleep_fit, small_boot.sim, None, small_boot.provenance)
     with pytest.raises(ValueError, match=r"replicate 7 is converged but not finite"):
         jaxmm.restorereplicates(tmp_path / "nan.parquet", sleep_fit)
+
+
+# ---- units and offsets: fits are equivariant ------------------------------------------------------
+# A transformed column is rounded to float64 when it is made: y' = fl(a y + b) holds y only to about
+# |b| 1e-16 / |a|. The reference is the fit of the column mapped back, (y' - b) / a, which carries the
+# same rounding, so that what is compared is jaxmm's arithmetic, not the data's.
+SCALES = st.tuples(st.floats(-6, 9), st.sampled_from([1.0, -1.0]))
+OFFSETS = st.tuples(st.floats(0, 10), st.sampled_from([0.0, 1.0, -1.0]))
+
+
+def _affine(values: np.ndarray, scale, offset) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(a values + b, its mapping back, a, b) for a = sign 10^e and b = sign 10^f sd(values) a."""
+    (e, sign), (f, offset_sign) = scale, offset
+    a = sign * 10.0**e
+    b = offset_sign * 10.0**f * values.std() * abs(a)
+    moved = a * values + b
+    return moved, (moved - b) / a, a, b
+
+
+def _rel(x, y):
+    return np.max(np.abs(np.asarray(x) - np.asarray(y)) / np.maximum(np.abs(np.asarray(y)), 1e-300))
+
+
+@settings(max_examples=25, deadline=None)
+@given(SCALES, OFFSETS)
+def test_a_response_in_other_units_and_offsets_gives_the_same_model(sleep, scale, offset):
+    y = sleep["reaction"].to_numpy()
+    moved, back, a, b = _affine(y, scale, offset)
+    m = jaxmm.fit(SLEEP, sleep.assign(reaction=moved))
+    ref = jaxmm.fit(SLEEP, sleep.assign(reaction=back))
+    assert m.optsum.converged and ref.optsum.converged
+    assert abs(m.objective - (ref.objective + 2 * m.nobs * np.log(abs(a)))) <= 1e-8 * abs(m.objective)
+    assert _rel(m.theta, ref.theta) <= 1e-6  # theta is flat at the optimum: 1e-6 of it moves the criterion by ~1e-12
+    assert _rel(m.sigma, abs(a) * ref.sigma) <= 1e-8
+    assert _rel(m.beta["days"], a * ref.beta["days"]) <= 1e-8
+    assert _rel(m.beta["(Intercept)"], a * ref.beta["(Intercept)"] + b) <= 1e-8
+    assert _rel(m.stderror, abs(a) * ref.stderror) <= 1e-6
+
+
+@settings(max_examples=25, deadline=None)
+@given(SCALES, OFFSETS)
+def test_a_predictor_in_other_units_and_offsets_gives_the_same_model(sleep, scale, offset):
+    x = sleep["days"].to_numpy(dtype=float)
+    moved, back, c, d = _affine(x, scale, offset)
+    formula = "reaction ~ 1 + days + (1|subj)"
+    m = jaxmm.fit(formula, sleep.assign(days=moved))
+    ref = jaxmm.fit(formula, sleep.assign(days=back))
+    assert m.optsum.converged and m.estimable.all()  # never dropped as aliased with the intercept
+    assert abs(m.objective - ref.objective) <= 1e-8 * abs(ref.objective)
+    assert _rel(m.theta, ref.theta) <= 1e-6
+    assert _rel(m.beta["days"], ref.beta["days"] / c) <= 1e-8
+    intercept = ref.beta["(Intercept)"] - ref.beta["days"] * d / c
+    assert abs(m.beta["(Intercept)"] - intercept) <= 1e-8 * (abs(intercept) + abs(ref.beta["days"] * d / c))
+
+
+def test_the_examples_of_the_issue(sleep):
+    """y + 1e6 and y + 1e8 converge to the same fit (they stopped unconverged, or at NaN), and a Unix
+    time as a predictor is not dropped as aliased with the intercept; REML shifts by 2 log|c|."""
+    m = jaxmm.fit(SLEEP, sleep)
+    for shift in (1e6, 1e8):
+        moved = jaxmm.fit(SLEEP, sleep.assign(reaction=sleep["reaction"] + shift))
+        assert moved.optsum.converged and abs(moved.objective - m.objective) <= 1e-9 * m.objective
+        assert abs(moved.beta["(Intercept)"] - shift - m.beta["(Intercept)"]) <= 1e-6
+    unix = sleep.assign(days=sleep["days"] * 86400.0 + 1.7e9)
+    reml = jaxmm.fit("reaction ~ 1 + days + (1|subj)", sleep, REML=True)
+    moved = jaxmm.fit("reaction ~ 1 + days + (1|subj)", unix, REML=True)
+    assert moved.estimable.all()
+    assert abs(moved.objective - (reml.objective + 2 * np.log(86400.0))) <= 1e-9 * reml.objective
+    assert abs(moved.beta["days"] * 86400.0 - reml.beta["days"]) <= 1e-9 * abs(reml.beta["days"])
+
+
+def test_a_bootstrap_in_other_units_is_the_same_bootstrap(sleep):
+    m = jaxmm.fit(SLEEP, sleep)
+    a, b = 1e-3, 1e6
+    moved = jaxmm.fit(SLEEP, sleep.assign(reaction=a * sleep["reaction"] + b))
+    one = jaxmm.parametricbootstrap(11, 40, m, progress=False)
+    two = jaxmm.parametricbootstrap(11, 40, moved, progress=False)
+    assert one.converged.all() and two.converged.all()
+    np.testing.assert_allclose(two.objective, one.objective + 2 * m.nobs * np.log(a), rtol=1e-8)
+    np.testing.assert_allclose(two.replicates.sigma, a * one.replicates.sigma, rtol=1e-6)
+    np.testing.assert_allclose(two.replicates.beta[:, 1], a * one.replicates.beta[:, 1], rtol=1e-6)
+
+
+@settings(max_examples=8, deadline=None)
+@given(SCALES, OFFSETS)
+def test_a_glmm_predictor_in_other_units_gives_the_same_model(scale, offset):
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(20), 6)
+    x = rng.normal(size=g.size)
+    counts = rng.poisson(np.exp(0.5 + 0.4 * x + 0.5 * rng.normal(size=20)[g]))
+    moved, back, c, d = _affine(x, scale, offset)
+    m = jaxmm.fit("y ~ 1 + x + (1|g)", pd.DataFrame({"y": counts, "x": moved, "g": g}), family="poisson")
+    ref = jaxmm.fit("y ~ 1 + x + (1|g)", pd.DataFrame({"y": counts, "x": back, "g": g}), family="poisson")
+    assert m.optsum.converged
+    assert abs(m.objective - ref.objective) <= 1e-8 * abs(ref.objective)
+    assert _rel(m.beta["x"], ref.beta["x"] / c) <= 1e-6
+    assert _rel(m.stderror["x"], ref.stderror["x"] / abs(c)) <= 1e-5
+
+
+# ---- long runs lose nothing: checkpoints --------------------------------------------------------
+def test_an_interrupted_bootstrap_resumes_bit_identically(sleep_fit, tmp_path, monkeypatch):
+    from jaxmm.bootstrap.checkpoint import Checkpoint
+
+    path = tmp_path / "run.ckpt"
+    whole = jaxmm.parametricbootstrap(21, 300, sleep_fit, progress=False)
+    record, calls = Checkpoint.record, []
+
+    def interrupted(self, *args):
+        calls.append(1)
+        record(self, *args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "record", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        jaxmm.parametricbootstrap(21, 300, sleep_fit, progress=False, checkpoint=path)
+    monkeypatch.setattr(Checkpoint, "record", record)
+    with np.load(path) as saved:
+        assert 0 < saved["done"].sum() < 300
+    resumed = jaxmm.parametricbootstrap(21, 300, sleep_fit, progress=False, checkpoint=path)
+    pd.testing.assert_frame_equal(resumed.tbl, whole.tbl, check_exact=True)
+    assert same(resumed.replicates.niter, whole.replicates.niter) and resumed.provenance == whole.provenance
+    again = jaxmm.parametricbootstrap(21, 300, sleep_fit, progress=False, checkpoint=path)  # nothing left to fit
+    pd.testing.assert_frame_equal(again.tbl, whole.tbl, check_exact=True)
+    with pytest.raises(ValueError, match=r"run.ckpt is of another run: its key is"):
+        jaxmm.parametricbootstrap(22, 300, sleep_fit, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match=r"no such directory"):
+        jaxmm.parametricbootstrap(22, 300, sleep_fit, progress=False, checkpoint=tmp_path / "nope" / "x.ckpt")
+
+
+def test_ctrl_c_stops_within_two_seconds_keeping_what_is_done(tmp_path):
+    """A real SIGINT to `jaxmm bootstrap --checkpoint` while it runs: it stops within 2 s, exit status
+    130, with the replicates finished so far in the checkpoint (resuming is tested above)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ckpt = tmp_path / "boot.ckpt"
+    formula = "reaction ~ 1 + days + (1 + days | subj)"
+    cmd = [sys.executable, "-m", "jaxmm", "bootstrap", "--dataset", "sleepstudy", "-f", formula, "-n", "200000"]
+    proc = subprocess.Popen([*cmd, "--checkpoint", str(ckpt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.exists(), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 2.0
+    assert proc.returncode == 130
+    with np.load(ckpt) as saved:
+        done = int(saved["done"].sum())
+    assert 0 < done < 200000
+
+
+def test_a_glmm_bootstrap_with_a_predictor_in_other_units_is_the_same_bootstrap():
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(15), 6)
+    x = rng.normal(size=g.size)
+    counts = rng.poisson(np.exp(0.3 + 0.5 * x + 0.4 * rng.normal(size=15)[g]))
+    moved, back, c, d = _affine(x, (3.0, 1.0), (6.0, 1.0))
+    fits = [
+        jaxmm.fit("y ~ 1 + x + (1|g)", pd.DataFrame({"y": counts, "x": v, "g": g}), family="poisson")
+        for v in (moved, back)
+    ]
+    one, two = (jaxmm.parametricbootstrap(5, 24, m, progress=False) for m in fits)
+    assert one.converged.all() and two.converged.all()
+    np.testing.assert_allclose(one.objective, two.objective, rtol=1e-8)
+    np.testing.assert_allclose(one.replicates.beta[:, 1], two.replicates.beta[:, 1] / c, rtol=1e-6)

@@ -21,6 +21,7 @@ from ..mixedmodel import MixedModel
 from ..replicates import Replicates
 from ..results import MixedModelBootstrap
 from ..solver import solver_options
+from .checkpoint import Checkpoint
 from .engine import gather, is_count, lane_width, local_devices, process_share, replicate_key, run
 
 _PRECISIONS = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32)}
@@ -42,6 +43,7 @@ def parametricbootstrap(
     batch_size: int | None = None,
     devices=None,
     precision: str = "float64",
+    checkpoint=None,
 ) -> MixedModelBootstrap:
     """Simulate `nsamp` responses y = X beta + sigma (Z Lambda(theta) u + e) from `m` and refit each.
 
@@ -78,6 +80,11 @@ def parametricbootstrap(
     jax.local_devices(). Under jax.distributed, each process fits its share on its own devices
     and every process returns the whole table.
 
+    checkpoint: a file path: the finished replicates are written to it as they finish (every few
+    seconds, and when the run ends or is interrupted); the same call again resumes from it and
+    gives a result bit-identical to an uninterrupted run. A file of another run (model, seed,
+    nsamp, parameters or settings) is refused. One process only.
+
     Reproducibility: replicate i's numbers are bit-identical whatever nsamp, batch_size, the
     replicate's lane, the number of devices or the run's split into processes. Each device
     compiles the kernel once (on a CPU shown as N devices: N compilations; the persistent cache
@@ -110,12 +117,7 @@ def parametricbootstrap(
     with computing():
         key = _as_key(rng)
         key_id = tuple(int(k) for k in np.ravel(jax.random.key_data(key) if _is_typed_key(key) else key))
-    (res,), stat = simulate_and_refit(
-        rng,
-        nsamp,
-        m,
-        sim,
-        (m,),
+    settings = dict(
         use_u=bool(use_u),
         statistic=statistic,
         optsum_overrides=optsum_overrides,
@@ -124,6 +126,10 @@ def parametricbootstrap(
         progress=progress,
         precision=precision,
     )
+    if checkpoint is None:
+        (res,), stat = simulate_and_refit(rng, nsamp, m, sim, (m,), **settings)
+    else:
+        res, stat = _checkpointed(checkpoint, rng, nsamp, m, sim, key_id, settings)
     failed = int((~res.converged).sum())
     if failed:
         warnings.warn(
@@ -133,6 +139,42 @@ def parametricbootstrap(
         )
     provenance = ((key_id, 0, int(nsamp)),)
     return MixedModelBootstrap(m, res.astype(dtype), sim=sim, statistic=stat, provenance=provenance)
+
+
+def _checkpointed(path, rng, nsamp, m, sim, key_id, settings) -> tuple[Replicates, np.ndarray | None]:
+    """simulate_and_refit of the replicates the checkpoint at `path` does not hold yet, recording
+    them there as they finish; the whole run's replicates and statistic."""
+    if jax.process_count() > 1:
+        raise ValueError("checkpoint applies to a bootstrap in one process")
+    if not is_count(nsamp) or nsamp < 1:
+        raise ValueError(f"nsamp must be a positive integer, got {nsamp!r}")
+    statistic = settings["statistic"]
+    run = {
+        "key": list(key_id),
+        "nsamp": int(nsamp),
+        "sim": [np.asarray(s).tolist() for s in sim],
+        "use_u": settings["use_u"],
+        "precision": settings["precision"],
+        "optsum_overrides": dict(settings["optsum_overrides"] or {}),
+        "statistic": None if statistic is None else getattr(statistic, "__qualname__", repr(statistic)),
+    }
+    ckpt = Checkpoint.open(path, m, run)
+    todo = np.flatnonzero(~ckpt.done)
+    try:
+        if len(todo):
+            simulate_and_refit(
+                rng,
+                nsamp,
+                m,
+                sim,
+                (m,),
+                replicates=todo,
+                finished=lambda numbers, parts, stat: ckpt.record(numbers, parts[0], stat),
+                **settings,
+            )
+    finally:
+        ckpt.write()
+    return ckpt.replicates, ckpt.statistic
 
 
 def check_fitted(name: str, m, kind: type = MixedModel) -> None:
@@ -157,6 +199,8 @@ def simulate_and_refit(
     progress: bool = True,
     precision: str = "float64",
     first: int = 0,
+    replicates: np.ndarray | None = None,
+    finished: Callable[[np.ndarray, list[Replicates], np.ndarray | None], None] | None = None,
 ) -> tuple[list[Replicates], np.ndarray | None]:
     """Simulate `nsamp` responses from `sim_model` at `sim` (its `simulation_parameters`) and fit
     every model of `models` (fitted to the same data rows) to each: one Replicates per model, and
@@ -166,7 +210,10 @@ def simulate_and_refit(
 
     Each model's fits start from its own fitted theta and Hessian, the simulating model's from the
     generating theta. `first`: the replicates are first..first+nsamp-1 (a later part of a run:
-    replicate i is the same whatever part it is fitted in)."""
+    replicate i is the same whatever part it is fitted in). `replicates`: only these of them
+    (sorted replicate numbers; one process), the rows of the results in that order. `finished`:
+    called as replicates finish, with their numbers, their rows of each model's Replicates and of
+    the statistic."""
     if not is_count(nsamp) or nsamp < 1:
         raise ValueError(f"nsamp must be a positive integer, got {nsamp!r}")
     if batch_size is not None and (not is_count(batch_size) or batch_size < 1):
@@ -176,7 +223,11 @@ def simulate_and_refit(
     opts = solver_options(optsum_overrides, dtype)
     chosen = local_devices(devices)
     share = process_share(nsamp, jax.process_index(), jax.process_count())
-    share = range(first + share.start, first + share.stop)
+    numbers = np.arange(first + share.start, first + share.stop) if replicates is None else np.asarray(replicates)
+
+    def report(rows: np.ndarray, outs: list[Replicates], stat: np.ndarray | None) -> None:
+        finished(numbers[rows], [out.take(rows) for out in outs], None if stat is None else stat[rows])
+
     call_lanes = min(lane_width(mm, chosen[0].platform) for mm in models)
     step = call_lanes * len(chosen)  # one call per device
     batch = step * -(-int(batch_size or step) // step)
@@ -186,7 +237,17 @@ def simulate_and_refit(
         targets = [mm.refit_target(sim if mm is sim_model else None, dtype) for mm in models]
         show = progress and jax.process_index() == 0
         parts, stat = run(
-            key, share, sim_model.lanes(), simulation, targets, opts, (batch, call_lanes), chosen, show, statistic
+            key,
+            numbers,
+            sim_model.lanes(),
+            simulation,
+            targets,
+            opts,
+            (batch, call_lanes),
+            chosen,
+            show,
+            statistic,
+            None if finished is None else report,
         )
         if jax.process_count() > 1:
             parts = [Replicates(**gather(vars(part), nsamp)) for part in parts]

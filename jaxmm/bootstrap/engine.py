@@ -97,7 +97,7 @@ def _put(tree, rows, values) -> None:
 
 @dataclass
 class LanePool:
-    """The lanes in flight: the replicate each holds (its position in the share; -1 idle) and, per
+    """The lanes in flight: the replicate each holds (its position in the run's list; -1 idle) and, per
     target, every lane's solver state (host arrays with a leading lane axis) and whether its fit
     to that target is still open. A closed or idle lane's states are done: they take no iteration."""
 
@@ -132,16 +132,17 @@ class LanePool:
         self.open[j] &= ~finished
         return np.flatnonzero(finished)
 
-    def release(self) -> int:
-        """Mark lanes whose replicate has no open fit left as idle; returns how many."""
+    def release(self) -> np.ndarray:
+        """Mark lanes whose replicate has no open fit left as idle; returns those replicates' positions."""
         complete = (self.replicate >= 0) & ~self.open.any(axis=0)
+        positions = self.replicate[complete].copy()
         self.replicate[complete] = -1
-        return int(complete.sum())
+        return positions
 
 
 def run(
     key: Array,
-    share: range,
+    replicates: np.ndarray,
     simulator: Lanes,
     simulation: Any,
     targets: list[Target],
@@ -150,9 +151,12 @@ def run(
     devices: list,
     progress: bool,
     statistic: Callable | None,
+    finished: Callable[[np.ndarray, list[Replicates], np.ndarray | None], None] | None = None,
 ) -> tuple[list[Replicates], np.ndarray | None]:
-    """Fit replicates `share`, simulated by `simulator` from `simulation`, to every target through
-    one compiled batch shape, refilling the lanes as replicates finish (see the module docstring).
+    """Fit `replicates` (replicate numbers; row j of the results is replicates[j]), simulated by
+    `simulator` from `simulation`, to every target through one compiled batch shape, refilling the
+    lanes as replicates finish (see the module docstring). After each call, `finished(rows, outs,
+    statistic)` is told the rows whose replicate has no open fit left.
 
     The `batch` lanes, lanes_shape = (batch, call_lanes), go through the kernel `call_lanes` at a
     time, the calls taking the devices in turn (JAX runs them side by side): every call runs the
@@ -163,7 +167,7 @@ def run(
     batch, call_lanes = lanes_shape
     shared = [jax.device_put((key, simulation, tuple(t.refit for t in targets)), d) for d in devices]
     fitters = tuple(t.lanes for t in targets)
-    outs = [Replicates.empty(len(share), t.model) for t in targets]
+    outs = [Replicates.empty(len(replicates), t.model) for t in targets]
     stat_out = None
     pool = LanePool.idle(batch, targets)
     upcoming = 0
@@ -171,7 +175,7 @@ def run(
     def call(part: slice, device: int):
         """The kernel on lanes `part`, dispatched asynchronously to devices[device]."""
         key, simulation, refits = shared[device]
-        indices = share.start + np.maximum(pool.replicate[part], 0)
+        indices = replicates[np.maximum(pool.replicate[part], 0)]
         states = tuple(_take(s, part) for s in pool.states)
         return _fit_replicates(
             key,
@@ -186,9 +190,9 @@ def run(
         )
 
     show = progress and sys.stderr.isatty()
-    with tqdm(total=len(share), disable=not show, unit="rep", desc="bootstrap") as bar:
+    with tqdm(total=len(replicates), disable=not show, unit="rep", desc="bootstrap") as bar:
         while True:
-            upcoming += pool.refill(upcoming, len(share) - upcoming, targets)
+            upcoming += pool.refill(upcoming, len(replicates) - upcoming, targets)
             if not (pool.replicate >= 0).any():
                 break
             parts = range(0, batch, call_lanes)
@@ -200,9 +204,12 @@ def run(
                 if statistic is not None and j == 0:
                     if stat_out is None:
                         dtype = np.result_type(stat.dtype, np.float64)
-                        stat_out = np.full((len(share), *stat.shape[1:]), np.nan, dtype=dtype)
+                        stat_out = np.full((len(replicates), *stat.shape[1:]), np.nan, dtype=dtype)
                     stat_out[pool.replicate[done]] = stat[done]
-            bar.update(pool.release())
+            complete = pool.release()
+            bar.update(len(complete))
+            if finished is not None and len(complete):
+                finished(complete, outs, stat_out)
     return outs, stat_out
 
 

@@ -73,10 +73,12 @@ class GlmmSimulation(NamedTuple):
 
 class GlmmRefit(NamedTuple):
     """A generalized linear mixed model every simulated response is fitted to: its data (the
-    response replaced by each replicate's) and the fixed effects PIRLS starts from (fast=True)."""
+    response replaced by each replicate's), the fixed effects PIRLS starts from (fast=True), of the
+    standardised X_s = X A^-1, and back = A^-1, which returns beta to X's terms."""
 
     data: GlmmData
     beta: Array
+    back: Array
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,11 @@ class GlmmLanes:
         state = solver.run(fun, state, column_diag, opts, exact=False, until=until)
         res, state = solver.finish(fun, state, column_diag, opts)
         g = glmm_result(res, *problem)
-        se = jnp.sqrt(jnp.diagonal(fisher_vcov(g.theta, Mode(g.u, g.beta), data, self.structure, self.family)))
+        vcov = fisher_vcov(g.theta, Mode(g.u, g.beta), data, self.structure, self.family)
+        se = jnp.sqrt(jnp.diagonal(refit.back @ vcov @ refit.back.T))
         nan = jnp.full((), jnp.nan, y.dtype)
-        return FitResult(g.objective, g.theta, g.beta, se, nan, g.converged, g.niter, g.hessian), state
+        beta = refit.back @ g.beta
+        return FitResult(g.objective, g.theta, beta, se, nan, g.converged, g.niter, g.hessian), state
 
     def replicate_fit(self, y: Array, refit: GlmmRefit, fit: FitResult) -> ReplicateFit:
         raise NotImplementedError("a statistic of a generalized linear mixed model's replicates")
@@ -194,9 +198,10 @@ class GeneralizedLinearMixedModel(MixedModel):
                 opts=opts,
                 nAGQ=int(nAGQ),
             )
+            beta, vcov = self.design.from_fit_beta(np.asarray(res.beta), np.asarray(res.vcov))
             state = FitState(
-                beta=np.asarray(res.beta),
-                se=np.sqrt(np.diagonal(np.asarray(res.vcov))),
+                beta=beta,
+                se=np.sqrt(np.diagonal(vcov)),
                 u=modes_by_term(np.asarray(res.u), structure),
                 lambdas=tuple(np.asarray(lam) for lam in lambdas(res.theta, structure.terms)),
                 hessian=np.asarray(res.hessian),
@@ -258,7 +263,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         beta, theta = params
         u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in self._require_fit().u]) if use_u else None
         data = jax.tree.map(jnp.asarray, glmm_data(self.design))
-        return GlmmSimulation(data, jnp.asarray(beta), jnp.asarray(theta), u)
+        return GlmmSimulation(data, jnp.asarray(self.design.to_fit_beta(beta)), jnp.asarray(theta), u)
 
     def refit_target(self, params: tuple | None, dtype: np.dtype) -> Target:
         """The model as a target of replicate fits (always in float64), started at params = (beta,
@@ -267,9 +272,11 @@ class GeneralizedLinearMixedModel(MixedModel):
         mean differentiating PIRLS twice, a long compilation."""
         state = self._require_fit()
         beta, theta = params or (state.beta, self.theta)
+        beta = self.design.to_fit_beta(beta)
         theta = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
         start = theta if self.fast else np.concatenate([theta, beta])
-        refit = GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(self.design)), jnp.asarray(beta))
+        back = jnp.asarray(np.linalg.inv(self.design.beta_scaling))
+        refit = GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(self.design)), jnp.asarray(beta), back)
         lanes = self.lanes()
         column_diag = solver_problem(refit.beta, refit.data, self.structure, self.family, self.fast, self.nAGQ)[1]
         init = solver.init(jnp.asarray(start), column_diag, jnp.asarray(floor_eigenvalues(state.hessian)))
