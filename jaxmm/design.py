@@ -108,10 +108,20 @@ class Design:
     levels: tuple[tuple[str, ...], ...]  # per term, the grouping factor's levels
     x: np.ndarray  # (n, p) the estimable columns of X as the formula gives them
     beta_scaling: np.ndarray  # (p, p) A with x = matrices.x @ A: the fit's beta is A beta (see `standardise`)
+    z_scales: tuple[np.ndarray, ...]  # per term, s_t with z_t = matrices.z[t] * s_t (see `unit_scales`)
+    theta_scaling: np.ndarray  # (ntheta,) w: theta = w theta_fit, lambda_t = diag(1 / s_t) lambda_fit
     matrices: ModelMatrices
     blocks: Blocks
     ndropped: int
     weights: np.ndarray | None = None  # prior weights (a GLMM's binomial trials), if given
+
+    def to_fit_theta(self, theta: np.ndarray) -> np.ndarray:
+        """theta in the fit's parametrisation (of matrices.z): theta / w."""
+        return np.asarray(theta, dtype=np.float64) / self.theta_scaling
+
+    def from_fit_theta(self, theta_fit: np.ndarray) -> np.ndarray:
+        """theta back from the fit's parametrisation: w theta_fit."""
+        return np.asarray(theta_fit, dtype=np.float64) * self.theta_scaling
 
     def to_fit_beta(self, beta: np.ndarray) -> np.ndarray:
         """Estimable coefficients in the fit's parametrisation (of matrices.x): A beta."""
@@ -122,6 +132,17 @@ class Design:
         back = np.linalg.inv(self.beta_scaling)
         beta = back @ np.asarray(beta_fit, dtype=np.float64)
         return beta if vcov_fit is None else (beta, back @ np.asarray(vcov_fit, dtype=np.float64) @ back.T)
+
+
+def unit_scales(z: np.ndarray, low: float = 1e-2, high: float = 1e2) -> np.ndarray:
+    """Per column of a random-effects term's z, the factor s it is divided by for the fit: its root
+    mean square when that is outside [low, high] (a slope in extreme units), else 1.
+
+    z = z_s diag(s) reparametrises the term's covariance factor, lambda_t = diag(1 / s) lambda_fit,
+    exactly and for every covariance pattern (a diagonal scaling keeps lambda_t lower triangular and
+    a zerocorr term's diagonal); columns of ordinary units are left as they are."""
+    rms = np.sqrt(np.mean(z**2, axis=0)) if len(z) else np.ones(z.shape[1])
+    return np.where((rms > 0) & ((rms < low) | (rms > high)), rms, 1.0)
 
 
 def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -229,6 +250,9 @@ def build_design(
                 "its variance and the residual variance are unidentifiable"
             )
     structure = Structure(terms=terms, n=n, p=p)
+    z_scales = tuple(unit_scales(z) for z in zs)
+    zs = tuple(z / s for z, s in zip(zs, z_scales))
+    theta_scaling = np.concatenate([1.0 / s[list(t.theta_rows)] for t, s in zip(terms, z_scales)])
     return Design(
         formula=mf,
         structure=structure,
@@ -239,6 +263,8 @@ def build_design(
         levels=levels,
         x=x,
         beta_scaling=a,
+        z_scales=z_scales,
+        theta_scaling=theta_scaling,
         matrices=ModelMatrices(xs, refs, zs),
         blocks=_blocks(structure, refs, zs, xs),
         ndropped=ndropped,

@@ -158,7 +158,8 @@ class LmmRefit(NamedTuple):
     own fitted ones, of X_s) that responses are centred by: the fit is of y - X_s centre, and centre
     is added back to its beta. The profiled deviance is the same, but its sums of squares are then
     of the size of the residuals, not of y, so float32 does not lose them to cancellation.
-    back = A^-1 and shift = REML's 2 log|det A| (or 0) return beta and the criterion to X's terms."""
+    back = A^-1 and shift = REML's 2 log|det A| (or 0) return beta and the criterion to X's terms,
+    theta_scaling theta to Z's (design.unit_scales)."""
 
     mats: ModelMatrices
     blocks: Any
@@ -166,6 +167,7 @@ class LmmRefit(NamedTuple):
     centre: Array
     back: Array
     shift: Array
+    theta_scaling: Array
 
 
 @dataclass(frozen=True)
@@ -197,14 +199,16 @@ class LmmLanes:
         state = solver.run(fun, state, column_diag, opts, exact=False, until=until)
         res, state = solver.finish(fun, state, column_diag, opts)
         centre, back, shift = (a.astype(state.theta.dtype) for a in (refit.centre, refit.back, refit.shift))
-        return _fit_result(res, refit.blocks, stats, self.structure, refit.reml, centre, back, shift), state
+        fit = _fit_result(res, refit.blocks, stats, self.structure, refit.reml, centre, back, shift)
+        return fit._replace(theta=fit.theta * refit.theta_scaling.astype(fit.theta.dtype)), state
 
     def replicate_fit(self, y: Array, refit: LmmRefit, fit: FitResult) -> ReplicateFit:
         """The conditional modes b_t = lambda_t u_t and fitted values at the fit's theta."""
         structure = self.structure
         stats = self._stats(y, refit, fit.theta.dtype)
-        factor = factorize(fit.theta, refit.blocks, stats, structure)
-        sol = solve_pls(factor, fit.theta, refit.blocks, stats, structure)
+        theta_fit = fit.theta / refit.theta_scaling.astype(fit.theta.dtype)
+        factor = factorize(theta_fit, refit.blocks, stats, structure)
+        sol = solve_pls(factor, theta_fit, refit.blocks, stats, structure)
         us = modes_by_term(jnp.concatenate([sol.u1.reshape(-1), sol.ur]), structure)
         b = tuple(u @ lam.T for u, lam in zip(us, lambdas(fit.theta, structure.terms)))
         beta_s = sol.beta + refit.centre
@@ -246,7 +250,9 @@ class LinearMixedModel(MixedModel):
         """Minimise the profiled deviance (ML) or REML criterion over theta; returns self."""
         reml = self.REML if REML is None else _checked_reml(REML)
         opts = solver_options(optsum_overrides)
-        start = self.initial_theta() if theta0 is None else self._checked_theta(theta0, "theta0")
+        start = (
+            self.initial_theta() if theta0 is None else self.design.to_fit_theta(self._checked_theta(theta0, "theta0"))
+        )
         self.REML = reml
         structure, design = self.structure, self.design
         b0, scale, y_s = self._response_standardisation()
@@ -268,15 +274,16 @@ class LinearMixedModel(MixedModel):
                 beta=beta,
                 se=sigma * np.sqrt(np.diagonal(unscaled_vcov)),
                 u=modes_by_term(scale * np.concatenate([np.ravel(u1), np.asarray(ur)]), structure),
-                lambdas=tuple(np.asarray(lam) for lam in lams),
+                lambdas=self._lambdas(lams),
+                theta_fit=np.asarray(res.theta),
                 hessian=np.asarray(res.hessian),
                 sigma=sigma,
                 unscaled_vcov=unscaled_vcov,
             )
             dof = structure.n - self.REML * structure.p
             optsum = OptSummary(
-                initial=np.asarray(start),
-                final=np.asarray(res.theta),
+                initial=design.from_fit_theta(start),
+                final=design.from_fit_theta(np.asarray(res.theta)),
                 fmin=float(res.objective) + 2.0 * dof * np.log(scale) + self._reml_shift(),
                 converged=bool(res.converged),
                 niter=int(res.niter),
@@ -347,10 +354,13 @@ class LinearMixedModel(MixedModel):
         """The arrays `LmmLanes.simulate` draws from, at params = (beta, sigma, theta); with use_u,
         the random effects held at the conditional modes."""
         beta, sigma, theta = params
-        ranef = tuple(jnp.asarray(b.to_numpy()) for b in self.ranef().values()) if use_u else None
-        mats = jax.tree.map(jnp.asarray, self.design.matrices)
-        beta_s = jnp.asarray(self.design.to_fit_beta(beta))
-        return LmmSimulation(mats, beta_s, jnp.asarray(sigma), jnp.asarray(theta), ranef)
+        design = self.design
+        ranef = None
+        if use_u:  # b of matrices.z's columns: b_fit = b diag(s_t)
+            ranef = tuple(jnp.asarray(b.to_numpy() * s) for b, s in zip(self.ranef().values(), design.z_scales))
+        mats = jax.tree.map(jnp.asarray, design.matrices)
+        beta_s, theta_s = jnp.asarray(design.to_fit_beta(beta)), jnp.asarray(design.to_fit_theta(theta))
+        return LmmSimulation(mats, beta_s, jnp.asarray(sigma), theta_s, ranef)
 
     def refit_target(self, params: tuple | None, dtype: np.dtype) -> Target:
         """The model as a target of replicate fits in `dtype`, started near theta = params[2] (the
@@ -359,7 +369,7 @@ class LinearMixedModel(MixedModel):
         A diagonal element of theta at exactly 0 is a stationary point of the objective (by
         symmetry), so starts are kept off the boundary; the BFGS start Hessian is exact there."""
         state = self._require_fit()
-        theta = self.theta if params is None else params[2]
+        theta = state.theta_fit if params is None else self.design.to_fit_theta(params[2])
         start = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
         blocks = jax.tree.map(jnp.asarray, self.design.blocks)
         centre = self.design.to_fit_beta(state.beta)
@@ -370,8 +380,9 @@ class LinearMixedModel(MixedModel):
             jnp.asarray(centre),
             jnp.asarray(np.linalg.inv(self.design.beta_scaling)),
             jnp.asarray(self._reml_shift()),
+            jnp.asarray(self.design.theta_scaling),
         )
-        if np.array_equal(start, self.theta):  # the fit's own final Hessian: nothing more to compile
+        if np.array_equal(start, state.theta_fit):  # the fit's own final Hessian: nothing more to compile
             h0 = floor_eigenvalues(state.hessian)
         else:
             y_c = self.design.y - self.design.matrices.x @ centre  # same criterion of theta, better conditioned

@@ -39,14 +39,16 @@ class FitState:
     """The estimates of a fit, as host arrays.
 
     beta, se: the estimable fixed effects and their standard errors; u: per term, the spherical
-    conditional modes (levels x k); lambdas: per term, lambda_t; hessian: of the objective in the
-    solver's coordinates at the optimum (a bootstrap's BFGS starts from it); sigma and
+    conditional modes (levels x k); lambdas: per term, lambda_t; theta_fit: theta in the fit's
+    parametrisation (design.to_fit_theta) and hessian: of the objective in the solver's
+    coordinates at the optimum (a bootstrap's BFGS starts from them); sigma and
     unscaled_vcov = (X'V^-1 X)^-1 / sigma^2: for a model with a residual scale, else None."""
 
     beta: np.ndarray
     se: np.ndarray
     u: tuple[np.ndarray, ...]
     lambdas: tuple[np.ndarray, ...]
+    theta_fit: np.ndarray
     hessian: np.ndarray
     sigma: float | None = None
     unscaled_vcov: np.ndarray | None = None
@@ -112,8 +114,13 @@ class MixedModel:
         return self.structure.p
 
     def initial_theta(self) -> np.ndarray:
-        """lme4's start: 1 for diagonal elements of each lambda_t, 0 below the diagonal."""
+        """The start in the fit's parametrisation: 1 for diagonal elements of each lambda_t, 0 below the
+        diagonal (lme4's, for columns in ordinary units: see design.unit_scales)."""
         return initial_theta(self.structure.terms)
+
+    def _lambdas(self, lambdas_fit) -> tuple[np.ndarray, ...]:
+        """lambda_t = diag(1 / s_t) lambda_fit of each term (design.unit_scales)."""
+        return tuple(np.asarray(lam) / s[:, None] for lam, s in zip(lambdas_fit, self.design.z_scales))
 
     @property
     def thetanames(self) -> list[str]:

@@ -392,3 +392,19 @@ def test_a_glmm_bootstrap_with_a_predictor_in_other_units_is_the_same_bootstrap(
     assert one.converged.all() and two.converged.all()
     np.testing.assert_allclose(one.objective, two.objective, rtol=1e-8)
     np.testing.assert_allclose(one.replicates.beta[:, 1], two.replicates.beta[:, 1] / c, rtol=1e-6)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(-6, 9), st.booleans())
+def test_a_random_slope_in_other_units_gives_the_same_model(sleep, exponent, correlated):
+    """days -> c days in (1 + days | subj) or (1 + days || subj): the same criterion, the slope's
+    standard deviation divided by c, its correlation with the intercept unchanged."""
+    c = 10.0**exponent
+    formula = SLEEP if correlated else "reaction ~ 1 + days + (1 + days || subj)"
+    m = jaxmm.fit(formula, sleep)
+    moved = jaxmm.fit(formula, sleep.assign(days=c * sleep["days"].astype(float)))
+    assert moved.optsum.converged
+    assert abs(moved.objective - m.objective) <= 1e-9 * m.objective
+    vc, vc_moved = m.varcorr(), moved.varcorr()
+    assert _rel(vc_moved["sdcor"][1] * c, vc["sdcor"][1]) <= 1e-6
+    assert abs(vc_moved["sdcor"][2] - vc["sdcor"][2]) <= 1e-6 * (1 if correlated else vc["sdcor"][2])

@@ -74,11 +74,13 @@ class GlmmSimulation(NamedTuple):
 class GlmmRefit(NamedTuple):
     """A generalized linear mixed model every simulated response is fitted to: its data (the
     response replaced by each replicate's), the fixed effects PIRLS starts from (fast=True), of the
-    standardised X_s = X A^-1, and back = A^-1, which returns beta to X's terms."""
+    standardised X_s = X A^-1, back = A^-1, which returns beta to X's terms, and theta_scaling, which
+    returns theta to Z's (design.unit_scales)."""
 
     data: GlmmData
     beta: Array
     back: Array
+    theta_scaling: Array
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,8 @@ class GlmmLanes:
         vcov = fisher_vcov(g.theta, Mode(g.u, g.beta), data, self.structure, self.family)
         se = jnp.sqrt(jnp.diagonal(refit.back @ vcov @ refit.back.T))
         nan = jnp.full((), jnp.nan, y.dtype)
-        beta = refit.back @ g.beta
-        return FitResult(g.objective, g.theta, beta, se, nan, g.converged, g.niter, g.hessian), state
+        beta, theta = refit.back @ g.beta, g.theta * refit.theta_scaling
+        return FitResult(g.objective, theta, beta, se, nan, g.converged, g.niter, g.hessian), state
 
     def replicate_fit(self, y: Array, refit: GlmmRefit, fit: FitResult) -> ReplicateFit:
         raise NotImplementedError("a statistic of a generalized linear mixed model's replicates")
@@ -203,12 +205,13 @@ class GeneralizedLinearMixedModel(MixedModel):
                 beta=beta,
                 se=np.sqrt(np.diagonal(vcov)),
                 u=modes_by_term(np.asarray(res.u), structure),
-                lambdas=tuple(np.asarray(lam) for lam in lambdas(res.theta, structure.terms)),
+                lambdas=self._lambdas(lambdas(res.theta, structure.terms)),
+                theta_fit=np.asarray(res.theta),
                 hessian=np.asarray(res.hessian),
             )
             optsum = OptSummary(
-                np.asarray(theta0),
-                np.asarray(res.theta),
+                self.design.from_fit_theta(theta0),
+                self.design.from_fit_theta(np.asarray(res.theta)),
                 float(res.objective),
                 bool(res.converged),
                 int(res.niter),
@@ -263,7 +266,8 @@ class GeneralizedLinearMixedModel(MixedModel):
         beta, theta = params
         u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in self._require_fit().u]) if use_u else None
         data = jax.tree.map(jnp.asarray, glmm_data(self.design))
-        return GlmmSimulation(data, jnp.asarray(self.design.to_fit_beta(beta)), jnp.asarray(theta), u)
+        beta_s, theta_s = self.design.to_fit_beta(beta), self.design.to_fit_theta(theta)
+        return GlmmSimulation(data, jnp.asarray(beta_s), jnp.asarray(theta_s), u)
 
     def refit_target(self, params: tuple | None, dtype: np.dtype) -> Target:
         """The model as a target of replicate fits (always in float64), started at params = (beta,
@@ -272,11 +276,13 @@ class GeneralizedLinearMixedModel(MixedModel):
         mean differentiating PIRLS twice, a long compilation."""
         state = self._require_fit()
         beta, theta = params or (state.beta, self.theta)
+        theta = state.theta_fit if params is None else self.design.to_fit_theta(theta)
         beta = self.design.to_fit_beta(beta)
         theta = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
         start = theta if self.fast else np.concatenate([theta, beta])
         back = jnp.asarray(np.linalg.inv(self.design.beta_scaling))
-        refit = GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(self.design)), jnp.asarray(beta), back)
+        scaling = jnp.asarray(self.design.theta_scaling)
+        refit = GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(self.design)), jnp.asarray(beta), back, scaling)
         lanes = self.lanes()
         column_diag = solver_problem(refit.beta, refit.data, self.structure, self.family, self.fast, self.nAGQ)[1]
         init = solver.init(jnp.asarray(start), column_diag, jnp.asarray(floor_eigenvalues(state.hessian)))
