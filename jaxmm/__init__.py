@@ -3,36 +3,52 @@
 The data path, one module each (ARCHITECTURE.md): formula -> design -> covariance -> deviance (LMM) /
 glmm.laplace (GLMM) -> solver -> lmm / glmm.model -> bootstrap -> results -> display.
 
-Importing jaxmm changes no JAX setting; its persistent compilation cache is switched on when jaxmm
-first compiles (see jaxmm._compile: JAXMM_CACHE_DIR="" turns it off).
+The names below are imported when first used (PEP 562), so `import jaxmm` and the `jaxmm --help`
+command import neither JAX nor SciPy. Importing jaxmm changes no JAX setting; its persistent
+compilation cache is switched on when jaxmm first computes (jaxmm._compile; JAXMM_CACHE_DIR=""
+turns it off).
 """
 
-from . import plot  # matplotlib itself is imported only when a plot is drawn
-from ._compile import enable_compilation_cache
-from .bootstrap import parametricbootstrap
-from .datasets import dataset, datasets
-from .glmm import GeneralizedLinearMixedModel
-from .lmm import LinearMixedModel
-from .lrt import BootstrapLikelihoodRatioTest, LikelihoodRatioTest, likelihoodratiotest, pblrt
-from .models import fit
-from .results import MixedModelBootstrap, restorereplicates, shortestcovint, vcat
+from __future__ import annotations
 
-__all__ = [
-    "BootstrapLikelihoodRatioTest",
-    "GeneralizedLinearMixedModel",
-    "LikelihoodRatioTest",
-    "LinearMixedModel",
-    "MixedModelBootstrap",
-    "dataset",
-    "datasets",
-    "enable_compilation_cache",
-    "fit",
-    "likelihoodratiotest",
-    "parametricbootstrap",
-    "pblrt",
-    "plot",
-    "restorereplicates",
-    "shortestcovint",
-    "vcat",
-]
+import importlib
+
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "BootstrapLikelihoodRatioTest": "lrt",
+    "GeneralizedLinearMixedModel": "glmm",
+    "LikelihoodRatioTest": "lrt",
+    "LinearMixedModel": "lmm",
+    "MixedModelBootstrap": "results",
+    "dataset": "datasets",
+    "datasets": "datasets",
+    "enable_compilation_cache": "_compile",
+    "fit": "models",
+    "likelihoodratiotest": "lrt",
+    "parametricbootstrap": "bootstrap",
+    "pblrt": "lrt",
+    "restorereplicates": "results",
+    "shortestcovint": "results",
+    "vcat": "results",
+}
+__all__ = sorted([*_EXPORTS, "plot"])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:
+        try:  # a submodule: jaxmm.plot, jaxmm.bootstrap, ...
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -15,13 +15,9 @@ import sys
 import warnings
 from pathlib import Path
 
-import pandas as pd
-
 from . import __version__
-from .bootstrap import parametricbootstrap
-from .datasets import dataset
-from .io import output_format
-from .models import fit
+
+# Only the commands import the library (JAX, pandas): `jaxmm --help` and `--version` stay instant.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,8 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_table(path: str) -> pd.DataFrame:
+def read_table(path: str):
     """Read a data file by its extension: .csv (optionally compressed, e.g. .csv.gz) or .parquet."""
+    import pandas as pd
+
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"no such data file: {path}")
@@ -111,15 +109,19 @@ def read_table(path: str) -> pd.DataFrame:
         raise ValueError(f"cannot read {path}: {err}") from err
 
 
-def _data(args) -> pd.DataFrame:
+def _data(args):
     if (args.data is None) == (args.dataset is None):
         raise ValueError("give either a data file or --dataset NAME, not both or neither")
+    from .datasets import dataset
+
     return dataset(args.dataset) if args.dataset else read_table(args.data)
 
 
 def _check_out(path: str) -> None:
     """--out, checked before the bootstrap runs so that a long run is not lost to a typo: a known
     extension, in a directory that exists and can be written to."""
+    from .io import output_format
+
     try:
         output_format(path)
     except ValueError:
@@ -132,6 +134,9 @@ def _check_out(path: str) -> None:
 
 
 def _command(args) -> None:
+    from .bootstrap import parametricbootstrap
+    from .models import fit
+
     if args.command == "bootstrap" and args.out:
         _check_out(args.out)
     m = fit(args.formula, _data(args), REML=args.reml)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import gaussian_kde
 
 _MASS_COLOR = "C3"
 _INTERVAL_COLOR = "C1"
@@ -118,6 +117,8 @@ def density(samp, column: str, *, ax=None):
     The curve is the density of the replicates off the boundary, scaled by their share, so that
     curve and spikes together hold all replicates; the curve is cut at the ends of the parameter's
     range (σ ≥ 0, -1 ≤ ρ ≤ 1). Returns the Figure."""
+    from scipy.stats import gaussian_kde  # imported when drawn: SciPy's stats take seconds to import
+
     tbl = samp.tbl
     values = _column(tbl, column)
     lo, hi = _support(samp, tbl, column)

@@ -86,3 +86,16 @@ def test_importing_jaxmm_changes_no_jax_setting(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     # the cache is switched on by jaxmm's first computation; float64 stays jaxmm's own
     assert out.split() == [str(tmp_path / "cache"), "False"]
+
+
+def test_import_and_the_command_lines_help_load_no_numerical_library():
+    """`import jaxmm`, `jaxmm --help` and `jaxmm --version` import neither JAX, SciPy nor pandas: the
+    names load when first used. (Their times are measured in bench/bench_import.py.)"""
+    code = (
+        "import sys, jaxmm; from jaxmm.cli import main; "
+        "codes = [main(['--version']), main(['--help'])]; "
+        "print(codes, sorted(m for m in ('jax', 'scipy', 'pandas', 'matplotlib') if m in sys.modules)); "
+        "jaxmm.fit; print('jax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-2:] == ["[0, 0] []", "True"]
