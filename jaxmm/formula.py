@@ -6,6 +6,10 @@ formulaic parses the fixed part and each random term's model matrix; the bars ar
 - ``(expr || g)``, ``zerocorr(expr | g)``   the same, uncorrelated (diagonal relative covariance factor)
 - ``(expr | a:b)``          grouping by the interaction of ``a`` and ``b``
 - ``(expr | a/b)``          nesting: ``(expr | a) + (expr | a:b)``
+
+``^`` means what it means in R: a power inside a function call (``I(x^2)``, ``log(x^2)``), where
+the formula engine would evaluate Python's ``^`` (bitwise exclusive or), and the crossing of terms
+outside one (``(a + b)^2``).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def parse_formula(text: str) -> MixedFormula:
         raise ValueError(f"formula must be a string like 'y ~ 1 + x + (1 | g)', got {type(text).__name__}")
     if _depth_balance(text) != 0:
         raise ValueError(f"formula {text!r} has unbalanced parentheses")
-    parts = _split_top(text, "~")
+    parts = _split_top(r_powers(text), "~")
     if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
         raise ValueError(f"formula {text!r} must have the form 'response ~ terms'")
     response, rhs = parts[0].strip(), parts[1].strip()
@@ -69,6 +73,27 @@ def parse_formula(text: str) -> MixedFormula:
     if not fixed or fixed.startswith("-"):
         fixed = f"1 {fixed}".strip()
     return MixedFormula(text=text, response=response, fixed=fixed, random=tuple(random))
+
+
+def r_powers(text: str) -> str:
+    """R's ``^`` inside function calls written as Python's ``**``; outside calls (term crossing) and
+    inside quoted names it is left as it is."""
+    out, calls, quote = [], [], None
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == "(":
+            before = text[:i].rstrip()
+            calls.append(bool(before) and (before[-1].isalnum() or before[-1] in "_."))
+        elif ch == ")" and calls:
+            calls.pop()
+        elif ch == "^" and any(calls):
+            out.append("**")
+            continue
+        out.append(ch)
+    return "".join(out)
 
 
 def _depth_balance(text: str) -> int:

@@ -257,3 +257,17 @@ def test_random_term_column_names_follow_fixed_naming():
     m = jaxmm.LinearMixedModel("angle ~ 1 + (1 + recipe | replicate)", cake)
     assert _only_term(m).columns == ("(Intercept)", "recipe: B", "recipe: C")
     assert re.fullmatch(r"\d+", m.design.levels[0][0])
+
+
+def test_caret_is_a_power_inside_calls_and_crossing_outside(sleepstudy):
+    """R's I(days^2) is days squared (Python's ^ on integers is exclusive or: a different model)."""
+    from jaxmm.formula import r_powers
+
+    squared = jaxmm.fit("reaction ~ 1 + days + I(days^2) + (1|subj)", sleepstudy)
+    column = jaxmm.fit("reaction ~ 1 + days + dsq + (1|subj)", sleepstudy.assign(dsq=sleepstudy["days"] ** 2))
+    xor = jaxmm.fit("reaction ~ 1 + days + dxor + (1|subj)", sleepstudy.assign(dxor=sleepstudy["days"] ^ 2))
+    assert squared.objective == pytest.approx(column.objective, rel=1e-12)
+    assert abs(squared.objective - xor.objective) > 0.1  # 1792.94 against 1792.36
+    assert r_powers("log(y) ~ I(log(x)^2) + log(x^2) + (a + b)^2 + Q('a^b')") == (
+        "log(y) ~ I(log(x)**2) + log(x**2) + (a + b)^2 + Q('a^b')"
+    )
