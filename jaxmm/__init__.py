@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import importlib
 
+# datasets is both a module and a function: bound here, after the module, so that the name is the
+# function (the module is light: it imports pandas only to load a data set)
+from .datasets import dataset as dataset, datasets as datasets
+
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
@@ -22,8 +26,6 @@ _EXPORTS = {
     "LikelihoodRatioTest": "lrt",
     "LinearMixedModel": "lmm",
     "MixedModelBootstrap": "results",
-    "dataset": "datasets",
-    "datasets": "datasets",
     "enable_compilation_cache": "_compile",
     "fit": "models",
     "likelihoodratiotest": "lrt",
@@ -33,7 +35,7 @@ _EXPORTS = {
     "shortestcovint": "results",
     "vcat": "results",
 }
-__all__ = sorted([*_EXPORTS, "plot"])
+__all__ = sorted([*_EXPORTS, "dataset", "datasets", "plot"])
 
 
 def __getattr__(name: str):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from importlib import resources
 
-import pandas as pd
-
 # Columns that are factors in lme4; some hold codes that look like numbers, so they are read as strings.
 _FACTORS: dict[str, tuple[str, ...]] = {
     "cake": ("replicate", "recipe", "temperature"),
@@ -27,11 +25,13 @@ def datasets() -> list[str]:
     return sorted(_FACTORS)
 
 
-def dataset(name: str) -> pd.DataFrame:
-    """Load a shipped data set as a DataFrame; `name` is case-insensitive.
+def dataset(name: str):
+    """Load a shipped data set as a pandas DataFrame; `name` is case-insensitive.
 
     Factor columns are pandas categoricals (levels in sorted order, as R orders them).
     """
+    import pandas as pd  # here, not at the top: `import jaxmm` loads no pandas
+
     key = str(name).lower()
     if key not in _FILES:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(datasets())}")
