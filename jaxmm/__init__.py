@@ -15,7 +15,8 @@ import importlib
 
 # datasets is both a module and a function: bound here, after the module, so that the name is the
 # function (the module is light: it imports pandas only to load a data set)
-from .datasets import dataset as dataset, datasets as datasets
+from .datasets import dataset as dataset
+from .datasets import datasets as datasets
 
 __version__ = "0.1.0"
 
