@@ -108,6 +108,7 @@ class Design:
     levels: tuple[tuple[str, ...], ...]  # per term, the grouping factor's levels
     x: np.ndarray  # (n, p) the estimable columns of X as the formula gives them
     beta_scaling: np.ndarray  # (p, p) A with x = matrices.x @ A: the fit's beta is A beta (see `standardise`)
+    intercept: int | None  # the column of matrices.x that is all ones, if any
     z_scales: tuple[np.ndarray, ...]  # per term, s_t with z_t = matrices.z[t] * s_t (see `unit_scales`)
     theta_scaling: np.ndarray  # (ntheta,) w: theta = w theta_fit, lambda_t = diag(1 / s_t) lambda_fit
     matrices: ModelMatrices
@@ -127,9 +128,14 @@ class Design:
         """Estimable coefficients in the fit's parametrisation (of matrices.x): A beta."""
         return self.beta_scaling @ np.asarray(beta, dtype=np.float64)
 
+    @property
+    def beta_back(self) -> np.ndarray:
+        """A^-1: beta = A^-1 beta_fit."""
+        return np.linalg.inv(self.beta_scaling)
+
     def from_fit_beta(self, beta_fit: np.ndarray, vcov_fit: np.ndarray | None = None):
         """Coefficients (and their covariance) back from the fit's parametrisation: A^-1 b (A^-1 V A^-T)."""
-        back = np.linalg.inv(self.beta_scaling)
+        back = self.beta_back
         beta = back @ np.asarray(beta_fit, dtype=np.float64)
         return beta if vcov_fit is None else (beta, back @ np.asarray(vcov_fit, dtype=np.float64) @ back.T)
 
@@ -233,10 +239,11 @@ def build_design(
             "nothing is left to estimate the variance components from"
         )
     # exactly: relative to the response's spread about its mean, whatever its location, when X has an intercept
-    intercept = bool(np.any(np.all(xs == 1.0, axis=0)))
-    spread = np.linalg.norm(y - y.mean()) if intercept else np.linalg.norm(y)
+    ones = np.flatnonzero(np.all(xs == 1.0, axis=0))
+    intercept = int(ones[0]) if len(ones) else None
+    spread = np.linalg.norm(y - y.mean()) if intercept is not None else np.linalg.norm(y)
     exact = np.linalg.norm(y - xs @ np.linalg.lstsq(xs, y, rcond=None)[0]) <= 1e-12 * spread
-    if residual and (exact or (intercept and np.ptp(y) == 0)):
+    if residual and (exact or (intercept is not None and np.ptp(y) == 0)):
         raise ValueError(
             f"response {mf.response!r} is fitted exactly by the fixed effects "
             f"({', '.join(np.array(coefnames)[estimable])}): "
@@ -263,6 +270,7 @@ def build_design(
         levels=levels,
         x=x,
         beta_scaling=a,
+        intercept=intercept,
         z_scales=z_scales,
         theta_scaling=theta_scaling,
         matrices=ModelMatrices(xs, refs, zs),

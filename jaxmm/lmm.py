@@ -298,14 +298,13 @@ class LinearMixedModel(MixedModel):
 
         With an intercept, y's mean is taken out first, by itself: y - mean(y) is exact to the last
         bit of y, where adding it into X_s b0 would round the residuals to the precision of the mean."""
-        x, y = self.design.matrices.x, self.design.y
-        intercept = np.flatnonzero(np.all(x == 1.0, axis=0))
-        mean = y.mean() if len(intercept) else 0.0
+        x, y, intercept = self.design.matrices.x, self.design.y, self.design.intercept
+        mean = y.mean() if intercept is not None else 0.0
         b0 = np.linalg.lstsq(x, y - mean, rcond=None)[0]
         resid = (y - mean) - x @ b0
         scale = float(np.sqrt(resid @ resid / len(y)))
-        if len(intercept):
-            b0[intercept[0]] += mean
+        if intercept is not None:
+            b0[intercept] += mean
         return b0, scale, resid / scale
 
     def _reml_shift(self) -> float:
@@ -378,7 +377,7 @@ class LinearMixedModel(MixedModel):
             _as_floats(blocks, dtype),
             jnp.asarray(self.REML),
             jnp.asarray(centre),
-            jnp.asarray(np.linalg.inv(self.design.beta_scaling)),
+            jnp.asarray(self.design.beta_back),
             jnp.asarray(self._reml_shift()),
             jnp.asarray(self.design.theta_scaling),
         )

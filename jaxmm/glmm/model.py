@@ -280,7 +280,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         beta = self.design.to_fit_beta(beta)
         theta = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
         start = theta if self.fast else np.concatenate([theta, beta])
-        back = jnp.asarray(np.linalg.inv(self.design.beta_scaling))
+        back = jnp.asarray(self.design.beta_back)
         scaling = jnp.asarray(self.design.theta_scaling)
         refit = GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(self.design)), jnp.asarray(beta), back, scaling)
         lanes = self.lanes()
