@@ -115,6 +115,7 @@ class Design:
     blocks: Blocks
     ndropped: int
     weights: np.ndarray | None = None  # prior weights (a GLMM's binomial trials), if given
+    data: pd.DataFrame | None = None  # the rows fitted (complete cases): what new data is encoded like
 
     def to_fit_theta(self, theta: np.ndarray) -> np.ndarray:
         """theta in the fit's parametrisation (of matrices.z): theta / w."""
@@ -277,6 +278,7 @@ def build_design(
         blocks=_blocks(structure, refs, zs, xs),
         ndropped=ndropped,
         weights=None if weights is None else _weights(data[weights]),
+        data=data,
     )
 
 
