@@ -26,7 +26,7 @@ from formulaic import Formula, model_matrix
 from jax import Array
 
 from .covariance import TermSpec, column_diag, lowerbd, theta_pattern
-from .formula import MixedFormula, RandomTerm, parse_formula
+from .formula import R_FUNCTIONS, MixedFormula, RandomTerm, coefficient_name, column_name, parse_formula
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,17 @@ class SuffStats(NamedTuple):
 
 class ModelMatrices(NamedTuple):
     """X (estimable columns only, standardised: see `Design.beta_scaling`) and each term's Z in compact
-    form: level index and k columns."""
+    form: level index and k columns; the offset o and prior weights w, if given.
+
+    The linear predictor is X beta + o + Z b. An LMM's residual variances are sigma^2 / w_i: its
+    blocks and sufficient statistics are the weighted sums X'WX, Z'WX, Z'WZ, X'Wy, Z'Wy, y'Wy
+    (W = diag(w)); a binomial GLMM's w are the numbers of trials."""
 
     x: Array  # (n, p)
     refs: tuple[Array, ...]  # per term, (n,) int level index
     z: tuple[Array, ...]  # per term, (n, k)
+    offset: Array | None = None  # (n,)
+    weights: Array | None = None  # (n,)
 
 
 @dataclass
@@ -114,7 +120,6 @@ class Design:
     matrices: ModelMatrices
     blocks: Blocks
     ndropped: int
-    weights: np.ndarray | None = None  # prior weights (a GLMM's binomial trials), if given
     data: pd.DataFrame | None = None  # the rows fitted (complete cases): what new data is encoded like
 
     def to_fit_theta(self, theta: np.ndarray) -> np.ndarray:
@@ -124,6 +129,16 @@ class Design:
     def from_fit_theta(self, theta_fit: np.ndarray) -> np.ndarray:
         """theta back from the fit's parametrisation: w theta_fit."""
         return np.asarray(theta_fit, dtype=np.float64) * self.theta_scaling
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """The prior weights w (see `ModelMatrices`), if given."""
+        return self.matrices.weights
+
+    @property
+    def offset(self) -> np.ndarray:
+        """The offset o of the linear predictor X beta + o + Z b (zeros if none was given)."""
+        return np.zeros(self.structure.n) if self.matrices.offset is None else self.matrices.offset
 
     def to_fit_beta(self, beta: np.ndarray) -> np.ndarray:
         """Estimable coefficients in the fit's parametrisation (of matrices.x): A beta."""
@@ -186,13 +201,15 @@ def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def suffstats(mats: ModelMatrices, structure: Structure, y: Array) -> SuffStats:
-    """Z1'y, Zr'y, X'y, y'y for one response y (n,). Pure JAX: vmap it over a batch of responses."""
+    """Z1'Wy, Zr'Wy, X'Wy, y'Wy for one response y (n,), W the prior weights (I if none: see
+    `ModelMatrices`). Pure JAX: vmap it over a batch of responses."""
+    wy = y if mats.weights is None else mats.weights * y
     per_term = [
-        jax.ops.segment_sum(z * y[:, None], refs, num_segments=t.nlevels)
+        jax.ops.segment_sum(z * wy[:, None], refs, num_segments=t.nlevels)
         for refs, z, t in zip(mats.refs, mats.z, structure.terms)
     ]
     zry = jnp.concatenate([s.reshape(-1) for s in per_term[1:]]) if len(per_term) > 1 else jnp.zeros((0,), y.dtype)
-    return SuffStats(per_term[0], zry, mats.x.T @ y, y @ y)
+    return SuffStats(per_term[0], zry, mats.x.T @ wy, y @ wy)
 
 
 def modes_by_term(u, structure: Structure) -> tuple:
@@ -206,19 +223,28 @@ def modes_by_term(u, structure: Structure) -> tuple:
 
 
 def build_design(
-    formula: str | MixedFormula, data: pd.DataFrame, residual: bool = True, weights: str | None = None
+    formula: str | MixedFormula, data: pd.DataFrame, residual: bool = True, weights=None, offset=None
 ) -> Design:
     """Parse `formula`, check it against `data`, drop incomplete rows (with a warning) and form the blocks.
 
     residual=False (a generalized linear mixed model, which has no residual variance) skips the
     checks that a residual variance be identifiable: there a random effect per observation is
-    an identifiable overdispersion term. `weights` names a column of prior weights; rows where
-    it is missing are dropped with the others."""
+    an identifiable overdispersion term. `weights` (prior weights) and `offset` are each a column
+    name or one value per row of `data`; rows where either is missing are dropped with the others.
+    The offset is `offset` plus the formula's offset() terms (see `ModelMatrices`)."""
     mf = formula if isinstance(formula, MixedFormula) else parse_formula(formula)
     data = as_data_frame(data)
-    data, ndropped = _complete_rows(mf, data, () if weights is None else (weights,))
+    data, weights = _given_column(data, weights, "weights")
+    data, offset = _given_column(data, offset, "offset")
+    data, ndropped = _complete_rows(mf, data, tuple(c for c in (weights, offset) if c is not None))
     y = _response(mf, data)
     _require_finite("response", (mf.response,), y[:, None])
+    offsets = [expression_values(f"offset({e})", f"I({e})", data) for e in mf.offsets]
+    offsets += [] if offset is None else [_numeric_column(data[offset], "offset")]
+    offset_values = np.sum(offsets, axis=0) if offsets else None
+    if offset_values is not None:
+        _require_finite("offset", ("offset",), offset_values[:, None])
+    w = None if weights is None else _weights(data[weights])
     x_all, coefnames = _numeric_matrix(mf.fixed, data, "fixed-effects")
     _require_finite("fixed-effects", coefnames, x_all)
     xs_all, _ = standardise(x_all)
@@ -242,9 +268,10 @@ def build_design(
     # exactly: relative to the response's spread about its mean, whatever its location, when X has an intercept
     ones = np.flatnonzero(np.all(xs == 1.0, axis=0))
     intercept = int(ones[0]) if len(ones) else None
-    spread = np.linalg.norm(y - y.mean()) if intercept is not None else np.linalg.norm(y)
-    exact = np.linalg.norm(y - xs @ np.linalg.lstsq(xs, y, rcond=None)[0]) <= 1e-12 * spread
-    if residual and (exact or (intercept is not None and np.ptp(y) == 0)):
+    y_o = y if offset_values is None else y - offset_values
+    spread = np.linalg.norm(y_o - y_o.mean()) if intercept is not None else np.linalg.norm(y_o)
+    exact = np.linalg.norm(y_o - xs @ np.linalg.lstsq(xs, y_o, rcond=None)[0]) <= 1e-12 * spread
+    if residual and (exact or (intercept is not None and np.ptp(y_o) == 0)):
         raise ValueError(
             f"response {mf.response!r} is fitted exactly by the fixed effects "
             f"({', '.join(np.array(coefnames)[estimable])}): "
@@ -274,10 +301,9 @@ def build_design(
         intercept=intercept,
         z_scales=z_scales,
         theta_scaling=theta_scaling,
-        matrices=ModelMatrices(xs, refs, zs),
-        blocks=_blocks(structure, refs, zs, xs),
+        matrices=ModelMatrices(xs, refs, zs, offset_values, w),
+        blocks=_blocks(structure, refs, zs, xs) if w is None else _weighted_blocks(structure, refs, zs, xs, w),
         ndropped=ndropped,
-        weights=None if weights is None else _weights(data[weights]),
         data=data,
     )
 
@@ -308,10 +334,31 @@ def as_data_frame(data) -> pd.DataFrame:
     return data
 
 
-def _weights(column: pd.Series) -> np.ndarray:
+def _given_column(data: pd.DataFrame, value, what: str) -> tuple[pd.DataFrame, str | None]:
+    """`value` (weights=, offset=) as the name of a column of `data`: a name must be one, an array
+    (one value per row) becomes the column "(what)"."""
+    if value is None:
+        return data, None
+    if isinstance(value, str):
+        if value not in data.columns:
+            raise ValueError(f"{what} {value!r} is not a column of the data")
+        return data, value
+    values = np.asarray(value)
+    if values.shape != (len(data),):
+        raise ValueError(
+            f"{what} must be a column name or have one value per row of data ({len(data)}), got shape {values.shape}"
+        )
+    return data.assign(**{f"({what})": values}), f"({what})"
+
+
+def _numeric_column(column: pd.Series, what: str) -> np.ndarray:
     if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-        raise ValueError(f"weights must be numeric, got dtype {column.dtype}")
-    w = column.to_numpy(dtype=np.float64)
+        raise ValueError(f"{what} must be numeric, got dtype {column.dtype}")
+    return column.to_numpy(dtype=np.float64)
+
+
+def _weights(column: pd.Series) -> np.ndarray:
+    w = _numeric_column(column, "weights")
     if not np.all(np.isfinite(w) & (w > 0)):
         raise ValueError(f"weights must be finite and positive, got {w[~(np.isfinite(w) & (w > 0))][0]}")
     return w
@@ -331,12 +378,12 @@ def _formulaic(what: str, expr: str, call):
 
 
 def _required_columns(mf: MixedFormula) -> list[str]:
+    """The columns the formula names (formula.py finds them); the formula engine checks the syntax."""
     fixed = f"{mf.response} ~ {mf.fixed}"
-    names = set(_formulaic("formula", fixed, lambda: Formula(fixed).required_variables))
+    _formulaic("formula", fixed, lambda: Formula(fixed).required_variables)
     for term in mf.random:
-        required = _formulaic("random-effects expression", term.expr, lambda e=term.expr: Formula(e).required_variables)
-        names |= set(required)
-        names |= set(term.group)
+        _formulaic("random-effects expression", term.expr, lambda e=term.expr: Formula(e).required_variables)
+    names = set(mf.variables)
     if "Intercept" in names:
         raise ValueError(
             f"formula {mf.text!r} uses a variable named 'Intercept', which the formula engine would merge with the "
@@ -379,6 +426,8 @@ def _complete_rows(mf: MixedFormula, data: pd.DataFrame, extra: tuple[str, ...] 
 def _evaluated_columns(mf: MixedFormula, data: pd.DataFrame):
     """(name, values) of the response and of every model-matrix column the formula evaluates to."""
     yield mf.response, _response(mf, data)
+    for expr in mf.offsets:
+        yield f"offset({expr})", expression_values(f"offset({expr})", f"I({expr})", data)
     for what, expr in [("fixed-effects", mf.fixed)] + [
         (f"random-effects term for {t.group_name!r}:", t.expr) for t in mf.random
     ]:
@@ -394,34 +443,28 @@ def _require_finite(what: str, names, mat: np.ndarray) -> None:
 
 
 def _response(mf: MixedFormula, data: pd.DataFrame) -> np.ndarray:
-    if mf.response in data.columns and not (
-        pd.api.types.is_numeric_dtype(data[mf.response]) and not pd.api.types.is_bool_dtype(data[mf.response])
+    return expression_values("response", mf.response, data)
+
+
+def expression_values(what: str, expr: str, data: pd.DataFrame) -> np.ndarray:
+    """The values of one numeric expression on the rows of `data`: a response, or, wrapped in I() (where
+    `-` is arithmetic, not the removal of a term), an offset or a count of successes or failures."""
+    column = column_name(expr)
+    if column in data.columns and not (
+        pd.api.types.is_numeric_dtype(data[column]) and not pd.api.types.is_bool_dtype(data[column])
     ):
-        raise ValueError(f"response column {mf.response!r} is not numeric (dtype {data[mf.response].dtype})")
-    lhs = _formulaic("response", mf.response, lambda: model_matrix(f"{mf.response} ~ 1", data, na_action="ignore").lhs)
+        raise ValueError(f"{what} column {column!r} is not numeric (dtype {data[column].dtype})")
+    lhs = _formulaic(what, expr, lambda: model_matrix(f"{expr} ~ 1", data, na_action="ignore", context=R_FUNCTIONS).lhs)
     if not all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt) for dt in lhs.dtypes):
-        raise ValueError(f"response {mf.response!r} is not numeric")
+        raise ValueError(f"{what} {expr!r} is not numeric")
     if lhs.shape[1] != 1:
-        raise ValueError(f"response {mf.response!r} must be a single numeric column")
+        raise ValueError(f"{what} {expr!r} must be a single numeric column")
     return np.asarray(lhs.iloc[:, 0], dtype=np.float64)
 
 
-def _coefname(name: str) -> str:
-    """formulaic's names in MixedModels.jl's style: 'Intercept' -> '(Intercept)', 'x[T.b]' -> 'x: b'."""
-    if name == "Intercept":
-        return "(Intercept)"
-    parts = []
-    for piece in name.split(":"):
-        if piece.endswith("]") and "[" in piece:
-            var, level = piece[:-1].split("[", 1)
-            piece = f"{var}: {level.removeprefix('T.')}"
-        parts.append(piece)
-    return " & ".join(parts)
-
-
 def _numeric_matrix(rhs: str, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    mm = _formulaic(what, rhs, lambda: model_matrix(rhs, data, na_action="ignore"))
-    return np.asarray(mm, dtype=np.float64), tuple(_coefname(c) for c in mm.columns)
+    mm = _formulaic(what, rhs, lambda: model_matrix(rhs, data, na_action="ignore", context=R_FUNCTIONS))
+    return np.asarray(mm, dtype=np.float64), tuple(coefficient_name(c) for c in mm.columns)
 
 
 def _estimable_columns(x: np.ndarray, tol: float = 1e-9) -> np.ndarray:
@@ -496,6 +539,12 @@ def _random_terms(mf: MixedFormula, data: pd.DataFrame, residual: bool):
     built.sort(key=lambda b: -b[0].nranef)
     specs, refs, zs, levels = zip(*built)
     return tuple(specs), tuple(refs), tuple(zs), tuple(levels)
+
+
+def _weighted_blocks(structure: Structure, refs, zs, x: np.ndarray, w: np.ndarray) -> Blocks:
+    """The blocks X'WX, Z'WX, Z'WZ: the cross-products of W^1/2 X and W^1/2 Z."""
+    root = np.sqrt(w)[:, None]
+    return _blocks(structure, refs, tuple(z * root for z in zs), x * root)
 
 
 def _sparse_z(t: TermSpec, refs: np.ndarray, z: np.ndarray) -> sp.csr_matrix:

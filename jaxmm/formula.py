@@ -9,13 +9,37 @@ formulaic parses the fixed part and each random term's model matrix; the bars ar
 
 ``^`` means what it means in R: a power inside a function call (``I(x^2)``, ``log(x^2)``), where
 the formula engine would evaluate Python's ``^`` (bitwise exclusive or), and the crossing of terms
-outside one (``(a + b)^2``).
+outside one (``(a + b)^2``, and ``log(x)^2``, which is ``log(x)`` as in R).
+
+R's syntax is translated here into the formula engine's (`to_engine`) before formulaic sees it:
+
+- column names as in R data: ``Days.sq`` (a dot is Python's attribute access) and backticked
+  non-syntactic names (`` `reaction time` ``), bare, inside calls, as the response and as a grouping
+  factor; ``TRUE`` / ``FALSE``; ``as.factor``;
+- the R functions of `R_FUNCTIONS`, evaluated with R's semantics: ``factor(x)`` / ``as.factor(x)``
+  (levels sorted, as R's), ``poly(x, k)`` (R's orthogonal polynomials; ``raw = TRUE`` the powers),
+  ``scale(x)`` (centred, divided by the standard deviation with n - 1), ``log``, ``exp``, ``sqrt``,
+  ``abs``; ``I(...)`` is formulaic's;
+- ``offset(expr)`` terms of the fixed part (`MixedFormula.offsets`: added to the linear predictor
+  with coefficient 1); ``cbind(successes, failures)`` as a binomial response (`binomial_pair`).
+
+What R formulas can say and a fit here would not mean the same is refused with a one-line
+ValueError: ``y ~ .``, ``%in%`` and other ``%op%`` operators, spline bases (``ns``, ``bs``), other
+dotted R functions (``as.numeric`` gives a factor's codes in R), ``offset`` in a random-effects term.
+
+Coefficients are named as lme4 names them where the term is a call (`coefficient_name`):
+``factor(days)1``, ``poly(days, 2)1``, ``log(x + 1)``, ``I(days^2)``.
 """
 
 from __future__ import annotations
 
+import ast
+import keyword
 import re
 from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -33,12 +57,16 @@ class RandomTerm:
 
 @dataclass(frozen=True)
 class MixedFormula:
-    """A parsed mixed-model formula: response, fixed-effects right-hand side and the bar terms."""
+    """A parsed mixed-model formula: response, fixed-effects right-hand side, the bar terms and the
+    offset terms, each expression in the formula engine's syntax (`to_engine`); `variables` the data
+    columns the formula names."""
 
     text: str
     response: str
     fixed: str
     random: tuple[RandomTerm, ...]
+    offsets: tuple[str, ...] = ()
+    variables: tuple[str, ...] = ()
 
 
 _ZEROCORR = re.compile(r"^zerocorr\s*\((.*)\)$", re.S)
@@ -54,16 +82,30 @@ def parse_formula(text: str) -> MixedFormula:
     if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
         raise ValueError(f"formula {text!r} must have the form 'response ~ terms'")
     response, rhs = parts[0].strip(), parts[1].strip()
+    names: set[str] = set()
+    response = to_engine(response, names)
     fixed_terms: list[str] = []
+    offsets: list[str] = []
     random: list[RandomTerm] = []
     for sign, term in _signed_terms(rhs):
         bar = _bar_term(term)
-        if bar is None:
-            fixed_terms.append(f"{sign} {term}")
+        offset = _OFFSET.match(term)
+        if offset and sign == "-":
+            raise ValueError(f"offset term {term!r} cannot be subtracted in formula {text!r}")
+        if offset:
+            offsets.append(to_engine(offset.group(1), names))
+        elif bar is None:
+            fixed_terms.append(f"{sign} {to_engine(term, names)}")
         elif sign == "-":
             raise ValueError(f"random-effects term {term!r} cannot be subtracted in formula {text!r}")
         else:
-            random.extend(bar)
+            for t in bar:
+                if re.search(r"\boffset\s*\(", t.expr):
+                    raise ValueError(
+                        f"offset in random-effects term {term!r} is not supported; write it as a fixed term"
+                    )
+                names.update(t.group)
+                random.append(RandomTerm(to_engine(t.expr, names), t.group, t.correlated))
     if not random:
         raise ValueError(
             f"formula {text!r} has no random-effects term such as (1 | g); "
@@ -72,7 +114,219 @@ def parse_formula(text: str) -> MixedFormula:
     fixed = " ".join(fixed_terms).strip().lstrip("+").strip()
     if not fixed or fixed.startswith("-"):
         fixed = f"1 {fixed}".strip()
-    return MixedFormula(text=text, response=response, fixed=fixed, random=tuple(random))
+    return MixedFormula(
+        text=text,
+        response=response,
+        fixed=fixed,
+        random=tuple(random),
+        offsets=tuple(offsets),
+        variables=tuple(sorted(names)),
+    )
+
+
+_OFFSET = re.compile(r"^offset\s*\((.*)\)$", re.S)
+_CBIND = re.compile(r"^cbind\s*\((.*)\)$", re.S)
+_TOKEN = re.compile(
+    r"""(?P<quoted>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+    |(?P<backticked>`[^`]*`)
+    |(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?L?)
+    |(?P<name>[A-Za-z.][A-Za-z0-9._]*)
+    |(?P<operator>%[^%]*%)
+    |(?P<other>.)""",
+    re.X | re.S,
+)
+# R's dotted calls and the names the formula engine knows them by (see R_FUNCTIONS)
+_R_CALLS = {"as.factor": "as_factor"}
+_REFUSED_CALLS = {"ns": "spline bases (ns, bs)", "bs": "spline bases (ns, bs)", "offset": "offset(...) inside a term"}
+
+
+def to_engine(expr: str, names: set[str] | None = None) -> str:
+    """An R expression (a term, a response) in the formula engine's syntax: dotted and non-syntactic
+    column names backticked, TRUE / FALSE as Python's, R's dotted calls renamed (`_R_CALLS`), ^ a power
+    inside calls (`r_powers`); the data columns it names are added to `names`. What would mean something
+    else than in R is refused (see the module docstring)."""
+    out = []
+    for match in _TOKEN.finditer(expr):
+        kind, token = match.lastgroup, match.group()
+        rest = expr[match.end() :].lstrip()
+        if kind == "operator":
+            raise ValueError(f"operator {token!r} in {expr!r} is not supported")
+        if kind == "number":
+            token = token.removesuffix("L")
+        elif kind == "backticked":
+            if names is not None:
+                names.add(token[1:-1])
+        elif kind == "name" and rest.startswith("("):
+            if token in _REFUSED_CALLS:
+                raise ValueError(f"{_REFUSED_CALLS[token]} in {expr!r}: not supported")
+            if "." in token and token not in _R_CALLS and not token.startswith("np."):
+                raise ValueError(f"function {token!r} in {expr!r} is not supported (known: {', '.join(R_FUNCTIONS)})")
+            token = _R_CALLS.get(token, token)
+        elif kind == "name" and rest.startswith("=") and not rest.startswith("=="):
+            pass  # a keyword argument, raw = TRUE
+        elif kind == "name" and token in ("TRUE", "FALSE"):
+            token = token.title()
+        elif kind == "name" and token == ".":
+            raise ValueError(f"'.' (all other columns) in {expr!r} is not supported; name the columns")
+        elif kind == "name" and token not in ("True", "False", "None"):
+            if names is not None:
+                names.add(token)
+            if not token.isidentifier() or keyword.iskeyword(token):
+                token = f"`{token}`"
+        out.append(token)
+    return r_powers("".join(out))
+
+
+def binomial_pair(response: str) -> tuple[str, str] | None:
+    """The two expressions of a ``cbind(successes, failures)`` response (engine syntax), else None."""
+    match = _CBIND.match(response)
+    if match is None:
+        return None
+    pair = [piece.strip() for piece in _split_top(match.group(1), ",")]
+    if len(pair) != 2 or not all(pair):
+        raise ValueError(f"response {response!r} must be cbind(successes, failures)")
+    return pair[0], pair[1]
+
+
+def column_name(expr: str) -> str | None:
+    """The column an engine expression names when it is a single (possibly backticked) name, else None."""
+    if re.fullmatch(r"`[^`]*`", expr):
+        return expr[1:-1]
+    return expr if expr.isidentifier() else None
+
+
+# ---- the R functions formulas may call, with R's semantics ----------------------------------
+
+
+def factor(x) -> pd.Series:
+    """R's factor(x): categorical, levels the sorted distinct values (a categorical's own levels, the
+    unused dropped), numbers labelled as R prints them (1, not 1.0)."""
+    x = pd.Series(x)
+    if isinstance(x.dtype, pd.CategoricalDtype):
+        return x.cat.remove_unused_categories()
+    levels = sorted(x.dropna().unique())
+    labels = [_r_label(v) for v in levels]
+    codes = pd.Categorical(x, categories=levels).codes
+    return pd.Series(pd.Categorical.from_codes(codes, categories=labels), index=x.index)
+
+
+def _r_label(value) -> str:
+    """A value as R's as.character prints it: TRUE, 1 (not 1.0), 0.5, b."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).upper()
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return format(value, ".15g")
+    return str(value)
+
+
+def poly(x, degree: int = 1, raw: bool = False) -> dict[str, np.ndarray]:
+    """R's poly(x, degree): the columns 1..degree of the QR-orthogonalised powers of x - mean(x), each
+    of unit length and sign that of Q_j R_jj (R's construction); raw = TRUE: x, x^2, ..., x^degree."""
+    x = np.asarray(x, dtype=np.float64)
+    if raw:
+        return {str(k): x**k for k in range(1, degree + 1)}
+    if degree >= len(np.unique(x)):
+        raise ValueError(f"poly: degree {degree} must be less than the number of unique points")
+    q, r = np.linalg.qr(np.vander(x - x.mean(), degree + 1, increasing=True))
+    z = q * np.diagonal(r)
+    z /= np.sqrt(np.sum(z**2, axis=0))
+    return {str(k): z[:, k] for k in range(1, degree + 1)}
+
+
+def scale(x, center: bool = True, scale: bool = True) -> np.ndarray:
+    """R's scale(x): x - mean(x), divided by the standard deviation (n - 1); scale(x, scale = FALSE) centres."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean() if center else x
+    return x / (np.std(x, ddof=1) if center else np.sqrt(np.sum(x**2) / (len(x) - 1))) if scale else x
+
+
+R_FUNCTIONS = {
+    "factor": factor,
+    "as_factor": factor,
+    "poly": poly,
+    "scale": scale,
+    "log": np.log,
+    "exp": np.exp,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
+}
+
+
+# ---- coefficient names as lme4 prints them ---------------------------------------------------
+
+_R_PRECEDENCE = {ast.Add: 1, ast.Sub: 1, ast.Mult: 2, ast.Div: 2, ast.Mod: 2, ast.Pow: 4}
+_R_OPERATORS = {ast.Add: " + ", ast.Sub: " - ", ast.Mult: " * ", ast.Div: "/", ast.Mod: "%%", ast.Pow: "^"}
+
+
+def coefficient_name(column: str) -> str:
+    """A formulaic column name as a coefficient name: a call's columns as R names them (``factor(x)[T.1]``
+    -> ``factor(x)1``, ``poly(x, 2)[1]`` -> ``poly(x, 2)1``, ``I(x ** 2)`` -> ``I(x^2)``), a column's levels
+    as MixedModels.jl names them (``x[T.b]`` -> ``x: b``), interactions joined by `` & ``."""
+    if column == "Intercept":
+        return "(Intercept)"
+    parts = []
+    for piece in _split_top(column, ":"):
+        level = None
+        if piece.endswith("]") and "[" in piece and not piece.endswith("`]"):
+            piece, level = piece[:-1].rsplit("[", 1)
+            level = level.removeprefix("T.")
+        if re.match(r"^[\w.]+\s*\(", piece) and piece.endswith(")"):
+            parts.append(_r_deparse(piece) + (level or ""))
+        else:
+            parts.append(piece if level is None else f"{piece}: {level}")
+    return " & ".join(parts)
+
+
+def _r_deparse(expr: str) -> str:
+    """An engine expression as R's deparse prints it (backticked names restored); as it is if it is not
+    plain Python."""
+    quoted = {}
+
+    def placeholder(match):
+        quoted[f"_q{len(quoted)}_"] = match.group()[1:-1]
+        return f"_q{len(quoted) - 1}_"
+
+    try:
+        tree = ast.parse(re.sub(r"`[^`]*`", placeholder, expr), mode="eval").body
+        return _r_render(tree, quoted)
+    except (SyntaxError, ValueError):
+        return expr
+
+
+def _r_render(node, quoted: dict[str, str]) -> str:
+    def child(sub, parent_precedence: int, right: bool) -> str:
+        text = _r_render(sub, quoted)
+        p = _R_PRECEDENCE.get(type(sub.op), 3) if isinstance(sub, (ast.BinOp, ast.UnaryOp)) else 5
+        if isinstance(sub, ast.UnaryOp):
+            p = 3
+        pow_parent = parent_precedence == 4
+        if p < parent_precedence or (p == parent_precedence and (right != pow_parent)):
+            return f"({text})"
+        return text
+
+    if isinstance(node, ast.Name):
+        name = quoted.get(node.id, node.id)
+        name = {"as_factor": "as.factor", "True": "TRUE", "False": "FALSE"}.get(name, name)
+        return name if re.fullmatch(r"[A-Za-z.][\w.]*", name) else f"`{name}`"
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool):
+            return str(node.value).upper()
+        if isinstance(node.value, (int, float)):
+            return format(node.value, ".15g")
+        if isinstance(node.value, str):
+            return '"' + node.value + '"'
+    if isinstance(node, ast.BinOp) and type(node.op) in _R_OPERATORS:
+        p = _R_PRECEDENCE[type(node.op)]
+        return child(node.left, p, False) + _R_OPERATORS[type(node.op)] + child(node.right, p, True)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return "-" + child(node.operand, 3, True)
+    if isinstance(node, ast.Call):
+        args = [_r_render(a, quoted) for a in node.args]
+        args += [f"{k.arg} = {_r_render(k.value, quoted)}" for k in node.keywords]
+        return f"{_r_render(node.func, quoted)}({', '.join(args)})"
+    if isinstance(node, ast.Attribute):
+        return f"{_r_render(node.value, quoted)}.{node.attr}"
+    return ast.unparse(node)
 
 
 def r_powers(text: str) -> str:
@@ -162,14 +416,18 @@ def _bar_term(term: str) -> list[RandomTerm] | None:
     return [RandomTerm(expr, group, correlated) for group in _grouping_factors(grouping, term)]
 
 
+def _unquoted(name: str) -> str:
+    return name[1:-1] if name.startswith("`") and name.endswith("`") else name
+
+
 def _grouping_factors(grouping: str, term: str) -> list[tuple[str, ...]]:
     """'a/b/c' -> [(a,), (a,b), (a,b,c)]; 'a:b' -> [(a,b)]."""
     nested = [g.strip() for g in grouping.split("/")]
     factors, prefix = [], ()
     for piece in nested:
         # a:a is a (the interaction of a factor with itself), as in lme4
-        names = tuple(dict.fromkeys(name.strip() for name in piece.split(":")))
-        if not all(re.fullmatch(r"[A-Za-z_.][\w.]*", name) for name in names):
+        names = tuple(dict.fromkeys(_unquoted(name.strip()) for name in piece.split(":")))
+        if not all(re.fullmatch(r"[A-Za-z_.][\w.]*|`[^`]+`", name.strip()) for name in piece.split(":")):
             raise ValueError(f"grouping factor {grouping!r} in {term!r} must be column names joined by ':' or '/'")
         prefix = prefix + tuple(name for name in names if name not in prefix)
         factors.append(prefix)

@@ -19,6 +19,11 @@ is unchanged, and the criterion shifts by a constant,
     REML: d(theta) = d_s(theta) + 2 (n - p) log s + 2 log|det A|
 
 (log|X'V^-1 X| = log|X_s'V^-1 X_s| + 2 log|det A|), which is lme4's criterion for X as given.
+
+Offsets and prior weights (lmer's offset and weights): y = X beta + o + Z b + e, e_i ~ N(0, sigma^2 / w_i).
+The offset is subtracted from y before the standardisation; the weights enter the blocks and sufficient
+statistics (X'WX, Z'Wy, ...: design.ModelMatrices), which makes the fit that of W^1/2 (y - o), and the
+criterion gains -sum log w_i, as lme4's.
 """
 
 from __future__ import annotations
@@ -118,14 +123,17 @@ def simulate_response(
     theta: Array,
     ranef: tuple[Array, ...] | None = None,
 ) -> Array:
-    """y = X beta + sigma (Z Lambda(theta) u + e), with [e; u] one standard normal draw. Pure: vmap over keys.
+    """y = X beta + o + sigma (Z Lambda(theta) u + W^-1/2 e), with [e; u] one standard normal draw, o the
+    offset and W the prior weights (see design.ModelMatrices). Pure: vmap over keys.
 
     Given `ranef` (per term, the (m_t, k_t) random effects b_t, e.g. the fitted model's
     conditional modes: lme4's use.u=TRUE), the random effects are held there instead,
-    y = X beta + Z b + sigma e, and theta is not used. The same draw is taken either way, so
+    y = X beta + o + Z b + sigma W^-1/2 e, and theta is not used. The same draw is taken either way, so
     replicate i's e is the same in both."""
     draws = jax.random.normal(key, (structure.n + sum(t.nranef for t in structure.terms),), dtype=beta.dtype)
-    y, offset = mats.x @ beta + sigma * draws[: structure.n], structure.n
+    noise = draws[: structure.n] if mats.weights is None else draws[: structure.n] / jnp.sqrt(mats.weights)
+    fixed = mats.x @ beta if mats.offset is None else mats.x @ beta + mats.offset
+    y, offset = fixed + sigma * noise, structure.n
     for j, (term, lam, refs, z) in enumerate(zip(structure.terms, lambdas(theta, structure.terms), mats.refs, mats.z)):
         if ranef is None:
             b = draws[offset : offset + term.nranef].reshape(term.nlevels, term.k) @ lam.T
@@ -158,7 +166,7 @@ class LmmRefit(NamedTuple):
     own fitted ones, of X_s) that responses are centred by: the fit is of y - X_s centre, and centre
     is added back to its beta. The profiled deviance is the same, but its sums of squares are then
     of the size of the residuals, not of y, so float32 does not lose them to cancellation.
-    back = A^-1 and shift = REML's 2 log|det A| (or 0) return beta and the criterion to X's terms,
+    back = A^-1 and shift (`_criterion_shift`) return beta and the criterion to X's terms,
     theta_scaling theta to Z's (design.unit_scales)."""
 
     mats: ModelMatrices
@@ -187,8 +195,10 @@ class LmmLanes:
         return simulate_response(key, sim.mats, self.structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
 
     def _stats(self, y: Array, refit: LmmRefit, dtype) -> SuffStats:
-        """The sufficient statistics of y - X centre (see LmmRefit), formed in float64, in `dtype`."""
-        return _as_floats(suffstats(refit.mats, self.structure, y - refit.mats.x @ refit.centre), dtype)
+        """The sufficient statistics of y - X centre - o (see LmmRefit; o the offset), in float64, in `dtype`."""
+        mats = refit.mats
+        known = mats.x @ refit.centre if mats.offset is None else mats.x @ refit.centre + mats.offset
+        return _as_floats(suffstats(mats, self.structure, y - known), dtype)
 
     def fit(
         self, y: Array, refit: LmmRefit, state: SolverState, opts: SolverOptions, until: Array
@@ -213,7 +223,8 @@ class LmmLanes:
         b = tuple(u @ lam.T for u, lam in zip(us, lambdas(fit.theta, structure.terms)))
         beta_s = sol.beta + refit.centre
         mats = refit.mats
-        fitted = mats.x @ beta_s + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b, mats.refs, mats.z))
+        fixed = mats.x @ beta_s if mats.offset is None else mats.x @ beta_s + mats.offset
+        fitted = fixed + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b, mats.refs, mats.z))
         return ReplicateFit(refit.back @ beta_s, fit.theta, fit.sigma, b, fitted)
 
 
@@ -238,8 +249,8 @@ class LinearMixedModel(MixedModel):
     family_description: ClassVar[str] = "the gaussian family"
     distribution: ClassVar[str | None] = None
 
-    def __init__(self, formula: str, data: pd.DataFrame, *, REML: bool = False):
-        self.design: Design = build_design(formula, as_data_frame(data))
+    def __init__(self, formula: str, data: pd.DataFrame, *, REML: bool = False, weights=None, offset=None):
+        self.design: Design = build_design(formula, as_data_frame(data), weights=weights, offset=offset)
         self.REML = _checked_reml(REML)
         self.optsum: OptSummary | None = None
 
@@ -284,7 +295,7 @@ class LinearMixedModel(MixedModel):
             optsum = OptSummary(
                 initial=design.from_fit_theta(start),
                 final=design.from_fit_theta(np.asarray(res.theta)),
-                fmin=float(res.objective) + 2.0 * dof * np.log(scale) + self._reml_shift(),
+                fmin=float(res.objective) + 2.0 * dof * np.log(scale) + self._criterion_shift(),
                 converged=bool(res.converged),
                 niter=int(res.niter),
                 options=opts,
@@ -298,7 +309,7 @@ class LinearMixedModel(MixedModel):
 
         With an intercept, y's mean is taken out first, by itself: y - mean(y) is exact to the last
         bit of y, where adding it into X_s b0 would round the residuals to the precision of the mean."""
-        x, y, intercept = self.design.matrices.x, self.design.y, self.design.intercept
+        x, y, intercept = self.design.matrices.x, self.design.y - self.design.offset, self.design.intercept
         mean = y.mean() if intercept is not None else 0.0
         b0 = np.linalg.lstsq(x, y - mean, rcond=None)[0]
         resid = (y - mean) - x @ b0
@@ -307,9 +318,12 @@ class LinearMixedModel(MixedModel):
             b0[intercept] += mean
         return b0, scale, resid / scale
 
-    def _reml_shift(self) -> float:
-        """REML's 2 log|det A| for X = X_s A (0 for ML)."""
-        return 2.0 * float(np.linalg.slogdet(self.design.beta_scaling)[1]) if self.REML else 0.0
+    def _criterion_shift(self) -> float:
+        """REML's 2 log|det A| for X = X_s A (0 for ML), and -sum log w_i with prior weights w: the fit is
+        of W^1/2 y, whose density is that of y times |W|^-1/2 (lme4's criterion is y's)."""
+        weights = self.design.weights
+        shift = 0.0 if weights is None else -float(np.sum(np.log(weights)))
+        return shift + 2.0 * float(np.linalg.slogdet(self.design.beta_scaling)[1]) if self.REML else shift
 
     # ---- estimates ----------------------------------------------------------------------
     @property
@@ -378,13 +392,14 @@ class LinearMixedModel(MixedModel):
             jnp.asarray(self.REML),
             jnp.asarray(centre),
             jnp.asarray(self.design.beta_back),
-            jnp.asarray(self._reml_shift()),
+            jnp.asarray(self._criterion_shift()),
             jnp.asarray(self.design.theta_scaling),
         )
         if np.array_equal(start, state.theta_fit):  # the fit's own final Hessian: nothing more to compile
             h0 = floor_eigenvalues(state.hessian)
         else:
-            y_c = self.design.y - self.design.matrices.x @ centre  # same criterion of theta, better conditioned
+            # same criterion of theta, better conditioned
+            y_c = self.design.y - self.design.offset - self.design.matrices.x @ centre
             stats = suffstats(self.design.matrices, self.structure, jnp.asarray(y_c))
             reml = jnp.asarray(self.REML)
             h0 = floor_eigenvalues(

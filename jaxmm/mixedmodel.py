@@ -258,9 +258,9 @@ class MixedModel:
         }
 
     def _linear_predictor(self) -> np.ndarray:
-        """X beta-hat + Z b-hat."""
+        """X beta-hat + o + Z b-hat, o the offset."""
         mats, beta = self.design.matrices, self._require_fit().beta
-        eta = self.design.x @ beta
+        eta = self.design.x @ beta + self.design.offset
         ranef = self.ranef()
         for term, refs, z in zip(self.structure.terms, mats.refs, mats.z):
             b = ranef[term.group].to_numpy()

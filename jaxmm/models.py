@@ -20,6 +20,7 @@ def fit(
     family: str | None = None,
     link: str | None = None,
     weights=None,
+    offset=None,
     fast: bool = False,
     nAGQ: int = 1,
 ) -> LinearMixedModel | GeneralizedLinearMixedModel:
@@ -28,16 +29,20 @@ def fit(
     approximation or, with nAGQ > 1, adaptive Gauss-Hermite quadrature
     (jaxmm.GeneralizedLinearMixedModel; `link`, `weights`, `fast`, `nAGQ`).
 
+    `offset` (both kinds) and `weights` (a linear mixed model's prior weights, residual variance
+    sigma^2 / w_i, lmer's; a binomial GLMM's trials): a column name or one value per row of data.
+
     >>> m = jaxmm.fit("reaction ~ 1 + days + (1 + days|subj)", jaxmm.dataset("sleepstudy"))
     """
     if family is None or (isinstance(family, str) and family.lower() == "gaussian"):
-        if link not in (None, "identity") or weights is not None or fast is not False or nAGQ != 1:
+        if link not in (None, "identity") or fast is not False or nAGQ != 1:
             raise ValueError(
-                "link, weights, fast and nAGQ apply to a generalized linear mixed model "
+                "link, fast and nAGQ apply to a generalized linear mixed model "
                 "(family='bernoulli', 'binomial' or 'poisson')"
             )
-        return LinearMixedModel(formula, data, REML=REML).fit(optsum_overrides=optsum_overrides)
+        model = LinearMixedModel(formula, data, REML=REML, weights=weights, offset=offset)
+        return model.fit(optsum_overrides=optsum_overrides)
     if REML is not False:
         raise ValueError(f"REML applies to linear mixed models; a generalized one (family={family!r}) is fitted by ML")
-    model = GeneralizedLinearMixedModel(formula, data, family, link=link, weights=weights)
+    model = GeneralizedLinearMixedModel(formula, data, family, link=link, weights=weights, offset=offset)
     return model.fit(fast=fast, nAGQ=nAGQ, optsum_overrides=optsum_overrides)

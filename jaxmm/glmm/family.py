@@ -44,11 +44,12 @@ class Family:
         return self.name == "binomial"
 
     def encode_response(self, column: pd.Series, response: str) -> pd.Series:
-        """The response column as numbers: a bernoulli response may be bool, or categorical / strings
-        with two levels, the first (in sorted order, as R's factor) the failure, 0, as in R's glm."""
+        """The response column as numbers: a bernoulli (or binomial, one trial each) response may be
+        bool, or categorical / strings with two levels, the first (in sorted order, as R's factor) the
+        failure, 0, as in R's glm."""
         if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
             return column
-        if self.name != "bernoulli":
+        if not self.takes_binary:
             return column  # refused as non-numeric by the design
         if pd.api.types.is_bool_dtype(column):
             return column.astype(np.float64)
@@ -56,10 +57,32 @@ class Family:
         levels = list(cat.cat.remove_unused_categories().cat.categories)
         if len(levels) != 2:
             raise ValueError(
-                f"response {response!r} of family 'bernoulli' must have two levels (the first the failure), "
+                f"response {response!r} of family {self.name!r} must have two levels (the first the failure), "
                 f"got {len(levels)}: {', '.join(map(str, levels[:5]))}"
             )
         return pd.Series(np.where(cat.isna(), np.nan, (cat == levels[1]).astype(np.float64)), index=column.index)
+
+    @property
+    def takes_binary(self) -> bool:
+        """Whether the response may be two-level (bool, a factor): bernoulli, and binomial as R's glm."""
+        return self.name in ("bernoulli", "binomial")
+
+    def proportion_and_trials(
+        self, successes: np.ndarray, failures: np.ndarray, response: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A cbind(successes, failures) response as the binomial's y = s / (s + f) out of m = s + f trials
+        (NaN where s + f = 0, a row without trials, dropped as lme4 gives it no weight)."""
+        if self.name != "binomial":
+            raise ValueError(
+                f"response {response!r} (successes and failures) needs family 'binomial', not {self.name!r}"
+            )
+        counts = np.column_stack([successes, failures])
+        whole = np.isnan(counts) | ((counts >= 0) & (counts == np.round(counts)))
+        if not whole.all():
+            raise ValueError(f"response {response!r} must count successes and failures: whole numbers >= 0")
+        trials = successes + failures
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(trials > 0, successes / trials, np.nan), np.where(trials > 0, trials, np.nan)
 
     def check_response(self, y: np.ndarray, weights: np.ndarray | None, response: str) -> None:
         """A ValueError naming the response unless y is in the family's support: counts (poisson),

@@ -61,6 +61,7 @@ class GlmmData(NamedTuple):
     x: Array  # (n, p)
     z: tuple[Array, ...]  # per term, (n, k)
     index: Array  # (n, K), K = sum of the terms' k
+    offset: Array | float = 0.0  # (n,) added to the linear predictor
 
 
 class Mode(NamedTuple):
@@ -85,7 +86,8 @@ def glmm_data(design: Design) -> GlmmData:
         ]
     )
     weights = np.ones(structure.n) if design.weights is None else design.weights
-    return GlmmData(design.y, weights, mats.x, mats.z, index.astype(np.int32))
+    offset = 0.0 if mats.offset is None else mats.offset
+    return GlmmData(design.y, weights, mats.x, mats.z, index.astype(np.int32), offset)
 
 
 def z_lambda(theta: Array, data: GlmmData, structure: Structure) -> Array:
@@ -94,8 +96,8 @@ def z_lambda(theta: Array, data: GlmmData, structure: Structure) -> Array:
 
 
 def linear_predictor(mode: Mode, zl: Array, data: GlmmData) -> Array:
-    """eta = X beta + Z Lambda u."""
-    return data.x @ mode.beta + jnp.sum(zl * mode.u[data.index], axis=1)
+    """eta = X beta + o + Z Lambda u, o the offset."""
+    return data.x @ mode.beta + data.offset + jnp.sum(zl * mode.u[data.index], axis=1)
 
 
 def _penalised_deviance(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> Array:

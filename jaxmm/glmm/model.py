@@ -4,7 +4,7 @@ Gauss-Hermite) objective of laplace.py by BFGS from the fitted model's Hessian."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -16,8 +16,8 @@ from jax import Array
 from .. import solver
 from .._compile import computing
 from ..covariance import lambdas
-from ..design import Design, Structure, as_data_frame, build_design, modes_by_term
-from ..formula import parse_formula
+from ..design import Design, Structure, as_data_frame, build_design, expression_values, modes_by_term
+from ..formula import MixedFormula, binomial_pair, column_name, parse_formula
 from ..lanes import FitResult, ReplicateFit, Target, vectorisable
 from ..mixedmodel import FitState, MixedModel, OptSummary
 from ..solver import SolverOptions, SolverState, floor_eigenvalues, solver_options
@@ -36,6 +36,8 @@ from .laplace import (
     solver_problem,
     z_lambda,
 )
+
+_COUNTS = ("successes", "failures")
 
 
 def simulate_glmm_response(
@@ -141,27 +143,32 @@ class GeneralizedLinearMixedModel(MixedModel):
     precisions: ClassVar[tuple[str, ...]] = ("float64",)
     REML: ClassVar[bool] = False
 
-    def __init__(self, formula: str, data: pd.DataFrame, family: str, *, link: str | None = None, weights=None):
+    def __init__(
+        self, formula: str, data: pd.DataFrame, family: str, *, link: str | None = None, weights=None, offset=None
+    ):
         self.family: Family = make_family(family, link)
         data = as_data_frame(data)
         if weights is not None and not self.family.takes_weights:
             raise ValueError(
                 f"weights are the binomial trials; {self.family_description} takes none (got weights={weights!r})"
             )
-        if weights is not None and not isinstance(weights, str):
-            values = np.asarray(weights)
-            if values.shape != (len(data),):
+        mf = formula if isinstance(formula, MixedFormula) else parse_formula(formula)
+        pair = binomial_pair(mf.response)
+        if pair is not None:  # cbind(successes, failures): the proportion, with the trials as weights
+            if weights is not None:
                 raise ValueError(
-                    f"weights must be a column name or have one value per row of data ({len(data)}), "
-                    f"got shape {values.shape}"
+                    f"weights with the response {mf.response!r}: its trials are successes + failures; give one only"
                 )
-            data, weights = data.assign(**{"(weights)": values}), "(weights)"
-        if weights is not None and weights not in data.columns:
-            raise ValueError(f"weights {weights!r} is not a column of the data")
-        response = parse_formula(formula).response if isinstance(formula, str) else None
-        if response in data.columns:
-            data = data.assign(**{response: self.family.encode_response(data[response], response)})
-        self.design: Design = build_design(formula, data, residual=False, weights=weights)
+            counts = [
+                expression_values(f"{what} of {mf.response!r}", f"I({e})", data) for what, e in zip(_COUNTS, pair)
+            ]
+            proportion, trials = self.family.proportion_and_trials(*counts, mf.response)
+            data = data.assign(**{mf.response: proportion, "(weights)": trials})
+            mf, weights = replace(mf, response=f"`{mf.response}`", variables=(*mf.variables, mf.response)), "(weights)"
+        column = column_name(mf.response)
+        if column in data.columns:
+            data = data.assign(**{column: self.family.encode_response(data[column], column)})
+        self.design: Design = build_design(mf, data, residual=False, weights=weights, offset=offset)
         self.family.check_response(self.design.y, self.design.weights, self.design.response)
         self.fast = False
         self.nAGQ = 1
