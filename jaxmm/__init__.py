@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "BootstrapLikelihoodRatioTest": "lrt",
+    "EMMeans": "emmeans",
     "GeneralizedLinearMixedModel": "glmm",
     "LikelihoodRatioTest": "lrt",
     "LinearMixedModel": "lmm",

@@ -373,7 +373,8 @@ def _contrast_matrix(m, lmat) -> np.ndarray:
     lmat = np.atleast_2d(np.asarray(lmat, dtype=np.float64))
     if lmat.ndim != 2 or lmat.shape[1] != len(names) or lmat.shape[0] == 0:
         raise ValueError(
-            f"L must have {len(names)} columns (one per estimable coefficient: {', '.join(names)}), got shape {lmat.shape}"
+            f"L must have {len(names)} columns (one per estimable coefficient: {', '.join(names)}), "
+            f"got shape {lmat.shape}"
         )
     if not np.all(np.isfinite(lmat)):
         raise ValueError("L must be finite")

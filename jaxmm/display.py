@@ -60,6 +60,19 @@ def format_coeftable(ct: pd.DataFrame) -> str:
     return body.to_string()
 
 
+def emmeans_table(emm) -> str:
+    """Estimated marginal means (jaxmm.emmeans.EMMeans) as emmeans prints them: the table, then how
+    they were averaged and what the df and intervals are."""
+    notes = []
+    if emm.averaged:
+        notes.append(f"Results are averaged over the levels of: {', '.join(emm.averaged)}")
+    method = "asymptotic (Wald z)" if emm.inference is None else emm.inference.method
+    notes.append(f"Degrees-of-freedom method: {method}")
+    back = "; intervals back-transformed from the link scale" if emm.type == "response" else ""
+    notes.append(f"Confidence level used: 0.95{back}")
+    return emm.table.to_string(index=False, float_format=lambda v: f"{v:.6g}") + "\n\n" + "\n".join(notes)
+
+
 def model_summary(m) -> str:
     """A fitted model as MixedModels.jl shows it: method, formula, criteria, variance components,
     fixed effects. Reads m.fit_method, m.distribution (None for a linear mixed model), m.REML and

@@ -351,6 +351,21 @@ class LinearMixedModel(MixedModel):
     def fit_method(self) -> str:
         return f"Linear mixed model fit by {'REML' if self.REML else 'maximum likelihood'}"
 
+    # ---- inference on the fixed effects (jaxmm/ddf.py) ------------------------------------
+    def contest(self, L, ddf: str = "satterthwaite", joint: bool | None = None) -> pd.DataFrame:
+        """Test L beta = 0 as lmerTest's contest: a t test per row of L (one row, or joint=False) or
+        one F test of all rows (several, or joint=True); L's columns are the estimable coefficients
+        (or a DataFrame / Series naming them)."""
+        from . import ddf as ddf_tests
+
+        return ddf_tests.contest(self, L, ddf, joint)
+
+    def anova(self, type: int | str = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """lmerTest's anova: per fixed-effects term, the F test of its type III (or type I) hypothesis."""
+        from . import ddf as ddf_tests
+
+        return ddf_tests.anova(self, type, ddf)
+
     # ---- the lane protocol (jaxmm/lanes.py) ------------------------------------------------
     def lanes(self) -> LmmLanes:
         return LmmLanes(self.structure)

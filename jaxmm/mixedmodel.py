@@ -42,7 +42,7 @@ class FitState:
     conditional modes (levels x k); lambdas: per term, lambda_t; theta_fit: theta in the fit's
     parametrisation (design.to_fit_theta) and hessian: of the objective in the solver's
     coordinates at the optimum (a bootstrap's BFGS starts from them); sigma and
-    unscaled_vcov = (X'V^-1 X)^-1 / sigma^2: for a model with a residual scale, else None."""
+    unscaled_vcov = Cov(beta-hat) / sigma^2 ((X'V^-1 X)^-1; a model without a residual scale: Cov(beta-hat))."""
 
     beta: np.ndarray
     se: np.ndarray
@@ -198,11 +198,29 @@ class MixedModel:
         """Standard errors of the fixed effects; NaN for inestimable coefficients."""
         return self._by_coef(self._require_fit().se, np.nan)
 
-    def coeftable(self) -> pd.DataFrame:
-        """Estimate, standard error, Wald z and two-sided p-value per fixed-effects coefficient."""
+    def coeftable(self, ddf: str | None = None) -> pd.DataFrame:
+        """Estimate, standard error, Wald z and two-sided p-value per fixed-effects coefficient; with
+        ddf="satterthwaite" or "kenward-roger" (a linear mixed model), lmerTest's t tests: Estimate,
+        Std. Error, df, t value, Pr(>|t|) (jaxmm/ddf.py)."""
+        if ddf is not None:
+            from . import ddf as ddf_tests
+
+            return ddf_tests.coeftable(self, ddf)
         beta, se = self.beta, self.stderror
         z = beta / se
         return pd.DataFrame({"Est.": beta, "SE": se, "z": z, "p": 2.0 * sps.norm.sf(np.abs(z))})
+
+    def _beta_vcov(self) -> np.ndarray:
+        """Cov(beta-hat) of the estimable coefficients: s^2 unscaled_vcov, s = sigma or 1."""
+        state = self._require_fit()
+        return (state.sigma**2 if self.has_dispersion else 1.0) * state.unscaled_vcov
+
+    def emmeans(self, specs, by=None, at=None, ddf: str | None = "kenward-roger", type: str = "link"):
+        """Estimated marginal means over the reference grid, as R's emmeans (jaxmm/emmeans.py): `.table`
+        and `.contrast("pairwise" | "trt.vs.ctrl" | matrix, adjust=...)`."""
+        from .emmeans import EMMeans
+
+        return EMMeans(self, specs, by=by, at=at, ddf=ddf, type=type)
 
     @property
     def loglikelihood(self) -> float:

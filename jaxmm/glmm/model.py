@@ -211,6 +211,7 @@ class GeneralizedLinearMixedModel(MixedModel):
             state = FitState(
                 beta=beta,
                 se=np.sqrt(np.diagonal(vcov)),
+                unscaled_vcov=vcov,
                 u=modes_by_term(np.asarray(res.u), structure),
                 lambdas=self._lambdas(lambdas(res.theta, structure.terms)),
                 theta_fit=np.asarray(res.theta),
