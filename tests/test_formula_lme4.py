@@ -54,3 +54,63 @@ def test_same_fit_as_lme4(name, data):
     np.testing.assert_allclose(m.theta, list(spec["theta"].values()), rtol=2e-3, atol=2e-3)
     if spec["family"] == "gaussian":
         assert m.sigma == pytest.approx(spec["sigma"], rel=1e-4)
+
+
+# ---- what R says differently is refused, in one line naming the piece ----------------------
+
+
+@pytest.mark.parametrize(
+    "formula, family, kwargs, pieces",
+    [
+        ("reaction ~ . + (1 | subj)", None, {}, ["'.' (all other columns)"]),
+        ("reaction ~ days %in% subj + (1 | subj)", None, {}, ["operator '%in%'"]),
+        ("reaction ~ ns(days, 3) + (1 | subj)", None, {}, ["spline bases", "ns(days, 3)"]),
+        ("reaction ~ as.numeric(days) + (1 | subj)", None, {}, ["function 'as.numeric'"]),
+        ("reaction ~ days + (1 + offset(days) | subj)", None, {}, ["offset in random-effects term"]),
+        ("reaction ~ days - offset(days) + (1 | subj)", None, {}, ["offset term 'offset(days)' cannot be subtracted"]),
+        ("cbind(days, days) ~ 1 + (1 | subj)", "poisson", {}, ["needs family 'binomial'"]),
+        ("cbind(days, days) ~ 1 + (1 | subj)", "binomial", {"weights": "days"}, ["weights with the response"]),
+        ("cbind(days) ~ 1 + (1 | subj)", "binomial", {}, ["must be cbind(successes, failures)"]),
+        ("reaction ~ days + (1 | subj)", None, {"offset": "nothere"}, ["offset 'nothere' is not a column"]),
+        ("reaction ~ days + (1 | subj)", None, {"weights": [1.0, 2.0]}, ["weights must be a column name or have one"]),
+        ("reaction ~ days + (1 | subj)", None, {"weights": "subj"}, ["weights must be numeric"]),
+    ],
+)
+def test_refused_in_one_line(formula, family, kwargs, pieces, data):
+    with pytest.raises(ValueError) as err:
+        jaxmm.fit(formula, data["formula_data"], family=family, **kwargs)
+    message = str(err.value)
+    assert "\n" not in message
+    for piece in pieces:
+        assert piece in message, (piece, message)
+
+
+# ---- offsets and weights in the simulation and the bootstrap -------------------------------
+
+
+def test_simulation_adds_the_offset_and_divides_the_noise_by_root_weights(data):
+    """y* = X beta + o + Z b + e / sqrt(w): at theta = 0, sqrt(w) (y* - X beta - o) / sigma is standard normal."""
+    import jax
+
+    spec = FITS["weights_offset"]
+    m = _fit(spec, data)
+    frame = data["formula_data"]
+    beta, sigma = m.beta, 10.0
+    sim = m.simulation((beta, sigma, np.zeros_like(m.theta)), use_u=False)
+    keys = jax.random.split(jax.random.key(1), 400)
+    y = np.asarray(jax.vmap(lambda k: m.lanes().simulate(k, sim))(keys))
+    mean = m.design.x @ beta + frame["off"].to_numpy()
+    z = np.sqrt(frame["w"].to_numpy()) * (y - mean) / sigma
+    assert abs(z.mean()) < 0.02 and z.std() == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("name", ["weights_offset", "poisson_offset"])
+def test_bootstrap_of_a_model_with_offset_and_weights(name, data):
+    """Simulated from the fitted model and refitted to it: the replicates centre on the estimates."""
+    m = _fit(FITS[name], data)
+    samp = jaxmm.parametricbootstrap(3, 60, m, progress=False)
+    beta = np.asarray(samp.replicates.beta).reshape(60, -1)
+    assert np.all(np.abs(beta.mean(axis=0) - m.beta) < 4 * beta.std(axis=0) / np.sqrt(60))
+    if m.has_dispersion:  # e / sqrt(w) drawn with the weights the refit divides by
+        sigma = np.asarray(samp.replicates.sigma)
+        assert abs(sigma.mean() - m.sigma) < 4 * sigma.std() / np.sqrt(60) + 0.01 * m.sigma
