@@ -176,8 +176,7 @@ class EMMeans:
 
     def _labels(self, idx: np.ndarray) -> list[str]:
         rows = self.levels.iloc[idx]
-        single = len(self.specs) == 1
-        return [" ".join(_label(v, r[v]) if single else str(r[v]) for v in self.specs) for _, r in rows.iterrows()]
+        return [" ".join(_label(v, r[v]) for v in self.specs) for _, r in rows.iterrows()]
 
     def contrast(self, method="pairwise", adjust: str | None = None) -> pd.DataFrame:
         """Contrasts of the means within each family: "pairwise" (i - j, i < j), "trt.vs.ctrl" (each
