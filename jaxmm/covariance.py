@@ -100,6 +100,60 @@ def lambdas(theta: Array, terms: tuple[TermSpec, ...]) -> tuple[Array, ...]:
     return tuple(out)
 
 
+def lower_factor(m: Array, deficiency: Array | int) -> Array:
+    """The lower-triangular L with non-negative diagonal and L L' = m m' (m = L Q with Q orthogonal:
+    the LQ decomposition), by Gram-Schmidt on m's rows from the top; a row in the span of the rows
+    above it gets a zero diagonal. Pure JAX, unrolled over the k rows, so it vmaps without LAPACK.
+
+    m m' of rank k - `deficiency` (known exactly where m comes from: see `transform_theta`) gives
+    exactly `deficiency` zero diagonal elements: the rows whose component orthogonal to the rows
+    above is smallest relative to the row's norm contribute no direction of their own, instead of
+    one of rounding error, so that a singular covariance stays exactly on the boundary."""
+    _, relative = _gram_schmidt(m, jnp.ones(m.shape[0], bool))
+    position = jnp.argsort(jnp.argsort(relative, stable=True), stable=True)
+    return _gram_schmidt(m, position >= deficiency)[0]
+
+
+def _gram_schmidt(m: Array, own: Array) -> tuple[Array, Array]:
+    """The rows' coordinates in the orthonormal basis built from the rows in order (each row's
+    component orthogonal to the basis so far is a new basis vector where `own`, else dropped), and
+    each row's orthogonal component relative to its norm. Modified Gram-Schmidt, twice."""
+    k = m.shape[0]
+    rows, basis, relative = [], [], []
+    for i in range(k):
+        residual, coefs = m[i], [jnp.zeros((), m.dtype) for _ in basis]
+        for _ in range(2):
+            for j, q in enumerate(basis):
+                c = q @ residual
+                residual, coefs[j] = residual - c * q, coefs[j] + c
+        norm = jnp.sqrt(residual @ residual)
+        row_norm = jnp.sqrt(m[i] @ m[i])
+        relative.append(jnp.where(row_norm > 0, norm / jnp.where(row_norm > 0, row_norm, 1.0), 0.0))
+        norm = jnp.where(own[i], norm, 0.0)
+        basis.append(jnp.where(norm > 0, residual / jnp.where(norm > 0, norm, 1.0), 0.0))
+        rows.append(jnp.concatenate([jnp.stack([*coefs, norm]), jnp.zeros(k - i - 1, m.dtype)]))
+    return jnp.stack(rows), jnp.stack(relative)
+
+
+def transform_theta(theta: Array, maps: tuple[Array, ...], terms: tuple[TermSpec, ...]) -> Array:
+    """theta of the random effects M_t b of each term: lambda_t -> M_t lambda_t (Cov(M_t b) =
+    s^2 M_t lambda_t lambda_t' M_t'), the columns' change of units and origin between the fit and
+    the data (design.column_transform). Pure JAX.
+
+    A diagonal M_t with positive elements keeps lambda_t lower triangular: M_t lambda_t is the new
+    factor, elementwise. Otherwise its `lower_factor`, of the same rank as lambda_t: the number
+    of zero diagonal elements of lambda_t's own canonical factor (a zero diagonal element of a
+    triangular factor need not lower the rank: [[0, 0], [a, 0]] has rank 1)."""
+    out = []
+    for lam, m, t in zip(lambdas(theta, terms), maps, terms):
+        moved = m @ lam
+        deficiency = jnp.sum(jnp.diagonal(lower_factor(lam, 0)) == 0)
+        diagonal = jnp.all(m == jnp.diag(jnp.diagonal(m)))
+        new = jnp.where(diagonal, moved, lower_factor(moved, deficiency))
+        out.append(new[np.asarray(t.theta_rows), np.asarray(t.theta_cols)])
+    return jnp.concatenate(out) if out else theta
+
+
 def rmul_lambda(m: Array, lams: tuple[Array, ...], terms: tuple[TermSpec, ...]) -> Array:
     """m @ blockdiag(I_{m_t} kron lambda_t) over the last axis of m, term by term (never forming Lambda)."""
     pieces, offset = [], 0
@@ -128,14 +182,15 @@ def covariances(theta: np.ndarray, scale: np.ndarray, terms: tuple[TermSpec, ...
 def sd_corr(cov: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int], np.ndarray]]:
     """Standard deviations (N, k) and the correlation of each pair (c, d), c < d, from Cov (N, k, k).
 
-    A correlation with a zero standard deviation is undefined: NaN."""
+    A correlation with a zero standard deviation is undefined: NaN. Rounding can take |Cov_cd| a
+    unit in the last place beyond sd_c sd_d (nearly perfect correlation): rho is kept in [-1, 1]."""
     sd = np.sqrt(np.einsum("nii->ni", cov))
     rho = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for c in range(cov.shape[-1]):
             for d in range(c + 1, cov.shape[-1]):
                 denom = sd[:, c] * sd[:, d]
-                rho[c, d] = np.where(denom > 0, cov[:, c, d] / np.where(denom > 0, denom, 1.0), np.nan)
+                rho[c, d] = np.where(denom > 0, np.clip(cov[:, c, d] / np.where(denom > 0, denom, 1.0), -1, 1), np.nan)
     return sd, rho
 
 

@@ -25,7 +25,8 @@ import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 from jax import Array
 
-from .covariance import TermSpec, column_diag, lowerbd, theta_pattern
+from ._compile import computing
+from .covariance import TermSpec, column_diag, lowerbd, theta_pattern, transform_theta
 from .formula import R_FUNCTIONS, MixedFormula, RandomTerm, coefficient_name, column_name, parse_formula
 
 
@@ -115,20 +116,29 @@ class Design:
     x: np.ndarray  # (n, p) the estimable columns of X as the formula gives them
     beta_scaling: np.ndarray  # (p, p) A with x = matrices.x @ A: the fit's beta is A beta (see `standardise`)
     intercept: int | None  # the column of matrices.x that is all ones, if any
-    z_scales: tuple[np.ndarray, ...]  # per term, s_t with z_t = matrices.z[t] * s_t (see `unit_scales`)
-    theta_scaling: np.ndarray  # (ntheta,) w: theta = w theta_fit, lambda_t = diag(1 / s_t) lambda_fit
+    z_transforms: tuple[np.ndarray, ...]  # per term, T_t with z_t = matrices.z[t] @ T_t (see `column_transform`)
+    z_back: tuple[np.ndarray, ...]  # per term, T_t^-1
     matrices: ModelMatrices
     blocks: Blocks
     ndropped: int
     data: pd.DataFrame | None = None  # the rows fitted (complete cases): what new data is encoded like
 
     def to_fit_theta(self, theta: np.ndarray) -> np.ndarray:
-        """theta in the fit's parametrisation (of matrices.z): theta / w."""
-        return np.asarray(theta, dtype=np.float64) / self.theta_scaling
+        """theta in the fit's parametrisation (of matrices.z, whose random effects are b_fit = T_t b):
+        lambda_fit = T_t lambda_t (covariance.transform_theta)."""
+        return self._transform_theta(theta, self.z_transforms)
 
     def from_fit_theta(self, theta_fit: np.ndarray) -> np.ndarray:
-        """theta back from the fit's parametrisation: w theta_fit."""
-        return np.asarray(theta_fit, dtype=np.float64) * self.theta_scaling
+        """theta back from the fit's parametrisation: lambda_t = T_t^-1 lambda_fit (covariance.transform_theta)."""
+        return self._transform_theta(theta_fit, self.z_back)
+
+    def _transform_theta(self, theta: np.ndarray, maps: tuple[np.ndarray, ...]) -> np.ndarray:
+        theta = np.asarray(theta, dtype=np.float64)
+        terms = self.structure.terms
+        if all(np.array_equal(m, np.diag(np.diagonal(m))) for m in maps):  # lambda_t's elements scaled by rows
+            return theta * np.concatenate([np.diagonal(m)[list(t.theta_rows)] for m, t in zip(maps, terms)])
+        with computing():
+            return np.asarray(_transform_theta(jnp.asarray(theta), maps, terms=terms))
 
     @property
     def weights(self) -> np.ndarray | None:
@@ -156,15 +166,34 @@ class Design:
         return beta if vcov_fit is None else (beta, back @ np.asarray(vcov_fit, dtype=np.float64) @ back.T)
 
 
-def unit_scales(z: np.ndarray, low: float = 1e-2, high: float = 1e2) -> np.ndarray:
-    """Per column of a random-effects term's z, the factor s it is divided by for the fit: its root
-    mean square when that is outside [low, high] (a slope in extreme units), else 1.
+def column_transform(
+    z: np.ndarray, full: bool, low: float = 1e-2, high: float = 1e2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z_fit, T, T^-1) with z = z_fit T: the columns of a random-effects term as the fit takes them,
+    in ordinary units and origin. A reparametrisation of the term's random effects (b_fit = T b,
+    lambda_fit = T lambda: covariance.transform_theta) that leaves the model as it is.
 
-    z = z_s diag(s) reparametrises the term's covariance factor, lambda_t = diag(1 / s) lambda_fit,
-    exactly and for every covariance pattern (a diagonal scaling keeps lambda_t lower triangular and
-    a zerocorr term's diagonal); columns of ordinary units are left as they are."""
-    rms = np.sqrt(np.mean(z**2, axis=0)) if len(z) else np.ones(z.shape[1])
-    return np.where((rms > 0) & ((rms < low) | (rms > high)), rms, 1.0)
+    A column far from 0 relative to its spread (|mean| > high sd: a slope in years AD, a Unix time)
+    is centred, z_fit_j = (z_j - m_j) / s_j (T_jj = s_j, T_cj = m_j for the intercept column c),
+    where the term has an intercept and a `full` lower-triangular lambda_t, whose family of
+    covariances a change of origin keeps (a zerocorr term's does not: there the origin is part of
+    the model). Every other column is only scaled, z_fit_j = z_j / s_j. s_j is the column's spread
+    (root mean square; sd once centred) where that is outside [low, high], else 1: columns in
+    ordinary units are left exactly as they are."""
+    n, k = z.shape
+    z_fit, transform, back = np.array(z, dtype=np.float64), np.eye(k), np.eye(k)
+    ones = np.flatnonzero(np.all(z == 1.0, axis=0)) if n else ()
+    for j in range(k):
+        m, sd = (z[:, j].mean(), z[:, j].std()) if n else (0.0, 0.0)
+        centre = full and len(ones) > 0 and j != ones[0] and sd > 0 and abs(m) > high * sd
+        spread = sd if centre else (np.sqrt(np.mean(z[:, j] ** 2)) if n else 0.0)
+        s = spread if spread > 0 and (spread < low or spread > high) else 1.0
+        if centre:
+            z_fit[:, j] -= m
+            transform[ones[0], j], back[ones[0], j] = m, -m / s
+        z_fit[:, j] /= s
+        transform[j, j], back[j, j] = s, 1.0 / s
+    return z_fit, transform, back
 
 
 def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +227,9 @@ def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             xs[:, j] = x[:, j] / s
             a[j, j] = s
     return xs, a
+
+
+_transform_theta = jax.jit(transform_theta, static_argnames="terms")
 
 
 def suffstats(mats: ModelMatrices, structure: Structure, y: Array) -> SuffStats:
@@ -285,9 +317,7 @@ def build_design(
                 "its variance and the residual variance are unidentifiable"
             )
     structure = Structure(terms=terms, n=n, p=p)
-    z_scales = tuple(unit_scales(z) for z in zs)
-    zs = tuple(z / s for z, s in zip(zs, z_scales))
-    theta_scaling = np.concatenate([1.0 / s[list(t.theta_rows)] for t, s in zip(terms, z_scales)])
+    zs, transforms, backs = zip(*(column_transform(z, t.ntheta == t.k * (t.k + 1) // 2) for z, t in zip(zs, terms)))
     return Design(
         formula=mf,
         structure=structure,
@@ -299,8 +329,8 @@ def build_design(
         x=x,
         beta_scaling=a,
         intercept=intercept,
-        z_scales=z_scales,
-        theta_scaling=theta_scaling,
+        z_transforms=transforms,
+        z_back=backs,
         matrices=ModelMatrices(xs, refs, zs, offset_values, w),
         blocks=_blocks(structure, refs, zs, xs) if w is None else _weighted_blocks(structure, refs, zs, xs, w),
         ndropped=ndropped,

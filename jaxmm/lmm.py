@@ -40,7 +40,7 @@ from jax import Array
 
 from . import solver
 from ._compile import computing, is_small, jit
-from .covariance import lambdas
+from .covariance import lambdas, transform_theta
 from .design import (
     Blocks,
     Design,
@@ -167,7 +167,7 @@ class LmmRefit(NamedTuple):
     is added back to its beta. The profiled deviance is the same, but its sums of squares are then
     of the size of the residuals, not of y, so float32 does not lose them to cancellation.
     back = A^-1 and shift (`_criterion_shift`) return beta and the criterion to X's terms,
-    theta_scaling theta to Z's (design.unit_scales)."""
+    z_back (T_t^-1 per term) theta to Z's and z_transforms (T_t) from them (design.column_transform)."""
 
     mats: ModelMatrices
     blocks: Any
@@ -175,7 +175,8 @@ class LmmRefit(NamedTuple):
     centre: Array
     back: Array
     shift: Array
-    theta_scaling: Array
+    z_transforms: tuple[Array, ...]
+    z_back: tuple[Array, ...]
 
 
 @dataclass(frozen=True)
@@ -210,21 +211,23 @@ class LmmLanes:
         res, state = solver.finish(fun, state, column_diag, opts)
         centre, back, shift = (a.astype(state.theta.dtype) for a in (refit.centre, refit.back, refit.shift))
         fit = _fit_result(res, refit.blocks, stats, self.structure, refit.reml, centre, back, shift)
-        return fit._replace(theta=fit.theta * refit.theta_scaling.astype(fit.theta.dtype)), state
+        z_back = tuple(m.astype(fit.theta.dtype) for m in refit.z_back)
+        return fit._replace(theta=transform_theta(fit.theta, z_back, self.structure.terms)), state
 
     def replicate_fit(self, y: Array, refit: LmmRefit, fit: FitResult) -> ReplicateFit:
-        """The conditional modes b_t = lambda_t u_t and fitted values at the fit's theta."""
-        structure = self.structure
-        stats = self._stats(y, refit, fit.theta.dtype)
-        theta_fit = fit.theta / refit.theta_scaling.astype(fit.theta.dtype)
+        """The conditional modes b_t = T_t^-1 lambda_fit u_t (of Z's columns) and fitted values at the fit's theta."""
+        structure, dtype = self.structure, fit.theta.dtype
+        stats = self._stats(y, refit, dtype)
+        theta_fit = transform_theta(fit.theta, tuple(m.astype(dtype) for m in refit.z_transforms), structure.terms)
         factor = factorize(theta_fit, refit.blocks, stats, structure)
         sol = solve_pls(factor, theta_fit, refit.blocks, stats, structure)
         us = modes_by_term(jnp.concatenate([sol.u1.reshape(-1), sol.ur]), structure)
-        b = tuple(u @ lam.T for u, lam in zip(us, lambdas(fit.theta, structure.terms)))
+        b_fit = tuple(u @ lam.T for u, lam in zip(us, lambdas(theta_fit, structure.terms)))
+        b = tuple(bt @ back.astype(dtype).T for bt, back in zip(b_fit, refit.z_back))
         beta_s = sol.beta + refit.centre
         mats = refit.mats
         fixed = mats.x @ beta_s if mats.offset is None else mats.x @ beta_s + mats.offset
-        fitted = fixed + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b, mats.refs, mats.z))
+        fitted = fixed + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b_fit, mats.refs, mats.z))
         return ReplicateFit(refit.back @ beta_s, fit.theta, fit.sigma, b, fitted)
 
 
@@ -384,10 +387,10 @@ class LinearMixedModel(MixedModel):
         beta, sigma, theta = params
         design = self.design
         ranef = None
-        if use_u:  # b of matrices.z's columns: b_fit = b diag(s_t)
-            ranef = tuple(jnp.asarray(b.to_numpy() * s) for b, s in zip(self.ranef().values(), design.z_scales))
+        if use_u:  # b of matrices.z's columns: b_fit = T_t b
+            ranef = tuple(jnp.asarray(b.to_numpy() @ t.T) for b, t in zip(self.ranef().values(), design.z_transforms))
         mats = jax.tree.map(jnp.asarray, design.matrices)
-        beta_s, theta_s = jnp.asarray(design.to_fit_beta(beta)), jnp.asarray(design.to_fit_theta(theta))
+        beta_s, theta_s = jnp.asarray(design.to_fit_beta(beta)), jnp.asarray(self._fit_theta(theta))
         return LmmSimulation(mats, beta_s, jnp.asarray(sigma), theta_s, ranef)
 
     def refit_target(self, params: tuple | None, dtype: np.dtype) -> Target:
@@ -397,7 +400,7 @@ class LinearMixedModel(MixedModel):
         A diagonal element of theta at exactly 0 is a stationary point of the objective (by
         symmetry), so starts are kept off the boundary; the BFGS start Hessian is exact there."""
         state = self._require_fit()
-        theta = state.theta_fit if params is None else self.design.to_fit_theta(params[2])
+        theta = state.theta_fit if params is None else self._fit_theta(params[2])
         start = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
         blocks = jax.tree.map(jnp.asarray, self.design.blocks)
         centre = self.design.to_fit_beta(state.beta)
@@ -408,7 +411,8 @@ class LinearMixedModel(MixedModel):
             jnp.asarray(centre),
             jnp.asarray(self.design.beta_back),
             jnp.asarray(self._criterion_shift()),
-            jnp.asarray(self.design.theta_scaling),
+            tuple(map(jnp.asarray, self.design.z_transforms)),
+            tuple(map(jnp.asarray, self.design.z_back)),
         )
         if np.array_equal(start, state.theta_fit):  # the fit's own final Hessian: nothing more to compile
             h0 = floor_eigenvalues(state.hessian)

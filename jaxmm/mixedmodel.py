@@ -39,7 +39,7 @@ class FitState:
     """The estimates of a fit, as host arrays.
 
     beta, se: the estimable fixed effects and their standard errors; u: per term, the spherical
-    conditional modes (levels x k); lambdas: per term, lambda_t; theta_fit: theta in the fit's
+    conditional modes (levels x k); lambdas: per term, the factor of b = lambda_t u; theta_fit: theta in the fit's
     parametrisation (design.to_fit_theta) and hessian: of the objective in the solver's
     coordinates at the optimum (a bootstrap's BFGS starts from them); sigma and
     unscaled_vcov = Cov(beta-hat) / sigma^2 ((X'V^-1 X)^-1; a model without a residual scale: Cov(beta-hat))."""
@@ -115,12 +115,19 @@ class MixedModel:
 
     def initial_theta(self) -> np.ndarray:
         """The start in the fit's parametrisation: 1 for diagonal elements of each lambda_t, 0 below the
-        diagonal (lme4's, for columns in ordinary units: see design.unit_scales)."""
+        diagonal (lme4's, for columns in ordinary units: see design.column_transform)."""
         return initial_theta(self.structure.terms)
 
     def _lambdas(self, lambdas_fit) -> tuple[np.ndarray, ...]:
-        """lambda_t = diag(1 / s_t) lambda_fit of each term (design.unit_scales)."""
-        return tuple(np.asarray(lam) / s[:, None] for lam, s in zip(lambdas_fit, self.design.z_scales))
+        """Per term, the factor of b = lambda u for the fit's spherical u: T_t^-1 lambda_fit
+        (design.column_transform), lower triangular unless the term's columns were centred."""
+        return tuple(back @ np.asarray(lam) for lam, back in zip(lambdas_fit, self.design.z_back))
+
+    def _fit_theta(self, theta: np.ndarray) -> np.ndarray:
+        """theta in the fit's parametrisation: the fit's own where theta is the fitted one (exactly,
+        not through the change of columns and back), else design.to_fit_theta."""
+        state = self._require_fit()
+        return state.theta_fit if np.array_equal(theta, self.theta) else self.design.to_fit_theta(theta)
 
     @property
     def thetanames(self) -> list[str]:

@@ -408,3 +408,53 @@ def test_a_random_slope_in_other_units_gives_the_same_model(sleep, exponent, cor
     vc, vc_moved = m.varcorr(), moved.varcorr()
     assert _rel(vc_moved["sdcor"][1] * c, vc["sdcor"][1]) <= 1e-6
     assert abs(vc_moved["sdcor"][2] - vc["sdcor"][2]) <= 1e-6 * (1 if correlated else vc["sdcor"][2])
+
+
+def _cov_at(m, at: float) -> tuple[float, float]:
+    """(Var(b0 + b1 at), Var(b1)) of the model's (1 + x | g) term, from theta = (l11, l21, l22) of its
+    factor lambda: s^2 |(l11 + at l21, at l22)|^2 and s^2 |(l21, l22)|^2 (in this form, not from the
+    variance components, whose difference at a far point cancels to a few digits)."""
+    l11, l21, l22 = m.theta
+    return m.sigma**2 * ((l11 + at * l21) ** 2 + (at * l22) ** 2), m.sigma**2 * (l21**2 + l22**2)
+
+
+@settings(max_examples=15, deadline=None)
+@given(SCALES, OFFSETS)
+def test_a_correlated_random_slope_with_an_offset_gives_the_same_model(sleep, scale, offset):
+    """days -> c days + d in (1 + days | subj): the same model (a change of origin of a correlated
+    term's column is a reparametrisation), with the slope's variance divided by c^2 and the
+    intercept's variance at the same point in time unchanged; the fit centres the column itself."""
+    x = sleep["days"].to_numpy(dtype=float)
+    moved, back, c, d = _affine(x, scale, offset)
+    m = jaxmm.fit(SLEEP, sleep.assign(days=moved))
+    ref = jaxmm.fit(SLEEP, sleep.assign(days=back))
+    assert m.optsum.converged and not m.issingular()
+    assert abs(m.objective - ref.objective) <= 1e-8 * abs(ref.objective)
+    assert _rel(m.beta["days"], ref.beta["days"] / c) <= 1e-8
+    at = x.mean()
+    var0, var1 = _cov_at(m, c * at + d)
+    ref0, ref1 = _cov_at(ref, at)
+    assert _rel(var1 * c * c, ref1) <= 1e-6 and _rel(var0, ref0) <= 1e-6
+
+
+def test_a_singular_fit_with_an_offset_slope_stays_exactly_on_the_boundary():
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(15), 6)
+    x = rng.uniform(0, 10, g.size)
+    y = 1 + 0.5 * x + rng.normal(size=15)[g] + rng.normal(size=g.size)
+    ref = jaxmm.fit("y ~ 1 + x + (1 + x|g)", pd.DataFrame({"y": y, "x": x, "g": g}))
+    assert ref.theta[2] == 0.0  # no slope variance of its own: rank 1
+    for d in (1e4, 1.7e9):
+        m = jaxmm.fit("y ~ 1 + x + (1 + x|g)", pd.DataFrame({"y": y, "x": x + d, "g": g}))
+        assert m.optsum.converged and m.issingular() and np.count_nonzero(m.theta[[0, 2]] == 0.0) == 1
+        assert abs(m.objective - ref.objective) <= 1e-9 * abs(ref.objective)
+
+
+def test_a_bootstrap_with_an_offset_random_slope_is_the_same_bootstrap(sleep):
+    unix = sleep.assign(days=sleep["days"] * 86400.0 + 1.7e9)
+    fits = [jaxmm.fit(SLEEP, data) for data in (sleep, unix)]
+    one, two = (jaxmm.parametricbootstrap(7, 30, m, progress=False) for m in fits)
+    assert one.converged.all() and two.converged.all()
+    np.testing.assert_allclose(two.objective, one.objective, rtol=1e-8)
+    np.testing.assert_allclose(two.replicates.beta[:, 1] * 86400.0, one.replicates.beta[:, 1], rtol=1e-6)
+    np.testing.assert_allclose(two.tbl["σ2"] * 86400.0, one.tbl["σ2"], rtol=1e-6)  # the slope's sd

@@ -15,7 +15,7 @@ from jax import Array
 
 from .. import solver
 from .._compile import computing
-from ..covariance import lambdas
+from ..covariance import lambdas, transform_theta
 from ..design import Design, Structure, as_data_frame, build_design, expression_values, modes_by_term
 from ..formula import MixedFormula, binomial_pair, column_name, parse_formula
 from ..lanes import FitResult, ReplicateFit, Target, vectorisable
@@ -76,13 +76,13 @@ class GlmmSimulation(NamedTuple):
 class GlmmRefit(NamedTuple):
     """A generalized linear mixed model every simulated response is fitted to: its data (the
     response replaced by each replicate's), the fixed effects PIRLS starts from (fast=True), of the
-    standardised X_s = X A^-1, back = A^-1, which returns beta to X's terms, and theta_scaling, which
-    returns theta to Z's (design.unit_scales)."""
+    standardised X_s = X A^-1, back = A^-1, which returns beta to X's terms, and z_back (T_t^-1 per
+    term), which returns theta to Z's (design.column_transform)."""
 
     data: GlmmData
     beta: Array
     back: Array
-    theta_scaling: Array
+    z_back: tuple[Array, ...]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class GlmmLanes:
         vcov = fisher_vcov(g.theta, Mode(g.u, g.beta), data, self.structure, self.family)
         se = jnp.sqrt(jnp.diagonal(refit.back @ vcov @ refit.back.T))
         nan = jnp.full((), jnp.nan, y.dtype)
-        beta, theta = refit.back @ g.beta, g.theta * refit.theta_scaling
+        beta, theta = refit.back @ g.beta, transform_theta(g.theta, refit.z_back, self.structure.terms)
         return FitResult(g.objective, theta, beta, se, nan, g.converged, g.niter, g.hessian), state
 
     def replicate_fit(self, y: Array, refit: GlmmRefit, fit: FitResult) -> ReplicateFit:
@@ -274,7 +274,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         beta, theta = params
         u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in self._require_fit().u]) if use_u else None
         data = jax.tree.map(jnp.asarray, glmm_data(self.design))
-        beta_s, theta_s = self.design.to_fit_beta(beta), self.design.to_fit_theta(theta)
+        beta_s, theta_s = self.design.to_fit_beta(beta), self._fit_theta(theta)
         return GlmmSimulation(data, jnp.asarray(beta_s), jnp.asarray(theta_s), u)
 
     def refit_target(self, params: tuple | None, dtype: np.dtype) -> Target:
@@ -284,13 +284,13 @@ class GeneralizedLinearMixedModel(MixedModel):
         mean differentiating PIRLS twice, a long compilation."""
         state = self._require_fit()
         beta, theta = params or (state.beta, self.theta)
-        theta = state.theta_fit if params is None else self.design.to_fit_theta(theta)
+        theta = state.theta_fit if params is None else self._fit_theta(theta)
         beta = self.design.to_fit_beta(beta)
         theta = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
         start = theta if self.fast else np.concatenate([theta, beta])
         back = jnp.asarray(self.design.beta_back)
-        scaling = jnp.asarray(self.design.theta_scaling)
-        refit = GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(self.design)), jnp.asarray(beta), back, scaling)
+        z_back = tuple(map(jnp.asarray, self.design.z_back))
+        refit = GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(self.design)), jnp.asarray(beta), back, z_back)
         lanes = self.lanes()
         column_diag = solver_problem(refit.beta, refit.data, self.structure, self.family, self.fast, self.nAGQ)[1]
         init = solver.init(jnp.asarray(start), column_diag, jnp.asarray(floor_eigenvalues(state.hessian)))
