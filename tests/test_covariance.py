@@ -106,3 +106,37 @@ def test_lambda_has_the_deviance_symmetry_the_solver_relies_on(k):
     a = covariance.covariances(theta[None], np.ones(1), (t,))[0]
     b = covariance.covariances(np.asarray(flipped)[None], np.ones(1), (t,))[0]
     np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 3), st.integers(0, 2**31 - 1))
+def test_lower_factor_is_the_lq_factor_of_the_same_rank(k, deficiency, seed):
+    """L lower triangular, diagonal >= 0, L L' = m m' (against numpy), and exactly `deficiency`
+    zero diagonal elements for m of rank k - deficiency, at any scale of m's rows."""
+    deficiency = min(deficiency, k - 1)
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=(k, k - deficiency)) @ rng.normal(size=(k - deficiency, k))
+    m *= 10.0 ** rng.uniform(-6, 9, size=(k, 1))
+    with jax.enable_x64(True):
+        factor = np.asarray(covariance.lower_factor(jnp.asarray(m), deficiency))
+    assert np.all(np.triu(factor, 1) == 0) and np.all(np.diagonal(factor) >= 0)
+    assert np.count_nonzero(np.diagonal(factor) == 0) == deficiency
+    scale = np.outer(np.linalg.norm(m, axis=1), np.linalg.norm(m, axis=1))
+    assert np.max(np.abs(factor @ factor.T - m @ m.T) / scale) <= 1e-12
+
+
+def test_transform_theta_keeps_a_triangular_factor_and_changes_origin_exactly():
+    """A diagonal map scales lambda_t's rows elementwise (bit for bit); T = [[1, d], [0, 1]] (a slope's
+    origin moved by d) gives the factor of T Sigma T', and back again."""
+    terms = (term("g", 2, True), term("h", 1, True))
+    theta = np.array([0.9, -0.3, 0.2, 1.5])
+    scale = (np.diag([2.0, 0.5]), np.array([[4.0]]))
+    shift, back = (np.array([[1.0, 1e6], [0.0, 1.0]]), np.eye(1)), (np.array([[1.0, -1e6], [0.0, 1.0]]), np.eye(1))
+    with jax.enable_x64(True):
+        scaled = np.asarray(covariance.transform_theta(jnp.asarray(theta), scale, terms))
+        moved = covariance.transform_theta(jnp.asarray(theta), shift, terms)
+        returned = np.asarray(covariance.transform_theta(moved, back, terms))
+    np.testing.assert_array_equal(scaled, theta * np.array([2.0, 0.5, 0.5, 4.0]))
+    lam, lam_moved = (np.array([[t[0], 0.0], [t[1], t[2]]]) for t in (theta, np.asarray(moved)))
+    np.testing.assert_allclose(lam_moved @ lam_moved.T, shift[0] @ lam @ lam.T @ shift[0].T, rtol=1e-12)
+    np.testing.assert_allclose(returned, theta, rtol=1e-9)

@@ -426,3 +426,44 @@ def profile(m: MixedModel, *, alphamax: float = 0.01, maxpts: int = 100) -> Mixe
         starts.append({v: s for v, (_, s) in points.items()})
     tbl = pd.DataFrame(rows, columns=["type", "group", "names", "value", "zeta"])
     return MixedModelProfile(m, tbl, problem, dict(enumerate(starts)))
+
+
+def _labels(m: MixedModel) -> list[tuple[str, str | None, str | None]]:
+    """The parameters' (type, group, names) in a bootstrap's allpars order: β, per term σ then ρ, residual σ."""
+    est = [n for n, e in zip(m.coefnames, m.design.estimable) if e]
+    return [("β", None, n) for n in est] + _phi_labels(_layout(m.structure, m.has_dispersion))
+
+
+def confint(m: MixedModel, level: float = 0.95, method: str = "wald", *, nsim: int = 500, seed=None) -> pd.DataFrame:
+    """lme4's confint.merMod, as a table of type, group, names, lower, upper (a bootstrap's shortestcovint's):
+
+    - "wald": beta_j +- z se_j, z = Phi^-1((1 + level) / 2); the variance components' ends NaN (lme4's NA);
+    - "profile": profile(m).confint(level), the likelihood-profile intervals;
+    - "boot": the percentile (equal-tailed) intervals of jaxmm.parametricbootstrap(seed, nsim, m), lme4's
+      boot.type = "perc"."""
+    from .results import _check_level
+
+    _check_level(level)
+    if method == "profile":
+        return profile(m).confint(level)
+    labels = _labels(m)
+    if method == "wald":
+        z = float(sps.norm.ppf((1.0 + level) / 2.0))
+        beta, se = m.beta.to_numpy()[m.design.estimable], m.stderror.to_numpy()[m.design.estimable]
+        ends = [(b - z * s, b + z * s) for b, s in zip(beta, se)] + [(np.nan, np.nan)] * (len(labels) - len(beta))
+    elif method == "boot":
+        from .bootstrap import parametricbootstrap
+
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+        allpars = parametricbootstrap(seed, nsim, m, progress=False).allpars
+        ends = []
+        for kind, group, names in labels:
+            rows = _matches(allpars, (kind, group, names))
+            lo, hi = np.nanquantile(allpars["value"].to_numpy()[rows], [(1 - level) / 2, (1 + level) / 2])
+            ends.append((float(lo), float(hi)))
+    else:
+        raise ValueError(f"method must be 'wald', 'profile' or 'boot', got {method!r}")
+    return pd.DataFrame(
+        [(*label, *e) for label, e in zip(labels, ends)], columns=["type", "group", "names", "lower", "upper"]
+    )
