@@ -458,3 +458,20 @@ def test_a_bootstrap_with_an_offset_random_slope_is_the_same_bootstrap(sleep):
     np.testing.assert_allclose(two.objective, one.objective, rtol=1e-8)
     np.testing.assert_allclose(two.replicates.beta[:, 1] * 86400.0, one.replicates.beta[:, 1], rtol=1e-6)
     np.testing.assert_allclose(two.tbl["σ2"] * 86400.0, one.tbl["σ2"], rtol=1e-6)  # the slope's sd
+
+
+def test_a_glmm_random_slope_with_an_offset_gives_the_same_model():
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(25), 8)
+    x = rng.normal(size=g.size)
+    eta = 0.3 + 0.5 * x + rng.normal(scale=0.6, size=25)[g] + rng.normal(scale=0.4, size=25)[g] * x
+    counts = rng.poisson(np.exp(eta))
+    fits = [
+        jaxmm.fit("y ~ 1 + x + (1 + x|g)", pd.DataFrame({"y": counts, "x": x + d, "g": g}), family="poisson")
+        for d in (0.0, 1.7e9)
+    ]
+    assert all(m.optsum.converged for m in fits)
+    assert abs(fits[1].objective - fits[0].objective) <= 1e-8 * abs(fits[0].objective)
+    assert _rel(fits[1].beta["x"], fits[0].beta["x"]) <= 1e-6
+    slope_sd = [m.varcorr()["sdcor"][1] for m in fits]
+    assert _rel(slope_sd[1], slope_sd[0]) <= 1e-5
