@@ -5,9 +5,10 @@ For y = X beta + Z b + e, everything the profiled deviance needs is in the cross
     Z'Z, Z'X, X'X      (fixed by the design, shared by every response)
     Z'y, X'y, y'y      (the response's sufficient statistics)
 
-Z is split by random-effects term. Terms are ordered by decreasing number of random effects, as
-MixedModels.jl orders them. The first term's Z1'Z1 is block diagonal (one k1 x k1 block per level)
-and is stored as an array of shape (m1, k1, k1); every other block is stored dense.
+Z is split by random-effects term. Terms are ordered as lme4 orders them (`lme4_order`), so that
+theta, the conditional modes and the bootstrap's columns line up with lme4's. The first term's
+Z1'Z1 is block diagonal (one k1 x k1 block per level) and is stored as an array of shape
+(m1, k1, k1); every other block is stored dense.
 """
 
 from __future__ import annotations
@@ -526,7 +527,7 @@ def _grouping_factor(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.nda
 
 
 def _random_terms(mf: MixedFormula, data: pd.DataFrame, residual: bool):
-    """Merge bar terms on the same grouping factor (as MixedModels.jl does) and order by size."""
+    """Merge bar terms on the same grouping factor (as MixedModels.jl does) and order them as lme4 does."""
     by_group: dict[frozenset[str], list[RandomTerm]] = {}
     for term in mf.random:
         # a:b and b:a are the same grouping factor
@@ -566,8 +567,7 @@ def _random_terms(mf: MixedFormula, data: pd.DataFrame, residual: bool):
             theta_cols=tuple(c for _, c in pattern),
         )
         built.append((spec, refs, np.column_stack(mats), levels))
-    built.sort(key=lambda b: -b[0].nranef)
-    specs, refs, zs, levels = zip(*built)
+    specs, refs, zs, levels = zip(*lme4_order(built, [spec.nlevels for spec, *_ in built]))
     return tuple(specs), tuple(refs), tuple(zs), tuple(levels)
 
 
@@ -575,6 +575,15 @@ def _weighted_blocks(structure: Structure, refs, zs, x: np.ndarray, w: np.ndarra
     """The blocks X'WX, Z'WX, Z'WZ: the cross-products of W^1/2 X and W^1/2 Z."""
     root = np.sqrt(w)[:, None]
     return _blocks(structure, refs, tuple(z * root for z in zs), x * root)
+
+
+def lme4_order(terms: list, nlevels: list[int]) -> list:
+    """The terms in lme4's order (mkReTrms): as written where their numbers of levels do not increase,
+    else by decreasing number of levels, ties in reverse order of appearance (R's rev(order(nl)))."""
+    if all(b <= a for a, b in zip(nlevels, nlevels[1:])):
+        return list(terms)
+    ascending = sorted(range(len(terms)), key=lambda i: nlevels[i])  # stable, as R's order
+    return [terms[i] for i in reversed(ascending)]
 
 
 def _sparse_z(t: TermSpec, refs: np.ndarray, z: np.ndarray) -> sp.csr_matrix:

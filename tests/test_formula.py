@@ -271,3 +271,14 @@ def test_caret_is_a_power_inside_calls_and_crossing_outside(sleepstudy):
     assert r_powers("log(y) ~ I(log(x)^2) + log(x^2) + (a + b)^2 + Q('a^b')") == (
         "log(y) ~ I(log(x)**2) + log(x**2) + (a + b)^2 + Q('a^b')"
     )
+
+
+def test_terms_in_lme4s_order():
+    """lme4's mkReTrms: as written unless the numbers of levels increase, else rev(order(nl)) (ties reversed)."""
+    from jaxmm.design import lme4_order
+
+    assert lme4_order(["a", "b", "c"], [18, 18, 10]) == ["a", "b", "c"]  # already non-increasing: as written
+    assert lme4_order(["a", "b", "c"], [6, 24, 6]) == ["b", "c", "a"]  # R: rev(order(c(6, 24, 6))) = 2 3 1
+    sleep = jaxmm.dataset("sleepstudy").assign(g10=lambda d: [f"g{i % 10}" for i in range(len(d))])
+    m = jaxmm.LinearMixedModel("reaction ~ 1 + days + (1 + days | g10) + (1 | subj)", sleep)
+    assert [(t.group, t.nlevels, t.nranef) for t in m.structure.terms] == [("subj", 18, 18), ("g10", 10, 20)]

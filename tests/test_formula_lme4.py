@@ -36,12 +36,7 @@ def _fit(spec, data):
     return jaxmm.fit(spec["formula"], frame, REML=spec["REML"], family=family, **kwargs)
 
 
-# lme4 orders random-effects terms by decreasing number of levels; jaxmm (as MixedModels.jl) by decreasing
-# number of random effects: (1 + days | g10) (20) comes before (1 | subj) (18 levels), so theta's order differs
-ORDER = pytest.mark.xfail(reason="random-effects terms ordered by number of random effects, not levels", strict=True)
-
-
-@pytest.mark.parametrize("name", [pytest.param(k, marks=ORDER) if k == "order_levels" else k for k in sorted(FITS)])
+@pytest.mark.parametrize("name", sorted(FITS))
 def test_same_fit_as_lme4(name, data):
     spec = FITS[name]
     m = _fit(spec, data)
@@ -50,7 +45,8 @@ def test_same_fit_as_lme4(name, data):
     assert list(m.coefnames) == expected_names
     beta = np.array(list(spec["beta"].values()))
     np.testing.assert_allclose(m.beta, beta, rtol=2e-4, atol=2e-4 * np.abs(beta).max())
-    # theta as lme4 orders it: terms by decreasing number of levels
+    # theta as lme4 orders it: terms by decreasing number of levels (order_levels: (1 | subj), 18 levels,
+    # before (1 + days | g10), 10 levels of 2 random effects each)
     np.testing.assert_allclose(m.theta, list(spec["theta"].values()), rtol=2e-3, atol=2e-3)
     if spec["family"] == "gaussian":
         assert m.sigma == pytest.approx(spec["sigma"], rel=1e-4)
