@@ -547,6 +547,8 @@ def _random_terms(mf: MixedFormula, data: pd.DataFrame, residual: bool):
         mats, columns, pattern = [], [], []
         for bar in bars:
             what = f"random-effects term for {name!r}:"
+            if bar.double_bar:
+                _require_no_factor(bar, data)
             z, cols = _numeric_matrix(bar.expr, data, what)
             _require_finite(what, cols, z)
             offset = len(columns)
@@ -575,6 +577,19 @@ def _weighted_blocks(structure: Structure, refs, zs, x: np.ndarray, w: np.ndarra
     """The blocks X'WX, Z'WX, Z'WZ: the cross-products of W^1/2 X and W^1/2 Z."""
     root = np.sqrt(w)[:, None]
     return _blocks(structure, refs, tuple(z * root for z in zs), x * root)
+
+
+def _require_no_factor(bar: RandomTerm, data: pd.DataFrame) -> None:
+    """lme4 reads (1 + f || g), f a factor, as (1 | g) + (0 + f | g): f's levels correlated, another model
+    than the uncorrelated one (expr || g) is otherwise; refused, naming both ways to write it."""
+    spec = _formulaic("random-effects expression", bar.expr, lambda: model_matrix(bar.expr, data, context=R_FUNCTIONS))
+    factors = [k for k, (kind, _) in spec.model_spec.encoder_state.items() if kind.value == "categorical"]
+    if factors:
+        raise ValueError(
+            f"({bar.expr} || {bar.group_name}) has the factor {factors[0]!r}, whose levels lme4 keeps correlated: "
+            f"write (1 | {bar.group_name}) + (0 + {factors[0]} | {bar.group_name}) for lme4's model, "
+            f"zerocorr({bar.expr} | {bar.group_name}) for uncorrelated levels"
+        )
 
 
 def lme4_order(terms: list, nlevels: list[int]) -> list:

@@ -44,11 +44,14 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class RandomTerm:
-    """One bar term as written: model-matrix expression, grouping columns (interaction), correlation."""
+    """One bar term as written: model-matrix expression, grouping columns (interaction), correlation;
+    double_bar: written (expr || g), which lme4 reads differently where expr has a factor (design.py
+    refuses that)."""
 
     expr: str
     group: tuple[str, ...]
     correlated: bool
+    double_bar: bool = False
 
     @property
     def group_name(self) -> str:
@@ -105,7 +108,7 @@ def parse_formula(text: str) -> MixedFormula:
                         f"offset in random-effects term {term!r} is not supported; write it as a fixed term"
                     )
                 names.update(t.group)
-                random.append(RandomTerm(to_engine(t.expr, names), t.group, t.correlated))
+                random.append(RandomTerm(to_engine(t.expr, names), t.group, t.correlated, t.double_bar))
     if not random:
         raise ValueError(
             f"formula {text!r} has no random-effects term such as (1 | g); "
@@ -413,7 +416,8 @@ def _bar_term(term: str) -> list[RandomTerm] | None:
     expr, grouping = pieces[0].strip(), pieces[1].strip()
     if not expr or not grouping:
         raise ValueError(f"random-effects term {term!r} needs an expression and a grouping factor")
-    return [RandomTerm(expr, group, correlated) for group in _grouping_factors(grouping, term)]
+    double_bar = len(double) == 2
+    return [RandomTerm(expr, group, correlated, double_bar) for group in _grouping_factors(grouping, term)]
 
 
 def _unquoted(name: str) -> str:

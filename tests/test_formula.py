@@ -38,7 +38,7 @@ def test_expression_kept_as_written():
 def test_uncorrelated_terms(text):
     f = parse_formula(text)
     assert f.fixed == "1 + days"
-    assert f.random == (RandomTerm("1 + days", ("subj",), False),)
+    assert f.random == (RandomTerm("1 + days", ("subj",), False, double_bar="||" in text),)
 
 
 def test_nested_two_levels():

@@ -110,3 +110,15 @@ def test_bootstrap_of_a_model_with_offset_and_weights(name, data):
     if m.has_dispersion:  # e / sqrt(w) drawn with the weights the refit divides by
         sigma = np.asarray(samp.replicates.sigma)
         assert abs(sigma.mean() - m.sigma) < 4 * sigma.std() / np.sqrt(60) + 0.01 * m.sigma
+
+
+def test_double_bar_with_a_factor_is_refused():
+    """lme4's (1 + recipe || replicate) is (1 | replicate) + (0 + recipe | replicate): recipe's levels correlated
+    (7 thetas, -2 log L 1728.994 in lme4 1.1-31); jaxmm's uncorrelated reading would be another model."""
+    cake = jaxmm.dataset("cake")
+    with pytest.raises(ValueError, match=r"factor 'recipe', whose levels lme4 keeps correlated") as err:
+        jaxmm.fit("angle ~ 1 + (1 + recipe || replicate)", cake)
+    assert "\n" not in str(err.value)
+    m = jaxmm.fit("angle ~ 1 + (1 | replicate) + (0 + recipe | replicate)", cake)
+    assert len(m.theta) == 7 and m.objective == pytest.approx(1728.994, abs=1e-3)
+    assert jaxmm.fit("angle ~ 1 + (1 + temp || replicate)", cake).structure.ntheta == 2  # no factor: as before
