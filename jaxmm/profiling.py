@@ -180,10 +180,12 @@ def _minimise(value_grad, x0: np.ndarray, bounds) -> tuple[float, np.ndarray]:
 
     if len(x0) == 0:
         return f(np.zeros(0))[0], x0
-    res = optimize.minimize(
-        f, np.clip(x0, lo, hi), jac=True, method="L-BFGS-B", bounds=bounds,
-        options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 5000},
-    )  # fmt: skip
+    x = np.clip(x0, lo, hi)
+    for _ in range(2):  # once more from where it stopped: a backtrack from a step out of the domain can stop it early
+        res = optimize.minimize(
+            f, x, jac=True, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 5000}
+        )
+        x = res.x
     return float(res.fun), res.x
 
 
