@@ -333,16 +333,6 @@ class LinearMixedModel(MixedModel):
     def sigma(self) -> float:
         return self._require_fit().sigma
 
-    @property
-    def vcov(self) -> pd.DataFrame:
-        """sigma^2 (X' V^-1 X)^-1 over all coefficients (NaN rows/columns for inestimable ones)."""
-        state = self._require_fit()
-        names = list(self.coefnames)
-        est = self.design.estimable
-        full = np.full((len(names), len(names)), np.nan)
-        full[np.ix_(est, est)] = state.sigma**2 * state.unscaled_vcov
-        return pd.DataFrame(full, index=names, columns=names)
-
     def fitted(self) -> np.ndarray:
         """X beta-hat + Z b-hat."""
         return self._linear_predictor()

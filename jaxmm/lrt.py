@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
 
 from . import display
@@ -271,3 +272,47 @@ def pblrt(
     reference = np.maximum(fit_small.objective[used] - fit_large.objective[used], 0.0)
     fits = (MixedModelBootstrap(small, fit_small, sim=sim), MixedModelBootstrap(large, fit_large, sim=sim))
     return BootstrapLikelihoodRatioTest(test=test, reference=reference, used=used, fits=fits)
+
+
+def anova(*models) -> pd.DataFrame:
+    """lme4's anova(m1, m2, ...) of fitted models (LMMs or GLMMs of one family), each nested in the
+    next (as check_nested checks; lme4 leaves that to the user): one row per model, by formula, in
+    order of npar: npar, AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq), where
+
+        Chisq_k = max(deviance_{k-1} - deviance_k, 0),  Df_k = npar_k - npar_{k-1},
+        Pr(>Chisq)_k = P(chi-square(Df_k) >= Chisq_k),
+
+    deviance = -2 log L, npar = m.dof. REML fits are refitted by maximum likelihood first, with
+    lme4's message "refitting model(s) with ML (instead of REML)" as a warning."""
+    if len(models) < 2:
+        raise ValueError(f"anova compares two or more fitted models, got {len(models)}")
+    for i, m in enumerate(models):
+        check_fitted(f"model {i + 1}", m)
+    kinds = {(type(m).__name__, str(getattr(m, "family_settings", {}).get("family"))) for m in models}
+    if len(kinds) > 1:
+        raise ValueError(f"anova compares models of one kind and family, got {sorted(kinds)}")
+    if any(m.REML for m in models):
+        warnings.warn("refitting model(s) with ML (instead of REML)", UserWarning, stacklevel=2)
+        models = tuple(copy.copy(m).fit(REML=False) if m.REML else m for m in models)
+    models = sorted(models, key=lambda m: m.dof)
+    for small, large in zip(models, models[1:]):
+        check_nested(small, large)
+        if small.design.weights is not None and not np.array_equal(small.design.weights, large.design.weights):
+            raise ValueError("the models are fitted with different weights")
+    deviance = np.array([m.objective for m in models])
+    npar = np.array([m.dof for m in models])
+    chisq = np.concatenate([[np.nan], np.maximum(deviance[:-1] - deviance[1:], 0.0)])
+    df = np.concatenate([[np.nan], np.diff(npar)])
+    return pd.DataFrame(
+        {
+            "npar": npar,
+            "AIC": [m.aic for m in models],
+            "BIC": [m.bic for m in models],
+            "logLik": -0.5 * deviance,
+            "deviance": deviance,
+            "Chisq": chisq,
+            "Df": df,
+            "Pr(>Chisq)": sps.chi2.sf(chisq, df),
+        },
+        index=pd.Index([m.formula for m in models], name="model"),
+    )

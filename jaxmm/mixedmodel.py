@@ -205,6 +205,15 @@ class MixedModel:
         """Standard errors of the fixed effects; NaN for inestimable coefficients."""
         return self._by_coef(self._require_fit().se, np.nan)
 
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """Cov(beta-hat) by coefficient name (NaN rows and columns for inestimable ones): sigma^2
+        (X'V^-1 X)^-1 for an LMM, lme4's vcov for a GLMM."""
+        names, est = list(self.coefnames), self.design.estimable
+        full = np.full((len(names), len(names)), np.nan)
+        full[np.ix_(est, est)] = self._beta_vcov()
+        return pd.DataFrame(full, index=names, columns=names)
+
     def coeftable(self, ddf: str | None = None) -> pd.DataFrame:
         """Estimate, standard error, Wald z and two-sided p-value per fixed-effects coefficient; with
         ddf="satterthwaite" or "kenward-roger" (a linear mixed model), lmerTest's t tests: Estimate,
@@ -274,13 +283,49 @@ class MixedModel:
             rows.append(("Residual", None, None, scale**2, scale))
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
-    def ranef(self) -> dict[str, pd.DataFrame]:
-        """Conditional modes of the random effects b = Lambda u, per grouping factor (levels x columns)."""
+    def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects b = Lambda u, per grouping factor (levels x columns).
+
+        condvar=True: each table's attrs["condvar"] holds its levels' (levels, k, k) conditional
+        covariances of b (lme4's ranef(condVar = TRUE) postVar; see predict.conditional_covariances)."""
         state = self._require_fit()
-        return {
+        tables = {
             term.group: pd.DataFrame(u @ lam.T, index=pd.Index(levels, name=term.group), columns=list(term.columns))
             for term, u, lam, levels in zip(self.structure.terms, state.u, state.lambdas, self.design.levels)
         }
+        if condvar:
+            from .predict import conditional_covariances
+
+            for table, cov in zip(tables.values(), conditional_covariances(self)):
+                table.attrs["condvar"] = cov
+        return tables
+
+    # ---- after the fit: jaxmm/predict.py, jaxmm/profile.py ------------------------------------
+    def predict(self, newdata=None, *, re_form=None, allow_new_levels: bool = False, type: str = "response"):
+        """lme4's predict.merMod: X beta + Z b (re_form=None) or X beta (re_form '~0', 'NA', False) on
+        newdata (default the fitted rows); see jaxmm.predict.predict."""
+        from .predict import predict
+
+        return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels, type=type)
+
+    def simulate(self, nsim: int = 1, seed=None, *, use_u: bool = False, newdata=None) -> pd.DataFrame:
+        """lme4's simulate.merMod: nsim responses (columns sim_1, ...); see jaxmm.predict.simulate."""
+        from .predict import simulate
+
+        return simulate(self, nsim, seed, use_u=use_u, newdata=newdata)
+
+    def refit(self, y) -> MixedModel:
+        """lme4's refit: the same model fitted to the response y, as a new model."""
+        from .predict import refit
+
+        return refit(self, y)
+
+    def confint(self, level: float = 0.95, method: str = "wald", *, nsim: int = 500, seed=None) -> pd.DataFrame:
+        """lme4's confint.merMod: method 'wald', 'profile' or 'boot' (nsim replicates from seed); a
+        table of type, group, names, lower, upper as a bootstrap's shortestcovint. See jaxmm.profile.confint."""
+        from .profiling import confint
+
+        return confint(self, level, method, nsim=nsim, seed=seed)
 
     def _linear_predictor(self) -> np.ndarray:
         """X beta-hat + o + Z b-hat, o the offset."""
