@@ -109,7 +109,7 @@ class Design:
 
     formula: MixedFormula
     structure: Structure
-    response: str
+    response: str  # the response column's name (the expression, where it is not a single column)
     y: np.ndarray
     coefnames: tuple[str, ...]  # all fixed-effects columns, estimable or not
     estimable: np.ndarray  # bool mask over coefnames
@@ -322,7 +322,7 @@ def build_design(
     return Design(
         formula=mf,
         structure=structure,
-        response=mf.response,
+        response=column_name(mf.response) or mf.response,
         y=y,
         coefnames=coefnames,
         estimable=estimable,

@@ -328,13 +328,13 @@ class MixedModel:
         return confint(self, level, method, nsim=nsim, seed=seed)
 
     def _linear_predictor(self) -> np.ndarray:
-        """X beta-hat + o + Z b-hat, o the offset."""
+        """X beta-hat + o + Z b-hat, o the offset (Z b = Z_fit b_fit, b_fit = T_t b: design.column_transform)."""
         mats, beta = self.design.matrices, self._require_fit().beta
         eta = self.design.x @ beta + self.design.offset
         ranef = self.ranef()
-        for term, refs, z in zip(self.structure.terms, mats.refs, mats.z):
-            b = ranef[term.group].to_numpy()
-            eta = eta + np.sum(np.asarray(z) * b[np.asarray(refs)], axis=1)
+        for term, refs, z, transform in zip(self.structure.terms, mats.refs, mats.z, self.design.z_transforms):
+            b_fit = ranef[term.group].to_numpy() @ transform.T
+            eta = eta + np.sum(np.asarray(z) * b_fit[np.asarray(refs)], axis=1)
         return eta
 
     @property

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxmm
+from jaxmm.bootstrap import simulated_responses
 
 SLEEP = "reaction ~ 1 + days + (1 + days|subj)"
 
@@ -450,14 +451,19 @@ def test_a_singular_fit_with_an_offset_slope_stays_exactly_on_the_boundary():
         assert abs(m.objective - ref.objective) <= 1e-9 * abs(ref.objective)
 
 
-def test_a_bootstrap_with_an_offset_random_slope_is_the_same_bootstrap(sleep):
+def test_a_bootstrap_with_an_offset_random_slope_fits_every_replicate(sleep):
+    """A Unix-time slope in (1 + days | subj): every replicate converged, at the optimum of its
+    response (a fit of it from scratch). Replicate by replicate the draws differ from those of days
+    itself (the simulation's factor of the same covariance differs by a rotation), so the two
+    bootstraps agree in distribution only; a change of units alone keeps the draws."""
     unix = sleep.assign(days=sleep["days"] * 86400.0 + 1.7e9)
-    fits = [jaxmm.fit(SLEEP, data) for data in (sleep, unix)]
-    one, two = (jaxmm.parametricbootstrap(7, 30, m, progress=False) for m in fits)
-    assert one.converged.all() and two.converged.all()
-    np.testing.assert_allclose(two.objective, one.objective, rtol=1e-8)
-    np.testing.assert_allclose(two.replicates.beta[:, 1] * 86400.0, one.replicates.beta[:, 1], rtol=1e-6)
-    np.testing.assert_allclose(two.tbl["σ2"] * 86400.0, one.tbl["σ2"], rtol=1e-6)  # the slope's sd
+    m = jaxmm.fit(SLEEP, unix)
+    samp = jaxmm.parametricbootstrap(7, 12, m, progress=False)
+    assert samp.converged.all()
+    for i, y in enumerate(simulated_responses(m, 7, 4)):
+        single = jaxmm.fit(SLEEP, unix.assign(reaction=y))
+        assert abs(samp.objective[i] - single.objective) <= 1e-8 * single.objective
+        assert _rel(samp.replicates.beta[i], single.beta.to_numpy()) <= 1e-6
 
 
 def test_a_glmm_random_slope_with_an_offset_gives_the_same_model():
