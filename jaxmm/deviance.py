@@ -21,13 +21,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 import numpy as np
 from jax import Array
 
 from .covariance import lambdas, rmul_lambda
 from .design import Blocks, Structure, SuffStats
-from .linalg import chol_small, cholesky, leading_logdets, solve_lower_small, solve_upper_small
+from .linalg import chol_small, cholesky, leading_logdets, solve_lower_small, solve_triangular, solve_upper_small
 
 
 class Factor(NamedTuple):
@@ -128,7 +127,7 @@ def fixed_effects(factor: Factor, structure: Structure) -> FixedEffects:
     qr, p = structure.qrest, structure.p
     l22 = cholesky(factor.schur)
     lx = l22[qr : qr + p, qr : qr + p]
-    lx_inv = jsl.solve_triangular(lx, jnp.eye(p, dtype=lx.dtype), lower=True)
+    lx_inv = solve_triangular(lx, jnp.eye(p, dtype=lx.dtype))
     beta = lx_inv.T @ l22[-1, qr : qr + p]
     return FixedEffects(beta, l22[-1, -1] ** 2, lx_inv.T @ lx_inv, l22)
 
@@ -148,9 +147,7 @@ def solve_pls(factor: Factor, theta: Array, blocks: Blocks, stats: SuffStats, st
     u1_j = (L11_j L11_j')^-1 lambda1' (Z1'y - Z1'Zr Lambda_r u_r - Z1'X beta)_j."""
     fixed = fixed_effects(factor, structure)
     l22, beta, qr = fixed.l22, fixed.beta, structure.qrest
-    ur = jsl.solve_triangular(
-        l22[:qr, :qr], l22[-1, :qr] - l22[qr : qr + structure.p, :qr].T @ beta, lower=True, trans=1
-    )
+    ur = solve_triangular(l22[:qr, :qr], l22[-1, :qr] - l22[qr : qr + structure.p, :qr].T @ beta, trans=True)
     lams = lambdas(theta, structure.terms)
     br = rmul_lambda(ur[None, :], tuple(lam.T for lam in lams[1:]), structure.terms[1:])[0]  # Lambda_r u_r
     zr_part = jax.ops.segment_sum(

@@ -5,6 +5,12 @@ solver (d = len(theta)) are far too small for LAPACK: a batched LAPACK call loop
 one matrix at a time, while these unrolled formulas are a handful of elementwise array operations
 over the whole stack, which XLA fuses and vectorises (and which vmap batches for free).
 The size k is static (known when tracing), so the Python loops below unroll at trace time.
+
+Dense matrices of moderate size (the dense part of a crossed LMM, a GLMM's PIRLS system) are
+factored by the same column algorithms as a loop (lax.fori_loop) of vector operations: one
+compact program that vmap batches like any other, where a batched LAPACK call on a CPU would
+run the lanes one matrix at a time (and can deadlock jaxlib's thread pool: lanes.vectorisable).
+Only larger matrices go to LAPACK (`uses_lapack`).
 """
 
 from __future__ import annotations
@@ -13,10 +19,17 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax import Array
+from jax import Array, lax
 
-# Up to this size a dense factor is unrolled (vectorises under vmap); above it LAPACK wins.
+# Up to UNROLL_MAX a dense factor is unrolled; up to LOOP_MAX it is a loop of vector operations;
+# both vectorise under vmap. Above LOOP_MAX LAPACK wins.
 UNROLL_MAX = 4
+LOOP_MAX = 48
+
+
+def uses_lapack(d: int) -> bool:
+    """Whether a d x d factorisation or triangular solve here calls LAPACK (on a CPU)."""
+    return d > LOOP_MAX
 
 
 def chol_small(a: Array) -> Array:
@@ -65,16 +78,75 @@ def cho_solve_small(el: Array, b: Array) -> Array:
     return solve_upper_small(el, solve_lower_small(el, b[..., None]))[..., 0]
 
 
+def chol_loop(a: Array) -> Array:
+    """Lower Cholesky factor L of one d x d matrix, column by column (left-looking):
+
+        v = a[:, j] - L[:, :j] L[j, :j]',  L_jj = sqrt(v_j),  L_ij = v_i / L_jj (i > j),
+
+    as d steps of a matrix-vector product (columns not yet computed are 0 and add nothing)."""
+    d = a.shape[-1]
+    rows = jnp.arange(d)
+
+    def column(j, el):
+        v = lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False) - el @ lax.dynamic_index_in_dim(el, j, 0, False)
+        pivot = jnp.sqrt(lax.dynamic_index_in_dim(v, j, keepdims=False))
+        new = jnp.where(rows > j, v / pivot, jnp.where(rows == j, pivot, jnp.zeros_like(v)))
+        return lax.dynamic_update_index_in_dim(el, new, j, axis=1)
+
+    return lax.fori_loop(0, d, column, jnp.zeros_like(a))
+
+
+def _substitute(el: Array, b: Array, transpose: bool) -> Array:
+    """Solve L X = B (forward substitution) or L' X = B (back substitution, `transpose`) for one
+    lower-triangular L (d x d) and B (d,) or (d, m), row by row: x_i = (b_i - l_i x) / L_ii, where
+    l_i is row i of L (column i for L') and x is 0 in the rows not yet solved."""
+    d = el.shape[-1]
+
+    def row(step, x):
+        i = d - 1 - step if transpose else step
+        li = lax.dynamic_index_in_dim(el, i, axis=1 if transpose else 0, keepdims=False)
+        xi = (lax.dynamic_index_in_dim(b, i, keepdims=False) - li @ x) / li[i]
+        return lax.dynamic_update_index_in_dim(x, xi, i, axis=0)
+
+    return lax.fori_loop(0, d, row, jnp.zeros_like(b))
+
+
 def cholesky(a: Array) -> Array:
-    """Lower Cholesky factor of a dense symmetric positive-definite matrix (unrolled when tiny)."""
-    return chol_small(a) if a.shape[-1] <= UNROLL_MAX else jnp.linalg.cholesky(a)
+    """Lower Cholesky factor of a dense symmetric positive-definite matrix: unrolled when tiny, a
+    loop up to LOOP_MAX, LAPACK above."""
+    d = a.shape[-1]
+    if d <= UNROLL_MAX:
+        return chol_small(a)
+    return chol_loop(a) if d <= LOOP_MAX else jnp.linalg.cholesky(a)
+
+
+def solve_triangular(el: Array, b: Array, trans: bool = False) -> Array:
+    """Solve L X = B, or L' X = B with `trans`, for one lower-triangular L and B (d,) or (d, m)."""
+    d = el.shape[-1]
+    if d == 0:
+        return b
+    if d <= UNROLL_MAX:
+        matrix = b if b.ndim == 2 else b[:, None]
+        x = solve_upper_small(el, matrix) if trans else solve_lower_small(el, matrix)
+        return x if b.ndim == 2 else x[:, 0]
+    if d <= LOOP_MAX:
+        return _substitute(el, b, trans)
+    return jax.scipy.linalg.solve_triangular(el, b, lower=True, trans=int(trans))
+
+
+def cho_solve(el: Array, b: Array) -> Array:
+    """Solve (L L') x = b given the lower Cholesky factor L."""
+    return solve_triangular(el, solve_triangular(el, b), trans=True)
+
+
+def spd_inverse(a: Array) -> Array:
+    """A^-1 of a symmetric positive-definite A, from its Cholesky factor: L^-T L^-1."""
+    linv = _tril_inverse(cholesky(a))
+    return linv.T @ linv
 
 
 def _tril_inverse(el: Array) -> Array:
-    eye = jnp.eye(el.shape[-1], dtype=el.dtype)
-    if el.shape[-1] <= UNROLL_MAX:
-        return solve_lower_small(el, eye)
-    return jax.scipy.linalg.solve_triangular(el, eye, lower=True)
+    return solve_triangular(el, jnp.eye(el.shape[-1], dtype=el.dtype))
 
 
 @jax.custom_jvp

@@ -54,7 +54,7 @@ from .design import (
 )
 from .deviance import factorize, fixed_effects, objective, solve_pls
 from .lanes import FitResult, ReplicateFit, Target, vectorisable
-from .linalg import UNROLL_MAX
+from .linalg import uses_lapack
 from .mixedmodel import FitState, MixedModel, OptSummary
 from .solver import SolverOptions, SolverResult, SolverState, floor_eigenvalues, minimize, solver_options
 
@@ -188,9 +188,9 @@ class LmmLanes:
 
     @property
     def vectorised(self) -> bool:
-        """The dense part (Zr, X, y) is factored by LAPACK beyond the size jaxmm.linalg unrolls."""
+        """The dense part (Zr, X, y) is factored by LAPACK beyond the sizes jaxmm.linalg loops over."""
         s = self.structure
-        return vectorisable(s.qrest + s.p + 1 > UNROLL_MAX)
+        return vectorisable(uses_lapack(s.qrest + s.p + 1))
 
     def simulate(self, key: Array, sim: LmmSimulation) -> Array:
         return simulate_response(key, sim.mats, self.structure, sim.beta, sim.sigma, sim.theta, sim.ranef)

@@ -39,7 +39,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 import numpy as np
 from jax import Array, lax
 from jax.scipy.special import logsumexp
@@ -47,7 +46,7 @@ from jax.scipy.special import logsumexp
 from .._compile import jit
 from ..covariance import lambdas
 from ..design import Design, Structure
-from ..linalg import leading_logdets
+from ..linalg import cho_solve, cholesky, leading_logdets, spd_inverse
 from ..solver import SolverOptions, SolverResult, minimize
 from .family import Family
 
@@ -148,8 +147,8 @@ def _penalised_hessian(mode: Mode, zl: Array, data: GlmmData, fam: Family, vary_
 
 
 def _step(mode: Mode, factor, grad: Array, vary_beta: bool) -> Mode:
-    """mode - H^-1 grad, H given by its Cholesky factor."""
-    step = jsl.cho_solve(factor, -grad)
+    """mode - H^-1 grad, H given by its lower Cholesky factor."""
+    step = cho_solve(factor, -grad)
     q = mode.u.shape[0]
     return Mode(mode.u + step[:q], mode.beta + step[q:] if vary_beta else mode.beta)
 
@@ -169,9 +168,7 @@ def pirls(
     def body(state):
         mode, pdev, niter, _ = state
         hess = _penalised_hessian(mode, zl, data, fam, vary_beta, fisher=True)
-        target = _step(
-            mode, jsl.cho_factor(hess, lower=True), _penalised_gradient(mode, zl, data, fam, vary_beta), vary_beta
-        )
+        target = _step(mode, cholesky(hess), _penalised_gradient(mode, zl, data, fam, vary_beta), vary_beta)
         trials = jax.vmap(lambda t: Mode(*(a + t * (b - a) for a, b in zip(mode, target))))(jnp.asarray(_HALVINGS))
         pdevs = jax.vmap(lambda m: _penalised_deviance(m, zl, data, fam))(trials)
         ok = pdevs <= pdev
@@ -198,7 +195,7 @@ def laplace(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam
     # Two chord steps, with the exact Hessian at the mode held constant: at the mode they move
     # nothing, but carry the mode's first and second derivatives (see the module docstring).
     hess = _penalised_hessian(mode, lax.stop_gradient(zl), data, fam, fast, fisher=False)
-    factor = jsl.cho_factor(hess, lower=True)
+    factor = cholesky(hess)
     if not fast:
         mode = Mode(mode.u, beta)  # beta's derivatives come from the argument itself
     for _ in range(2):
@@ -310,7 +307,7 @@ def glmm_result(
     if fast:
         vcov = fisher_vcov(theta, at.mode, data, structure, fam)
     else:
-        vcov = 2.0 * jnp.linalg.inv(res.hessian)[ntheta:, ntheta:]
+        vcov = 2.0 * spd_inverse(res.hessian)[ntheta:, ntheta:]
     return GlmmFit(at.objective, theta, at.mode.beta, at.mode.u, vcov, res.converged, res.niter, res.hessian)
 
 
@@ -339,7 +336,7 @@ def fisher_vcov(theta: Array, mode: Mode, data: GlmmData, structure: Structure, 
     """Cov(beta-hat) given theta: the beta block of the inverse of PIRLS's Fisher system in
     (u, beta) at `mode` (lme4's vcov(m, use.hessian = FALSE), and its only one for nAGQ = 0). Pure."""
     info = _penalised_hessian(mode, z_lambda(theta, data, structure), data, fam, True, fisher=True)
-    return jnp.linalg.inv(info)[-mode.beta.shape[0] :, -mode.beta.shape[0] :]
+    return spd_inverse(info)[-mode.beta.shape[0] :, -mode.beta.shape[0] :]
 
 
 _fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts", "nAGQ"))
