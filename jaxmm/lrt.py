@@ -120,6 +120,9 @@ class LikelihoodRatioTest:
     def __repr__(self) -> str:
         return display.lrt_table(self)
 
+    def _repr_html_(self) -> str:
+        return display.lrt_html(self)
+
 
 def likelihoodratiotest(m_small: LinearMixedModel, m_large: LinearMixedModel) -> LikelihoodRatioTest:
     """Likelihood-ratio test of the fitted model m_small nested in m_large (lme4's anova(m_small, m_large)).
@@ -220,6 +223,9 @@ class BootstrapLikelihoodRatioTest:
 
     def __repr__(self) -> str:
         return display.pblrt_table(self)
+
+    def _repr_html_(self) -> str:
+        return display.pblrt_html(self)
 
 
 def pblrt(

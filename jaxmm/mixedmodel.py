@@ -7,6 +7,7 @@ A subclass (jaxmm/lmm.py, jaxmm/glmm/model.py) fits its criterion and hands the 
 
 from __future__ import annotations
 
+import html
 import math
 import warnings
 from dataclasses import dataclass
@@ -354,6 +355,12 @@ class MixedModel:
         if self.optsum is None:
             return f"{type(self).__name__}({self.formula!r}, not fitted)"
         return self.summary()
+
+    def _repr_html_(self) -> str:
+        """The summary as HTML tables, for notebooks."""
+        if self.optsum is None:
+            return f"<p>{html.escape(repr(self))}</p>"
+        return display.model_html(self)
 
 
 def _by_name(values, names: list[str], what: str) -> np.ndarray:

@@ -242,6 +242,9 @@ class MixedModelBootstrap:
     def __repr__(self) -> str:
         return display.bootstrap_summary(self)
 
+    def _repr_html_(self) -> str:
+        return display.bootstrap_html(self)
+
     # ---- files ------------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the bootstrap to the format path's extension names: .parquet, .arrow or .feather (restorable

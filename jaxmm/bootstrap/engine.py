@@ -24,6 +24,7 @@ numbers are bit-identical for any nsamp, batch_size, number of devices or of pro
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,7 +163,7 @@ def run(
     time, the calls taking the devices in turn (JAX runs them side by side): every call runs the
     same one-device program, so a replicate's numbers depend neither on the batch size nor on the
     number of devices."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     batch, call_lanes = lanes_shape
     shared = [jax.device_put((key, simulation, tuple(t.refit for t in targets)), d) for d in devices]
@@ -189,8 +190,7 @@ def run(
             statistic=statistic,
         )
 
-    show = progress and sys.stderr.isatty()
-    with tqdm(total=len(replicates), disable=not show, unit="rep", desc="bootstrap") as bar:
+    with tqdm(total=len(replicates), disable=not shows_progress(progress), unit="rep", desc="bootstrap") as bar:
         while True:
             upcoming += pool.refill(upcoming, len(replicates) - upcoming, targets)
             if not (pool.replicate >= 0).any():
@@ -211,6 +211,14 @@ def run(
             if finished is not None and len(complete):
                 finished(complete, outs, stat_out)
     return outs, stat_out
+
+
+def shows_progress(progress: bool) -> bool:
+    """Whether to draw the progress bar (on stderr; tqdm.auto's widget in Jupyter): when asked for
+    and someone watches, a terminal or a Jupyter kernel, and never in CI (the variable CI set), so
+    that logs hold no bar."""
+    watched = sys.stderr.isatty() or "ipykernel.zmqshell" in sys.modules
+    return progress and watched and not os.environ.get("CI")
 
 
 def memory_budget() -> int:
