@@ -44,8 +44,12 @@ from .design import ModelMatrices, Structure, _blocks, suffstats
 from .deviance import factorize, objective, profiled_terms
 from .mixedmodel import MixedModel
 from .predict import _index, _matrices
+from .solver import SolverOptions, minimize
 
-_CORR_EDGE = 1.0 - 1e-10  # correlations are kept inside (-1, 1): chol(R) has no derivative at +-1
+_CORR_EDGE = 1.0 - 1e-10  # a profiled correlation stops short of +-1: chol(R) has no derivative there
+# No boundary snap (solver.finish's polish may raise f by ftol_zero_abs): a profile point is the
+# constrained minimum itself
+_OPTIONS = SolverOptions(xtol_zero_abs=0.0)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ class _Layout:
     @property
     def size(self) -> int:
         return sum(t.k + len(p) for t, p in zip(self.structure.terms, self.pairs)) + int(self.dispersion)
+
+    @property
+    def is_corr(self) -> np.ndarray:
+        """(size,) bool: which entries of phi are correlations."""
+        return np.array([label[0] == "ρ" for label in _phi_labels(self)], dtype=bool)
 
 
 def _layout(structure: Structure, dispersion: bool) -> _Layout:
@@ -105,11 +114,39 @@ def _phi_labels(layout: _Layout) -> list[tuple[str, str, str | None]]:
     return labels + ([("σ", "residual", None)] if layout.dispersion else [])
 
 
-def _phi_bounds(layout: _Layout) -> list[tuple[float | None, float | None]]:
-    bounds = []
+def _pair_sds(layout: _Layout, k: int) -> np.ndarray:
+    """(size,) bool: for phi_k a correlation rho_ij, the entries of sd_i and sd_j; else none."""
+    out, offset = np.zeros(layout.size, dtype=bool), 0
     for t, pairs in zip(layout.structure.terms, layout.pairs):
-        bounds += [(0.0, None)] * t.k + [(-_CORR_EDGE, _CORR_EDGE)] * len(pairs)
-    return bounds + ([(1e-12, None)] if layout.dispersion else [])
+        if offset + t.k <= k < offset + t.k + len(pairs):
+            i, j = pairs[k - offset - t.k]
+            out[[offset + i, offset + j]] = True
+        offset += t.k + len(pairs)
+    return out
+
+
+# ---- the optimiser's coordinates -----------------------------------------------------------
+#
+# The other parameters are optimised without bounds, by jaxmm's solver (Newton with the exact
+# Hessian, solver.minimize), in coordinates a with phi(a) always a valid model:
+#   sd = a and sigma = a, signed: a negative sd flips its row of lambda_t, which is the covariance
+#     with the signs of that column's correlations flipped (free parameters too), and f is even in
+#     sigma; so min over signed sds is min over sd >= 0. Where a correlation rho_ij is the profiled
+#     parameter its sign must not flip: there sd_i = |a_i|, sd_j = |a_j|;
+#   rho = sin(a): every a a correlation, +-1 included.
+
+
+def _phi(a: jnp.ndarray, absolute: jnp.ndarray, layout: _Layout) -> jnp.ndarray:
+    """phi of the optimiser's coordinates a (the comment above); `absolute` marks the sds taken as |a|."""
+    return jnp.where(layout.is_corr, jnp.sin(a), jnp.where(absolute, jnp.abs(a), a))
+
+
+def _coordinates(phi: np.ndarray, layout: _Layout) -> np.ndarray:
+    """Coordinates a of phi, as a start: a correlation's arcsin from just inside +-1 and an sd from at
+    least 1e-3 (at rho = +-1 or sd = 0, f is stationary in a, a maximum where the optimum moves inward)."""
+    corr = layout.is_corr
+    a = np.where(corr, np.arcsin(np.clip(phi, -1.0 + 1e-6, 1.0 - 1e-6)), np.maximum(np.abs(phi), 1e-3))
+    return a.astype(np.float64)
 
 
 # ---- the deviance functions (pure; jitted with their static shapes) ---------------------------
@@ -132,61 +169,51 @@ def glmm_deviance_phi(phi, beta_s, data, structure: Structure, layout: _Layout, 
     return adaptive_quadrature(theta_from_phi(phi, layout), beta_s, data, structure, fam, False, nAGQ).objective
 
 
-def _with_fixed(x, value, others, k, size: int):
-    """The full vector: x's first entries at positions `others`, `value` at position k."""
-    return jnp.zeros(size, x.dtype).at[others].set(x[: others.shape[0]]).at[k].set(value)
+def _held(a, value, k, absolute, layout: _Layout):
+    """phi with phi_k = value and the others phi(a), a the coordinates of the other size - 1 entries."""
+    others = np.arange(layout.size - 1)
+    full = jnp.zeros(layout.size, a.dtype).at[others + (others >= k)].set(a[: layout.size - 1])
+    return _phi(full, absolute, layout).at[k].set(value)
 
 
-def _lmm_phi(x, value, others, k, blocks, stats, structure: Structure, layout: _Layout):
-    """lmm_deviance_phi with phi_k = value and the others x."""
-    return lmm_deviance_phi(_with_fixed(x, value, others, k, layout.size), blocks, stats, structure, layout)
+def _lmm_phi(a, value, k, absolute, blocks, stats, structure: Structure, layout: _Layout):
+    """lmm_deviance_phi with phi_k = value, the others phi(a)."""
+    return lmm_deviance_phi(_held(a, value, k, absolute, layout), blocks, stats, structure, layout)
 
 
 def _lmm_theta(theta, blocks, stats, structure: Structure):
     return objective(theta, blocks, stats, structure, False)
 
 
-def _glmm_phi(x, value, others, k, data, structure: Structure, layout: _Layout, fam, nAGQ: int):
-    """The GLMM objective with phi_k = value, x = (the other phi, beta_s)."""
-    phi = _with_fixed(x, value, others, k, layout.size)
-    return glmm_deviance_phi(phi, x[others.shape[0] :], data, structure, layout, fam, nAGQ)
+def _glmm_phi(a, value, k, absolute, data, structure: Structure, layout: _Layout, fam, nAGQ: int):
+    """The GLMM objective with phi_k = value, a = (the other phi's coordinates, beta_s)."""
+    phi = _held(a, value, k, absolute, layout)
+    return glmm_deviance_phi(phi, a[layout.size - 1 :], data, structure, layout, fam, nAGQ)
 
 
-def _glmm_beta(x, beta0, null, data, structure: Structure, layout: _Layout, fam, nAGQ: int):
-    """The GLMM objective with beta_s = beta0 + null gamma, x = (phi, gamma)."""
-    return glmm_deviance_phi(x[: layout.size], beta0 + null @ x[layout.size :], data, structure, layout, fam, nAGQ)
+def _glmm_beta(a, beta0, null, data, structure: Structure, layout: _Layout, fam, nAGQ: int):
+    """The GLMM objective with beta_s = beta0 + null gamma, a = (phi's coordinates, gamma)."""
+    phi = _phi(a[: layout.size], jnp.zeros(layout.size, bool), layout)
+    return glmm_deviance_phi(phi, beta0 + null @ a[layout.size :], data, structure, layout, fam, nAGQ)
 
 
-def _value_grad(fun, static: tuple[str, ...]):
-    return jax.jit(jax.value_and_grad(fun), static_argnames=static)
+@partial(jax.jit, static_argnames=("fun", "column_diag", "statics"))
+def _newton(a0, args: tuple, fun, column_diag: tuple[int, ...], statics: tuple):
+    """solver.minimize of fun(a, *args, *statics) from a0: column_diag the sign symmetries (solver.py)."""
+    return minimize(lambda a: fun(a, *args, *statics), a0, np.asarray(column_diag, dtype=np.int32), _OPTIONS)
 
 
-_lmm_phi_vg = _value_grad(_lmm_phi, ("structure", "layout"))
-_lmm_theta_vg = _value_grad(_lmm_theta, ("structure",))
-_glmm_phi_vg = _value_grad(_glmm_phi, ("structure", "layout", "fam", "nAGQ"))
-_glmm_beta_vg = _value_grad(_glmm_beta, ("structure", "layout", "fam", "nAGQ"))
-
-
-def _minimise(value_grad, x0: np.ndarray, bounds) -> tuple[float, np.ndarray]:
-    """min of a function by L-BFGS-B, given its jitted value_and_grad of x (x0 kept within bounds)."""
-    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
-    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])
-
-    def f(x):
-        v, g = value_grad(jnp.asarray(x))
-        if not np.isfinite(v):  # a trial step out of the function's domain (sigma -> 0): backtrack
-            return 1e300, np.zeros_like(x)
-        return float(v), np.asarray(g, dtype=np.float64)
-
-    if len(x0) == 0:
-        return f(np.zeros(0))[0], x0
-    x = np.clip(x0, lo, hi)
-    for _ in range(2):  # once more from where it stopped: a backtrack from a step out of the domain can stop it early
-        res = optimize.minimize(
-            f, x, jac=True, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 5000}
-        )
-        x = res.x
-    return float(res.fun), res.x
+def _minimise(fun, a0: np.ndarray, args: tuple, statics: tuple, column_diag=None) -> tuple[float, np.ndarray]:
+    """min over a of fun(a, *args, *statics) by jaxmm's solver; column_diag None: no symmetries. A
+    minimisation that solver.finish's probe moved off a diagonal element's 0 continues from there."""
+    diag = tuple(int(c) for c in (np.full(len(a0), -1) if column_diag is None else column_diag))
+    a = jnp.asarray(a0, dtype=jnp.float64)
+    for _ in range(3):
+        res = _newton(a, args, fun, diag, statics)
+        if bool(res.converged) or not np.isfinite(float(res.fmin)):
+            break
+        a = res.theta
+    return float(res.fmin), np.asarray(res.theta)
 
 
 class _Problem:
@@ -227,15 +254,10 @@ class _Problem:
                 self.beta_s = design.to_fit_beta(beta)
                 self.base = float(
                     glmm_deviance_phi(
-                        jnp.asarray(phi),
-                        jnp.asarray(self.beta_s),
-                        self.data,
-                        m.structure,
-                        self.layout,
-                        m.family,
+                        jnp.asarray(phi), jnp.asarray(self.beta_s), self.data, m.structure, self.layout, m.family,
                         m.nAGQ,
                     )
-                )
+                )  # fmt: skip
         self.phi_hat = phi
         self.estimates = np.concatenate([beta, self._display(phi)])
         self.ses = m.stderror.to_numpy()[design.estimable]
@@ -243,25 +265,25 @@ class _Problem:
     def _display(self, phi: np.ndarray) -> np.ndarray:
         """phi in the response's units (the LMM's is fitted on y / scale; correlations unchanged)."""
         out = np.array(phi, dtype=np.float64)
-        corr = np.array([label[0] == "ρ" for label in _phi_labels(self.layout)])
-        out[~corr] *= self.scale
+        out[~self.layout.is_corr] *= self.scale
         return out
 
     def bounds(self, i: int) -> tuple[float, float]:
-        """Where parameter i may go (lme4's lower/upper): sds >= 0, correlations in [-1, 1]."""
-        if i < self.p:
+        """Where parameter i may go (lme4's lower/upper): sds >= 0, correlations in [-1, 1] (short of
+        +-1 by 1e-10)."""
+        kind = self.labels[i][0]
+        if kind == "β":
             return -np.inf, np.inf
-        lo, hi = _phi_bounds(self.layout)[i - self.p]
-        lo = 0.0 if lo == 1e-12 else lo
-        return (-np.inf if lo is None else lo), (np.inf if hi is None else hi)
+        return (-_CORR_EDGE, _CORR_EDGE) if kind == "ρ" else (0.0, np.inf)
 
     def start(self, i: int) -> np.ndarray:
         """The others' values at the optimum, in the coordinates `deviance` optimises them in."""
+        a_hat = _coordinates(self.phi_hat, self.layout)
         if self.m.has_dispersion:
-            return np.asarray(self.m.theta) if i < self.p else np.delete(self.phi_hat, i - self.p)
+            return np.asarray(self.m.theta) if i < self.p else np.delete(a_hat, i - self.p)
         if i < self.p:
-            return np.concatenate([self.phi_hat, _complement(self.back[i]).T @ self.beta_s])
-        return np.concatenate([np.delete(self.phi_hat, i - self.p), self.beta_s])
+            return np.concatenate([a_hat, _complement(self.back[i]).T @ self.beta_s])
+        return np.concatenate([np.delete(a_hat, i - self.p), self.beta_s])
 
     def deviance(self, i: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray]:
         """d with parameter i held at `value` (in the response's units), the others optimised from start."""
@@ -270,49 +292,33 @@ class _Problem:
             if i < self.p:
                 return self._fixed_effect(i, value, start)
             k = i - self.p
-            v = value / (1.0 if self.labels[i][0] == "ρ" else self.scale)
-            others = jnp.asarray(np.delete(np.arange(self.layout.size), k))
-            bounds = [b for j, b in enumerate(_phi_bounds(self.layout)) if j != k]
+            corr = self.labels[i][0] == "ρ"  # held short of +-1: chol(R)'s derivative is infinite there
+            v = float(np.clip(value, -_CORR_EDGE, _CORR_EDGE)) if corr else value / self.scale
+            args = (jnp.asarray(v), k, jnp.asarray(_pair_sds(self.layout, k)))
             if m.has_dispersion:
-                vg = partial(
-                    _lmm_phi_vg, value=v, others=others, k=k, blocks=self.blocks, stats=self.stats,
-                    structure=m.structure, layout=self.layout,
-                )  # fmt: skip
-                return _minimise(vg, start, bounds)
-            vg = partial(
-                _glmm_phi_vg, value=v, others=others, k=k, data=self.data, structure=m.structure,
-                layout=self.layout, fam=m.family, nAGQ=m.nAGQ,
-            )  # fmt: skip
-            return _minimise(vg, start, bounds + [(None, None)] * self.p)
+                return _minimise(_lmm_phi, start, (*args, self.blocks, self.stats), (m.structure, self.layout))
+            statics = (m.structure, self.layout, m.family, m.nAGQ)
+            return _minimise(_glmm_phi, start, (*args, self.data), statics)
 
     def _fixed_effect(self, j: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray]:
         """beta_j = value: beta_s (of X_s; for an LMM of y / scale) = beta0 + N gamma with c'beta0 the
         constraint, c = row j of A^-1, and N an orthonormal basis of c's complement."""
         m, c = self.m, self.back[j]
-        if m.has_dispersion:
-            target = (value - c @ self.b0) / self.scale
-        else:
-            target = value
-        beta0, null = c * target / (c @ c), _complement(c)
+        target = (value - c @ self.b0) / self.scale if m.has_dispersion else value
+        beta0, null = jnp.asarray(c * target / (c @ c)), jnp.asarray(_complement(c))
         if m.has_dispersion:
             blocks, stats = self.blocks, self.stats
-            b0, n0 = jnp.asarray(beta0), jnp.asarray(null)
-            reduced_blocks = blocks._replace(z1x=blocks.z1x @ n0, zrx=blocks.zrx @ n0, xx=n0.T @ blocks.xx @ n0)
+            reduced_blocks = blocks._replace(z1x=blocks.z1x @ null, zrx=blocks.zrx @ null, xx=null.T @ blocks.xx @ null)
             reduced_stats = stats._replace(
-                z1y=stats.z1y - blocks.z1x @ b0,
-                zry=stats.zry - blocks.zrx @ b0,
-                xy=n0.T @ (stats.xy - blocks.xx @ b0),
-                yy=stats.yy - 2.0 * b0 @ stats.xy + b0 @ blocks.xx @ b0,
+                z1y=stats.z1y - blocks.z1x @ beta0,
+                zry=stats.zry - blocks.zrx @ beta0,
+                xy=null.T @ (stats.xy - blocks.xx @ beta0),
+                yy=stats.yy - 2.0 * beta0 @ stats.xy + beta0 @ blocks.xx @ beta0,
             )
             structure = Structure(m.structure.terms, m.structure.n, m.structure.p - 1)
-            vg = partial(_lmm_theta_vg, blocks=reduced_blocks, stats=reduced_stats, structure=structure)
-            bounds = [(0.0, None) if lb == 0.0 else (None, None) for lb in m.lowerbd]
-            return _minimise(vg, start, bounds)
-        vg = partial(
-            _glmm_beta_vg, beta0=jnp.asarray(beta0), null=jnp.asarray(null), data=self.data, structure=m.structure,
-            layout=self.layout, fam=m.family, nAGQ=m.nAGQ,
-        )  # fmt: skip
-        return _minimise(vg, start, _phi_bounds(self.layout) + [(None, None)] * (self.p - 1))
+            return _minimise(_lmm_theta, start, (reduced_blocks, reduced_stats), (structure,), structure.column_diag)
+        statics = (m.structure, self.layout, m.family, m.nAGQ)
+        return _minimise(_glmm_beta, start, (beta0, null, self.data), statics)
 
 
 @dataclass
