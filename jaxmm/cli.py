@@ -1,15 +1,23 @@
-"""The `jaxmm` command: fit a model, or fit it and bootstrap it, from a data file or a shipped data set.
+"""The `jaxmm` command: fit a model, bootstrap it, or compare nested models, from a data file or a
+shipped data set.
 
     jaxmm fit --dataset sleepstudy --formula "reaction ~ 1 + days + (1 + days | subj)"
+    jaxmm fit --dataset cbpp -f "cbind(incidence, size - incidence) ~ 1 + period + (1 | herd)" --family binomial
     jaxmm bootstrap data.csv --formula "y ~ 1 + (1 | g)" -n 10000 --seed 42 --out reps.parquet
+    jaxmm pblrt --dataset sleepstudy -f "reaction ~ 1 + days + (1 | subj)" "reaction ~ 1 + days + (1 + days | subj)"
+    jaxmm anova --dataset sleepstudy -f "reaction ~ 1 + (1 | subj)" "reaction ~ 1 + days + (1 | subj)"
 
-Errors a user can cause (a bad formula, a missing file, an unreadable format) are printed as one
-line, `jaxmm: error: ...`, with exit status 2; `--traceback` shows the Python traceback instead.
+Text goes to stdout, or with --json one JSON object (the estimates, tables and tests; missing
+values and infinities as null) for scripts; warnings and the progress bar go to stderr. Every
+error is one line, `jaxmm: error: ...`, with exit status 2; `--traceback` shows the Python
+traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 import warnings
@@ -18,6 +26,8 @@ from pathlib import Path
 from . import __version__
 
 # Only the commands import the library (JAX, pandas): `jaxmm --help` and `--version` stay instant.
+
+COMMANDS = ("fit", "bootstrap", "pblrt", "anova")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,27 +57,63 @@ def _count(text: str) -> int:
     return n
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("data", nargs="?", help="a .csv or .parquet file of the data (or use --dataset)")
-    common.add_argument("--dataset", metavar="NAME", help="a data set shipped with jaxmm (see jaxmm.datasets())")
-    common.add_argument(
-        "--formula", "-f", required=True, help='lme4 syntax, e.g. "reaction ~ 1 + days + (1 + days | subj)"'
-    )
-    common.add_argument("--reml", action="store_true", help="fit by REML (default: maximum likelihood)")
-    common.add_argument("--traceback", action="store_true", help="show the Python traceback of an error")
+def _options(*adders) -> argparse.ArgumentParser:
+    """A parent parser holding the options `adders` add (argparse shares options through parents)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    for add in adders:
+        add(parent)
+    return parent
 
-    parser = _Parser(prog="jaxmm", description="Linear mixed models and their parametric bootstrap, in JAX.")
+
+def _input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="?", help="a .csv or .parquet file of the data (or use --dataset)")
+    p.add_argument("--dataset", metavar="NAME", help="a data set shipped with jaxmm (see jaxmm.datasets())")
+    p.add_argument("--json", action="store_true", help="print one JSON object (estimates, tables, tests) for scripts")
+    p.add_argument("--traceback", action="store_true", help="show the Python traceback of an error")
+
+
+def _lmm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reml", action="store_true", help="fit by REML (default: maximum likelihood)")
+    p.add_argument(
+        "--weights", metavar="COLUMN", help="prior weights: residual variance sigma^2/w (LMM), the trials (binomial)"
+    )
+    p.add_argument("--offset", metavar="COLUMN", help="a column added to the linear predictor")
+
+
+def _glmm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--family",
+        help="fit a generalized linear mixed model of this family, as jaxmm.fit's family= (bernoulli, binomial, "
+        "poisson, ...; default: a linear mixed model)",
+    )
+    p.add_argument("--link", help="the family's link, as jaxmm.fit's link= (logit, probit, log, ...)")
+
+
+def _bootstrap_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--nsamp", type=_count, default=10_000, help="number of replicates (default 10000)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (it shows only in a terminal)")
+
+
+def _one_formula(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--formula", "-f", required=True, help='lme4 syntax, e.g. "reaction ~ 1 + days + (1 + days | subj)"')
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jaxmm", description="Linear and generalized linear mixed models and their parametric bootstrap, in JAX."
+    )
     parser.add_argument("--version", action="version", version=f"jaxmm {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{fit,bootstrap}", parser_class=_Parser)
-    commands.add_parser("fit", parents=[common], help="fit a model and print its summary")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}", parser_class=_Parser
+    )
+    glmm = _options(_input_options, _one_formula, _lmm_options, _glmm_options)
+    commands.add_parser("fit", parents=[glmm], help="fit a model and print its summary")
     boot = commands.add_parser(
         "bootstrap",
-        parents=[common],
+        parents=[glmm, _options(_bootstrap_options)],
         help="fit a model, bootstrap it, print the shortest coverage intervals",
     )
-    boot.add_argument("-n", "--nsamp", type=_count, default=10_000, help="number of replicates (default 10000)")
-    boot.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     boot.add_argument("--level", type=_level, default=0.95, help="coverage of the intervals (default 0.95)")
     boot.add_argument(
         "--out",
@@ -85,6 +131,32 @@ def _parser() -> argparse.ArgumentParser:
         choices=("float64", "float32"),
         default="float64",
         help="precision of the replicate fits (default float64; float32 for GPUs with slow float64)",
+    )
+    pblrt = commands.add_parser(
+        "pblrt",
+        parents=[_options(_input_options, _lmm_options, _bootstrap_options)],
+        help="parametric-bootstrap likelihood-ratio test of two nested linear mixed models (pbkrtest's PBmodcomp)",
+    )
+    pblrt.add_argument(
+        "--formula",
+        "-f",
+        required=True,
+        nargs=2,
+        metavar=("SMALL", "LARGE"),
+        help="the null model's formula, then the alternative's (the small model nested in the large one)",
+    )
+    anova = commands.add_parser(
+        "anova",
+        parents=[_options(_input_options, _lmm_options, _glmm_options)],
+        help="likelihood-ratio tests of two or more nested models (lme4's anova)",
+    )
+    anova.add_argument(
+        "--formula",
+        "-f",
+        required=True,
+        nargs="+",
+        metavar="FORMULA",
+        help="the models' formulas, each nested in the next",
     )
     return parser
 
@@ -133,31 +205,153 @@ def _check_out(path: str) -> None:
         raise ValueError(f"--out {path}: cannot write to directory {folder}")
 
 
-def _command(args) -> None:
-    from .bootstrap import parametricbootstrap
+# ---- JSON ---------------------------------------------------------------------------------------
+
+
+def _json_value(v):
+    """A number or table cell as JSON: numbers as numbers, missing values (None, NaN) and infinities as null."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(v, str):
+        return v
+    if v is None or pd.isna(v):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _records(table) -> list[dict]:
+    """A DataFrame's rows as JSON objects, by column name."""
+    return [{key: _json_value(v) for key, v in row.items()} for row in table.to_dict("records")]
+
+
+def _model_json(m) -> dict:
+    """A fitted model's estimates: criteria, coefficients (with Wald z tests), variance components."""
+    family = getattr(m, "family", None)  # a generalized linear mixed model's
+    coefficients = m.coeftable().rename(columns={"Est.": "estimate", "SE": "se"}).rename_axis("name").reset_index()
+    return {
+        "formula": m.formula,
+        "method": m.fit_method,
+        "family": family.name if family else "gaussian",
+        "link": family.link if family else "identity",
+        "REML": m.REML,
+        "nobs": m.nobs,
+        "ndropped": m.ndropped,
+        "converged": bool(m.optsum.converged),
+        "objective": _json_value(m.objective),
+        "loglikelihood": None if m.REML else _json_value(m.loglikelihood),
+        "aic": _json_value(m.aic),
+        "bic": _json_value(m.bic),
+        "dof": m.dof,
+        "sigma": _json_value(m.sigma) if m.has_dispersion else None,
+        "theta": [_json_value(v) for v in m.theta],
+        "coefficients": _records(coefficients),
+        "varcorr": _records(m.varcorr()),
+    }
+
+
+# ---- the commands -------------------------------------------------------------------------------
+
+
+def _fit(args, formula: str, data):
     from .models import fit
 
-    if args.command == "bootstrap" and args.out:
+    glmm = {"family": args.family, "link": args.link} if "family" in args else {}
+    return fit(formula, data, REML=args.reml, weights=args.weights, offset=args.offset, **glmm)
+
+
+def _fit_command(args, data) -> tuple[dict, str]:
+    m = _fit(args, args.formula, data)
+    return {"model": _model_json(m)}, str(m)
+
+
+def _bootstrap_command(args, data) -> tuple[dict, str]:
+    from .bootstrap import parametricbootstrap
+
+    if args.out:
         _check_out(args.out)
-    m = fit(args.formula, _data(args), REML=args.reml)
-    print(m)
-    if args.command == "fit":
-        return
+    m = _fit(args, args.formula, data)
+    if not args.json:  # the fit's summary before the bootstrap's wait
+        print(m, flush=True)
     samp = parametricbootstrap(
-        args.seed, args.nsamp, m, progress=True, precision=args.precision, checkpoint=args.checkpoint
+        args.seed, args.nsamp, m, progress=not args.quiet, precision=args.precision, checkpoint=args.checkpoint
     )
-    print(f"\nParametric bootstrap: {samp.nsamp} replicates, seed {args.seed}")
-    print(f"Shortest {100 * args.level:g}% coverage intervals:")
-    print(samp.shortestcovint(args.level).to_string(index=False, na_rep=""))
-    print(f"Singular replicates: {int(samp.issingular().sum())} of {samp.nsamp}")
-    print(f"Converged replicates: {int(samp.converged.sum())} of {samp.nsamp}")
+    intervals = samp.shortestcovint(args.level)
+    singular, converged = int(samp.issingular().sum()), int(samp.converged.sum())
     if args.out:
         samp.save(args.out)
-        print(f"Replicates written to {args.out}")
+    result = {
+        "model": _model_json(m),
+        "bootstrap": {
+            "nsamp": samp.nsamp,
+            "seed": args.seed,
+            "level": args.level,
+            "intervals": _records(intervals),
+            "singular": singular,
+            "converged": converged,
+            "out": args.out,
+        },
+    }
+    text = [
+        f"\nParametric bootstrap: {samp.nsamp} replicates, seed {args.seed}",
+        f"Shortest {100 * args.level:g}% coverage intervals:",
+        intervals.to_string(index=False, na_rep=""),
+        f"Singular replicates: {singular} of {samp.nsamp}",
+        f"Converged replicates: {converged} of {samp.nsamp}",
+    ]
+    if args.out:
+        text.append(f"Replicates written to {args.out}")
+    return result, "\n".join(text)
+
+
+def _pblrt_command(args, data) -> tuple[dict, str]:
+    from .lrt import pblrt
+
+    small, large = (_fit(args, formula, data) for formula in args.formula)
+    test = pblrt(args.seed, args.nsamp, small, large, progress=not args.quiet)
+    result = {
+        "models": [_model_json(small), _model_json(large)],
+        "test": {
+            "nsamp": test.nsamp,
+            "seed": args.seed,
+            "nused": test.nused,
+            "nfailed": test.nfailed,
+            "lrt": _json_value(test.lrt),
+            "df": test.df,
+            "bartlett": _json_value(test.bartlett),
+            "pvalue_chisq": _json_value(test.pvalue_chisq),
+            "pvalue_bootstrap": _json_value(test.pvalue_bootstrap),
+            "pvalue_gamma": _json_value(test.pvalue_gamma),
+            "pvalue_bartlett": _json_value(test.pvalue_bartlett),
+        },
+    }
+    return result, repr(test)
+
+
+def _anova_command(args, data) -> tuple[dict, str]:
+    from .display import anova_table
+    from .lrt import anova
+
+    models = [_fit(args, formula, data) for formula in args.formula]
+    table = anova(*models)
+    result = {"models": [_model_json(m) for m in models], "anova": _records(table.reset_index())}
+    return result, anova_table(table)
+
+
+def _command(args) -> None:
+    """Run the command; print its text, or with --json its one JSON object."""
+    run = {"fit": _fit_command, "bootstrap": _bootstrap_command, "pblrt": _pblrt_command, "anova": _anova_command}
+    result, text = run[args.command](args, _data(args))
+    print(json.dumps({"command": args.command, **result}, allow_nan=False) if args.json else text)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"jaxmm: warning: {message}", file=sys.stderr)
+    print(f"jaxmm: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,15 +364,17 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             _command(args)
-        except (ValueError, OSError) as err:
-            # ValueError: jaxmm's (and pandas', pyarrow's) messages about the input; OSError: files.
-            # Anything else is a bug, so its traceback shows.
-            if args.traceback:
-                raise
-            message = " ".join(str(err).split()) or type(err).__name__  # parsers' messages span lines
-            print(f"jaxmm: error: {message}", file=sys.stderr)
-            return 2
         except KeyboardInterrupt:
             print("jaxmm: interrupted", file=sys.stderr)
             return 130
+        except Exception as err:
+            if args.traceback:
+                raise
+            # ValueError: jaxmm's (and pandas', pyarrow's) messages about the input; OSError: files.
+            # Anything else is a bug: named as one, the traceback one flag away.
+            message = " ".join(str(err).split()) or type(err).__name__  # parsers' messages span lines
+            if not isinstance(err, (ValueError, OSError)):
+                message = f"internal error, {type(err).__name__}: {message} (--traceback shows where; please report it)"
+            print(f"jaxmm: error: {message}", file=sys.stderr)
+            return 2
     return 0

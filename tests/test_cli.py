@@ -1,5 +1,7 @@
 """The `jaxmm` command line: the same numbers as the Python API, replicate tables on disk, one-line errors."""
 
+import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 
 import jaxmm
 from jaxmm.cli import main
+from jaxmm.display import anova_table
 
 FORMULA = "yield ~ 1 + (1 | batch)"
 NSAMP, SEED = 200, 7
@@ -87,6 +90,176 @@ def test_warnings_are_one_line(capsys, tmp_path):
     assert err.startswith("jaxmm: warning: dropped 1 of 30 rows") and err.count("\n") == 1
 
 
+def _json(out: str) -> dict:
+    """stdout of --json: exactly one JSON object (strict: no NaN or Infinity), nothing else."""
+    assert out.endswith("\n") and out.count("\n") == 1
+
+    def refuse(constant):
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(out, parse_constant=refuse)
+
+
+def _check_model_json(got: dict, m) -> None:
+    assert (got["formula"], got["REML"], got["nobs"], got["dof"]) == (m.formula, m.REML, m.nobs, m.dof)
+    assert got["objective"] == m.objective and got["theta"] == m.theta.tolist()
+    ct = m.coeftable()
+    assert [c["name"] for c in got["coefficients"]] == list(ct.index)
+    np.testing.assert_array_equal([[c[k] for k in ("estimate", "se", "z", "p")] for c in got["coefficients"]], ct)
+    np.testing.assert_array_equal([v["sdcor"] for v in got["varcorr"]], m.varcorr()["sdcor"])
+
+
+def test_fit_json_holds_the_models_estimates(model, capsys):
+    assert main(["fit", "--dataset", "dyestuff", "-f", FORMULA, "--json"]) == 0
+    got = _json(capsys.readouterr().out)
+    assert got["command"] == "fit"
+    _check_model_json(got["model"], model)
+    assert (got["model"]["family"], got["model"]["link"], got["model"]["sigma"]) == (
+        "gaussian",
+        "identity",
+        model.sigma,
+    )
+    assert got["model"]["varcorr"][-1] == {
+        "grp": "Residual",
+        "var1": None,
+        "var2": None,
+        "vcov": model.sigma**2,
+        "sdcor": model.sigma,
+    }
+
+
+def test_bootstrap_json_holds_the_intervals_and_writes_a_restorable_file(model, samp, capsys, tmp_path):
+    out_file = tmp_path / "reps.parquet"
+    assert main(_bootstrap("--json", "--level", "0.9", "--out", str(out_file))) == 0
+    got = _json(capsys.readouterr().out)
+    _check_model_json(got["model"], model)
+    boot = got["bootstrap"]
+    assert (boot["nsamp"], boot["seed"], boot["level"], boot["out"]) == (NSAMP, SEED, 0.9, str(out_file))
+    assert (boot["singular"], boot["converged"]) == (int(samp.issingular().sum()), NSAMP)
+    expected = samp.shortestcovint(0.9)
+    assert [[r["type"], r["group"], r["names"]] for r in boot["intervals"]] == [
+        [None if pd.isna(v) else v for v in row] for row in expected[["type", "group", "names"]].to_numpy()
+    ]
+    np.testing.assert_array_equal([[r["lower"], r["upper"]] for r in boot["intervals"]], expected[["lower", "upper"]])
+    pd.testing.assert_frame_equal(jaxmm.restorereplicates(out_file, model).tbl, samp.tbl, check_exact=True)
+
+
+def test_lmm_weights_offset_and_reml(capsys, tmp_path):
+    data = jaxmm.dataset("sleepstudy")
+    data["w"] = 1.0 + (data["days"] % 3)
+    data["o"] = 0.5 * data["days"]
+    path = tmp_path / "sleep.csv"
+    data.to_csv(path, index=False)
+    formula = "reaction ~ 1 + days + (1 | subj)"
+    assert main(["fit", str(path), "-f", formula, "--weights", "w", "--offset", "o", "--reml"]) == 0
+    expected = jaxmm.fit(formula, pd.read_csv(path), REML=True, weights="w", offset="o")
+    assert capsys.readouterr().out.strip() == str(expected)
+
+
+def test_glmm_family_link_and_weights(capsys, tmp_path):
+    data = jaxmm.dataset("cbpp")
+    data["prop"] = data["incidence"] / data["size"]
+    formula = "prop ~ 1 + period + (1 | herd)"
+    path = tmp_path / "cbpp.parquet"
+    data.to_parquet(path)
+    argv = ["fit", str(path), "-f", formula, "--family", "binomial", "--link", "probit", "--weights", "size"]
+    assert main(argv) == 0
+    expected = jaxmm.fit(formula, data, family="binomial", link="probit", weights="size")
+    assert capsys.readouterr().out.strip() == str(expected)
+    assert main([*argv, "--json"]) == 0
+    got = _json(capsys.readouterr().out)["model"]
+    _check_model_json(got, expected)
+    assert (got["family"], got["link"], got["sigma"], got["loglikelihood"]) == (
+        "binomial",
+        "probit",
+        None,
+        expected.loglikelihood,
+    )
+
+
+SMALL, LARGE = "reaction ~ 1 + days + (1 | subj)", "reaction ~ 1 + days + (1 + days | subj)"
+
+
+def test_pblrt_prints_and_returns_the_apis_test(capsys):
+    sleep = jaxmm.dataset("sleepstudy")
+    small, large = jaxmm.fit(SMALL, sleep), jaxmm.fit(LARGE, sleep)
+    expected = jaxmm.pblrt(3, 100, small, large, progress=False)
+    argv = ["pblrt", "--dataset", "sleepstudy", "-f", SMALL, LARGE, "-n", "100", "--seed", "3"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == repr(expected)
+    assert main([*argv, "--json"]) == 0
+    got = _json(capsys.readouterr().out)
+    _check_model_json(got["models"][0], small)
+    _check_model_json(got["models"][1], large)
+    test = got["test"]
+    assert (test["nsamp"], test["seed"], test["nused"], test["nfailed"], test["df"]) == (100, 3, 100, 0, 2)
+    for name in ("lrt", "bartlett", "pvalue_chisq", "pvalue_bootstrap", "pvalue_gamma", "pvalue_bartlett"):
+        assert test[name] == getattr(expected, name), name
+
+
+def test_anova_prints_and_returns_the_apis_table(capsys):
+    sleep = jaxmm.dataset("sleepstudy")
+    formulas = [LARGE, "reaction ~ 1 + (1 | subj)", SMALL]  # anova orders them by number of parameters
+    expected = jaxmm.anova(*(jaxmm.fit(f, sleep) for f in formulas))
+    assert main(["anova", "--dataset", "sleepstudy", "-f", *formulas]) == 0
+    assert capsys.readouterr().out.strip() == anova_table(expected).strip()
+    assert main(["anova", "--dataset", "sleepstudy", "-f", *formulas, "--json"]) == 0
+    got = _json(capsys.readouterr().out)
+    assert [m["formula"] for m in got["models"]] == formulas
+    assert [row["model"] for row in got["anova"]] == list(expected.index)
+    assert got["anova"][0]["Chisq"] is None and got["anova"][0]["Pr(>Chisq)"] is None  # NaN in the table
+    np.testing.assert_array_equal([[row[c] for c in expected.columns] for row in got["anova"][1:]], expected.iloc[1:])
+
+
+def test_anova_refits_reml_fits_with_a_one_line_warning(capsys):
+    assert main(["anova", "--dataset", "sleepstudy", "-f", SMALL, LARGE, "--reml"]) == 0
+    assert capsys.readouterr().err == "jaxmm: warning: refitting model(s) with ML (instead of REML)\n"
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("terminal", "ci", "extra", "shown"),
+    [
+        (False, None, [], False),  # not a terminal (a log, a pipe)
+        (True, None, [], True),
+        (True, None, ["--quiet"], False),
+        (True, "true", [], False),  # a terminal in CI: logs hold no bar
+    ],
+)
+def test_progress_bar_only_in_a_terminal_outside_ci(terminal, ci, extra, shown, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    if ci:
+        monkeypatch.setenv("CI", ci)
+    err = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert main(_bootstrap(*extra)) == 0
+    assert ("bootstrap: 100%" in err.getvalue()) == shown
+    assert shown or err.getvalue() == ""
+
+
+def test_progress_false_prints_nothing_in_a_terminal(model, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    jaxmm.parametricbootstrap(SEED, 50, model, progress=False)
+    assert sys.stderr.getvalue() == ""
+
+
+def test_an_internal_error_is_one_line_too(capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr("jaxmm.cli._data", broken)
+    assert main(["fit", "--dataset", "dyestuff", "-f", FORMULA]) == 2
+    err = capsys.readouterr().err
+    assert err == "jaxmm: error: internal error, KeyError: 'boom' (--traceback shows where; please report it)\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -119,11 +292,27 @@ def test_warnings_are_one_line(capsys, tmp_path):
             "jaxmm bootstrap: error: argument -n/--nsamp: must be a positive integer",
         ),
         (["fit", "--dataset", "dyestuff"], "jaxmm fit: error: the following arguments are required: --formula"),
-        (["refit"], "jaxmm: error: argument {fit,bootstrap}: invalid choice: 'refit'"),
+        (["refit"], "jaxmm: error: argument {fit,bootstrap,pblrt,anova}: invalid choice: 'refit'"),
         (
             ["bootstrap", "--dataset", "dyestuff", "-f", FORMULA, "--precision", "half"],
             "jaxmm bootstrap: error: argument --precision: invalid choice: 'half'",
         ),
+        (["fit", "--dataset", "dyestuff", "-f", FORMULA, "--family", "nosuch"], "jaxmm: error: family must be one of"),
+        (["fit", "--dataset", "dyestuff", "-f", FORMULA, "--link", "log"], "jaxmm: error: link, fast and nAGQ apply"),
+        (
+            ["fit", "--dataset", "dyestuff", "-f", FORMULA, "--weights", "w"],
+            "jaxmm: error: weights 'w' is not a column of the data",
+        ),
+        (["pblrt", "--dataset", "dyestuff", "-f", FORMULA], "jaxmm pblrt: error: argument --formula/-f: expected 2"),
+        (
+            ["pblrt", "--dataset", "dyestuff", "-f", FORMULA, FORMULA, "--family", "poisson"],
+            "jaxmm: error: unrecognized",
+        ),
+        (
+            ["pblrt", "--dataset", "dyestuff", "-f", FORMULA, FORMULA],
+            "jaxmm: error: m_small is not nested in m_large: it has 3 parameters, m_large 3",
+        ),
+        (["anova", "--dataset", "dyestuff", "-f", FORMULA], "jaxmm: error: anova compares two or more fitted models"),
     ],
 )
 def test_errors_are_one_line_with_status_2(argv, message, capsys, tmp_path, monkeypatch):
@@ -143,13 +332,15 @@ def test_traceback_flag_shows_the_exception(capsys):
 
 
 def test_installed_command_matches_the_api(samp):
-    """The `jaxmm` script from [project.scripts], in a process of its own, gives the same intervals."""
+    """The `jaxmm` script from [project.scripts], in a process of its own, gives the same intervals;
+    with --json its stdout is the one JSON object (JAX's own messages, if any, go elsewhere)."""
     script = Path(sys.executable).with_name("jaxmm")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "jaxmm"]
-    done = subprocess.run(command + _bootstrap(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command + _bootstrap("--json"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    intervals = _json(done.stdout)["bootstrap"]["intervals"]
     expected = samp.shortestcovint(0.95)[["lower", "upper"]].to_numpy()
-    np.testing.assert_allclose(_printed_intervals(done.stdout), expected, rtol=1e-6)
+    np.testing.assert_array_equal([[r["lower"], r["upper"]] for r in intervals], expected)
     failed = subprocess.run(
         [sys.executable, "-m", "jaxmm", "fit", "nothere.parquet", "-f", FORMULA],
         capture_output=True,
