@@ -243,6 +243,19 @@ def test_progress_bar_only_in_a_terminal_outside_ci(terminal, ci, extra, shown, 
     assert shown or err.getvalue() == ""
 
 
+def test_progress_bar_in_a_jupyter_kernel(monkeypatch):
+    """A kernel's stderr is no terminal, but someone watches: tqdm.auto draws its widget there."""
+    from jaxmm.bootstrap.engine import shows_progress
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not shows_progress(True)
+    monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", sys)  # what tqdm.auto looks for, too
+    assert shows_progress(True) and not shows_progress(False)
+    monkeypatch.setenv("CI", "true")
+    assert not shows_progress(True)
+
+
 def test_progress_false_prints_nothing_in_a_terminal(model, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr(sys, "stderr", _Terminal())
