@@ -25,9 +25,10 @@ def fit(
     nAGQ: int = 1,
 ) -> LinearMixedModel | GeneralizedLinearMixedModel:
     """Fit a linear mixed model by ML (default) or REML, with lme4's formula syntax; with `family`
-    ("bernoulli", "binomial", "poisson"), a generalized linear mixed model by the Laplace
-    approximation or, with nAGQ > 1, adaptive Gauss-Hermite quadrature
-    (jaxmm.GeneralizedLinearMixedModel; `link`, `weights`, `fast`, `nAGQ`).
+    ("bernoulli", "binomial", "poisson", "negativebinomial" or "nbinom2", "gamma"), a generalized linear
+    mixed model by the Laplace approximation or, with nAGQ > 1, adaptive Gauss-Hermite quadrature
+    (jaxmm.GeneralizedLinearMixedModel; `link`, `weights`, `fast`, `nAGQ`); the negative binomial's k and
+    the Gamma's dispersion are estimated with the other parameters.
 
     `offset` (both kinds) and `weights` (a linear mixed model's prior weights, residual variance
     sigma^2 / w_i, lmer's; a binomial GLMM's trials): a column name or one value per row of data.
@@ -38,7 +39,7 @@ def fit(
         if link not in (None, "identity") or fast is not False or nAGQ != 1:
             raise ValueError(
                 "link, fast and nAGQ apply to a generalized linear mixed model "
-                "(family='bernoulli', 'binomial' or 'poisson')"
+                "(family='bernoulli', 'binomial', 'poisson', 'negativebinomial' or 'gamma')"
             )
         model = LinearMixedModel(formula, data, REML=REML, weights=weights, offset=offset)
         return model.fit(optsum_overrides=optsum_overrides)

@@ -145,7 +145,7 @@ def test_a_binomial_proportion_without_its_trials_is_an_error():
     "kwargs,message",
     [
         ({"nAGQ": 9}, "fast and nAGQ apply to a generalized"),
-        ({"family": "gamma"}, "family must be one of"),
+        ({"family": "tweedie"}, "family must be one of"),
         ({"family": "binomial", "link": "log"}, "link for family 'binomial'"),
         ({"family": "binomial", "REML": True}, "REML applies to linear"),
         ({"link": "logit"}, "apply to a generalized"),

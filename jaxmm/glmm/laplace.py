@@ -10,6 +10,12 @@ where d_i = -2 log p(y_i | mu_i) (family.py), u~ is the conditional mode of u, t
 of the penalised deviance  sum_i d_i + ||u||^2  (found by PIRLS), and W holds the Fisher weights
 at u~. `objective` is f at the optimum, the value lme4 reports as -2 logLik.
 
+A family with a shape parameter alpha (the negative binomial's k, the Gamma's 1/phi:
+Family.has_shape) makes d_i and W functions of alpha too, and f is minimised over log alpha as
+well: the solver's x is (theta, log alpha, beta) (or (theta, log alpha) for fast=True). The
+log-determinant keeps the Fisher weights (lme4's; glmmTMB's Laplace approximation takes the exact
+curvature of d_i/2 instead, which differs for non-canonical links such as these families' log).
+
 fast=False (the default: lme4's nAGQ = 1, MixedModels.jl's fast=false) minimises f over theta and
 beta together; fast=True (lme4's nAGQ = 0) minimises over theta alone, with beta found by PIRLS
 together with u (the joint mode of the penalised deviance in (u, beta)).
@@ -61,6 +67,7 @@ class GlmmData(NamedTuple):
     z: tuple[Array, ...]  # per term, (n, k)
     index: Array  # (n, K), K = sum of the terms' k
     offset: Array | float = 0.0  # (n,) added to the linear predictor
+    shape: Array | float = 1.0  # the family's shape alpha (Family.has_shape); unused by the others
 
 
 class Mode(NamedTuple):
@@ -100,7 +107,8 @@ def linear_predictor(mode: Mode, zl: Array, data: GlmmData) -> Array:
 
 
 def _penalised_deviance(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> Array:
-    return jnp.sum(fam.deviance(data.y, data.weights, linear_predictor(mode, zl, data))) + mode.u @ mode.u
+    eta = linear_predictor(mode, zl, data)
+    return jnp.sum(fam.deviance(data.y, data.weights, eta, data.shape)) + mode.u @ mode.u
 
 
 def _z_gram(zl: Array, c: Array, index: Array, q: int) -> Array:
@@ -114,7 +122,7 @@ def _z_gram(zl: Array, c: Array, index: Array, q: int) -> Array:
 def _half_deviance_derivatives(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> tuple[Array, Array, Array]:
     """eta, and the first and second derivatives of d_i/2 in eta_i."""
     eta = linear_predictor(mode, zl, data)
-    half_deviance = jax.grad(lambda e: 0.5 * jnp.sum(fam.deviance(data.y, data.weights, e)))
+    half_deviance = jax.grad(lambda e: 0.5 * jnp.sum(fam.deviance(data.y, data.weights, e, data.shape)))
     g, curvature = jax.jvp(half_deviance, (eta,), (jnp.ones_like(eta),))
     return eta, g, curvature
 
@@ -137,7 +145,7 @@ def _penalised_hessian(mode: Mode, zl: Array, data: GlmmData, fam: Family, vary_
     d^2(d_i/2)/deta^2 (fisher=False: Newton). For the canonical links they agree."""
     q, p = mode.u.shape[0], mode.beta.shape[0]
     eta, _, curvature = _half_deviance_derivatives(mode, zl, data, fam)
-    c = fam.fisher_weights(data.weights, eta) if fisher else curvature
+    c = fam.fisher_weights(data.weights, eta, data.shape) if fisher else curvature
     hess = _z_gram(zl, c, data.index, q) + jnp.eye(q, dtype=eta.dtype)
     if not vary_beta:
         return hess
@@ -201,9 +209,9 @@ def laplace(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam
     for _ in range(2):
         mode = _step(mode, factor, _penalised_gradient(mode, zl, data, fam, fast), fast)
     eta = linear_predictor(mode, zl, data)
-    gram = _z_gram(zl, fam.fisher_weights(data.weights, eta), data.index, q) + jnp.eye(q, dtype=eta.dtype)
+    gram = _z_gram(zl, fam.fisher_weights(data.weights, eta, data.shape), data.index, q) + jnp.eye(q, dtype=eta.dtype)
     logdet = leading_logdets(gram, (q,))[0]
-    return Laplace(jnp.sum(fam.deviance(data.y, data.weights, eta)) + mode.u @ mode.u + logdet, mode)
+    return Laplace(jnp.sum(fam.deviance(data.y, data.weights, eta, data.shape)) + mode.u @ mode.u + logdet, mode)
 
 
 def gauss_hermite(nAGQ: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,13 +254,14 @@ def adaptive_quadrature(
     zl = z_lambda(theta, data, structure)
     eta = linear_predictor(at.mode, zl, data)
     sd = lax.rsqrt(
-        jax.ops.segment_sum(fam.fisher_weights(data.weights, eta) * zl[:, 0] ** 2, group, num_segments=q) + 1.0
+        jax.ops.segment_sum(fam.fisher_weights(data.weights, eta, data.shape) * zl[:, 0] ** 2, group, num_segments=q)
+        + 1.0
     )
 
     def devc(z: Array) -> Array:
         """D_j(u~_j + s_j z) for every group j."""
         shift = z * sd
-        d = fam.deviance(data.y, data.weights, eta + zl[:, 0] * shift[group])
+        d = fam.deviance(data.y, data.weights, eta + zl[:, 0] * shift[group], data.shape)
         return jax.ops.segment_sum(d, group, num_segments=q) + (at.mode.u + shift) ** 2
 
     z, w = gauss_hermite(nAGQ)
@@ -272,7 +281,19 @@ class GlmmFit(NamedTuple):
     vcov: Array  # of beta-hat
     converged: Array
     niter: Array
-    hessian: Array  # of f in x = theta (fast) or (theta, beta), exact or BFGS's: to continue from
+    hessian: Array  # of f in the solver's x (see solver_problem), exact or BFGS's: to continue from
+    shape: Array  # the family's shape alpha at the optimum (Family.has_shape); 1 for the others
+
+
+def _parameters(
+    x: Array, beta0: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool
+) -> tuple[Array, Array, GlmmData]:
+    """theta, beta (beta0 for fast=True) and the data at the shape alpha, from the solver's
+    x = (theta, [log alpha,] [beta]) (see `solver_problem`)."""
+    ntheta = structure.ntheta
+    if fam.has_shape:
+        data = data._replace(shape=jnp.exp(x[ntheta]))
+    return x[:ntheta], beta0 if fast else x[ntheta + fam.has_shape :], data
 
 
 def solver_problem(
@@ -281,16 +302,16 @@ def solver_problem(
     """The function of the solver's x that a fit minimises, and x's `column_diag` (see solver.py).
 
     fast=True: x = theta, beta found by PIRLS from beta0. fast=False: x = (theta, beta); the fixed
-    effects have no bound and no sign symmetry (column_diag -1), and beta0 gives only their count."""
-    ntheta = structure.ntheta
-    if fast:
-        return (lambda th: adaptive_quadrature(th, beta0, data, structure, fam, True, nAGQ).objective), (
-            structure.column_diag
-        )
-    column_diag = np.concatenate([structure.column_diag, np.full(beta0.shape[0], -1, dtype=np.int32)])
-    return (lambda x: adaptive_quadrature(x[:ntheta], x[ntheta:], data, structure, fam, False, nAGQ).objective), (
-        column_diag
-    )
+    effects have no bound and no sign symmetry (column_diag -1), and beta0 gives only their count.
+    A family with a shape alpha (Family.has_shape) has log alpha after theta, unbounded too."""
+    free = int(fam.has_shape) + (0 if fast else beta0.shape[0])
+    column_diag = np.concatenate([structure.column_diag, np.full(free, -1, dtype=np.int32)])
+
+    def objective(x: Array) -> Array:
+        theta, beta, data_x = _parameters(x, beta0, data, structure, fam, fast)
+        return adaptive_quadrature(theta, beta, data_x, structure, fam, fast, nAGQ).objective
+
+    return objective, column_diag
 
 
 def glmm_result(
@@ -300,15 +321,17 @@ def glmm_result(
     fast=False, the beta block of 2 H^-1 with H the Hessian of f in (theta, beta) at the optimum
     (exact, lme4's is by finite differences; after BFGS iterations, BFGS's approximation of it);
     fast=True, the beta block of the inverse of PIRLS's Fisher system in (u, beta) at the mode
-    (lme4's RX-based one, which it uses for nAGQ = 0)."""
-    ntheta = structure.ntheta
-    theta, start = (res.theta, beta0) if fast else (res.theta[:ntheta], res.theta[ntheta:])
+    (lme4's RX-based one, which it uses for nAGQ = 0). With a shape alpha, fast=False's H includes
+    log alpha (glmmTMB's joint Hessian; glmer.nb's holds k fixed), fast=True's holds it fixed."""
+    theta, start, data = _parameters(res.theta, beta0, data, structure, fam, fast)
     at = adaptive_quadrature(theta, start, data, structure, fam, fast, nAGQ)
     if fast:
         vcov = fisher_vcov(theta, at.mode, data, structure, fam)
     else:
-        vcov = 2.0 * spd_inverse(res.hessian)[ntheta:, ntheta:]
-    return GlmmFit(at.objective, theta, at.mode.beta, at.mode.u, vcov, res.converged, res.niter, res.hessian)
+        free = structure.ntheta + fam.has_shape
+        vcov = 2.0 * spd_inverse(res.hessian)[free:, free:]
+    shape = jnp.asarray(data.shape, dtype=theta.dtype)
+    return GlmmFit(at.objective, theta, at.mode.beta, at.mode.u, vcov, res.converged, res.niter, res.hessian, shape)
 
 
 def fit_glmm(
@@ -326,15 +349,16 @@ def fit_glmm(
     (`adaptive_quadrature`) from (theta0, beta0) by the project's Newton solver. Pure.
 
     h0 as in `minimize`: given h0, a Hessian of f near the start in the solver's x, the iterations
-    need first derivatives of f only."""
+    need first derivatives of f only. A family's shape alpha starts at data.shape."""
     fun, column_diag = solver_problem(beta0, data, structure, fam, fast, nAGQ)
-    x0 = theta0 if fast else jnp.concatenate([theta0, beta0])
+    log_shape0 = jnp.log(jnp.asarray(data.shape, dtype=theta0.dtype)).reshape(-1)[: int(fam.has_shape)]
+    x0 = jnp.concatenate([theta0, log_shape0, *([] if fast else [beta0])])
     return glmm_result(minimize(fun, x0, column_diag, opts, h0), beta0, data, structure, fam, fast, nAGQ)
 
 
 def fisher_vcov(theta: Array, mode: Mode, data: GlmmData, structure: Structure, fam: Family) -> Array:
-    """Cov(beta-hat) given theta: the beta block of the inverse of PIRLS's Fisher system in
-    (u, beta) at `mode` (lme4's vcov(m, use.hessian = FALSE), and its only one for nAGQ = 0). Pure."""
+    """Cov(beta-hat) given theta (and data.shape): the beta block of the inverse of PIRLS's Fisher system
+    in (u, beta) at `mode` (lme4's vcov(m, use.hessian = FALSE), and its only one for nAGQ = 0). Pure."""
     info = _penalised_hessian(mode, z_lambda(theta, data, structure), data, fam, True, fisher=True)
     return spd_inverse(info)[-mode.beta.shape[0] :, -mode.beta.shape[0] :]
 
@@ -344,6 +368,12 @@ _fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts", "
 
 @partial(jit, static_argnames=("structure", "fam"))
 def glm_start(data: GlmmData, structure: Structure, fam: Family) -> Array:
-    """beta of the GLM without random effects: PIRLS in (u, beta) at theta = 0, where u stays 0."""
+    """beta of the GLM without random effects: PIRLS in (u, beta) at theta = 0, where u stays 0, from
+    beta = 0, or for the inverse link (mu = 1/eta, eta = 0 outside its domain) from the least-squares
+    fit of eta = 1/mean(y) (every mu the mean where X has an intercept; step halving keeps eta > 0)."""
     zl = z_lambda(jnp.zeros(structure.ntheta), data, structure)
-    return pirls(zl, jnp.zeros(structure.p), data, fam, True, sum(t.nranef for t in structure.terms)).beta
+    if fam.link == "inverse":
+        beta0 = jnp.linalg.lstsq(data.x, jnp.full_like(data.y, 1.0 / jnp.mean(data.y)))[0]
+    else:
+        beta0 = jnp.zeros(structure.p)
+    return pirls(zl, beta0, data, fam, True, sum(t.nranef for t in structure.terms)).beta

@@ -51,7 +51,8 @@ def simulate_glmm_response(
     u: Array | None = None,
 ) -> Array:
     """y drawn from `fam` with mean mu = g^-1(eta), eta = X beta + Z Lambda(theta) u, u ~ N(0, I_q)
-    (see Family.sample; binomial: the trials are data.weights). Pure: vmap over keys.
+    (see Family.sample; binomial: the trials are data.weights; the family's shape: data.shape). Pure:
+    vmap over keys.
 
     Given `u` (the fitted model's spherical conditional modes, at its theta: lme4's use.u=TRUE), the
     random effects are held there instead. u and y draw from two halves of the key, so replicate
@@ -60,7 +61,7 @@ def simulate_glmm_response(
     if u is None:
         u = jax.random.normal(key_u, (sum(t.nranef for t in structure.terms),), dtype=beta.dtype)
     eta = linear_predictor(Mode(u, beta), z_lambda(theta, data, structure), data)
-    return fam.sample(key_y, fam.inverse_link(eta), data.weights)
+    return fam.sample(key_y, fam.inverse_link(eta), data.weights, data.shape)
 
 
 class GlmmSimulation(NamedTuple):
@@ -95,7 +96,8 @@ class GlmmLanes:
     derivatives through PIRLS are what makes a GLMM fit's compilation long). x = theta (fast) or
     (theta, beta). The FitResult's se is from `fisher_vcov` at the replicate's optimum, lme4's
     vcov(use.hessian = FALSE): for fast=False the exact Hessian that m.stderror uses is not at
-    hand, and BFGS's approximation of it is off by up to ~10% (cbpp); sigma is NaN (no dispersion)."""
+    hand, and BFGS's approximation of it is off by up to ~10% (cbpp); sigma is the family's shape as
+    Family.sigma reports it (NaN without one), refitted per replicate."""
 
     structure: Structure
     family: Family
@@ -120,11 +122,11 @@ class GlmmLanes:
         state = solver.run(fun, state, column_diag, opts, exact=False, until=until)
         res, state = solver.finish(fun, state, column_diag, opts)
         g = glmm_result(res, *problem)
-        vcov = fisher_vcov(g.theta, Mode(g.u, g.beta), data, self.structure, self.family)
+        vcov = fisher_vcov(g.theta, Mode(g.u, g.beta), data._replace(shape=g.shape), self.structure, self.family)
         se = jnp.sqrt(jnp.diagonal(refit.back @ vcov @ refit.back.T))
-        nan = jnp.full((), jnp.nan, y.dtype)
+        sigma = self.family.sigma(g.shape).astype(y.dtype)
         beta, theta = refit.back @ g.beta, transform_theta(g.theta, refit.z_back, self.structure.terms)
-        return FitResult(g.objective, theta, beta, se, nan, g.converged, g.niter, g.hessian), state
+        return FitResult(g.objective, theta, beta, se, sigma, g.converged, g.niter, g.hessian), state
 
     def replicate_fit(self, y: Array, refit: GlmmRefit, fit: FitResult) -> ReplicateFit:
         raise NotImplementedError("a statistic of a generalized linear mixed model's replicates")
@@ -138,6 +140,10 @@ class GeneralizedLinearMixedModel(MixedModel):
     `weights`: prior weights, a column name or an array with one value per row of `data`; for
     family="binomial" the number of trials, with the response the proportion of successes
     (lme4's `glmer(incidence/size ~ ..., weights = size)`). Use `jaxmm.fit(..., family=...)`.
+
+    family="negativebinomial" ("nbinom2") and "gamma" have a shape alpha (Family.has_shape),
+    estimated with theta and beta by the same Laplace objective: `m.shape` (k, lme4's
+    getME(m, "glmer.nb.theta"); the Gamma's 1/phi) and `m.sigma` (k; the Gamma's sqrt(phi)).
     """
 
     has_dispersion: ClassVar[bool] = False
@@ -174,6 +180,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         self.family.check_response(self.design.y, self.design.weights, self.design.response)
         self.fast = False
         self.nAGQ = 1
+        self._shape = 1.0
         self.optsum: OptSummary | None = None
 
     def fit(
@@ -227,9 +234,29 @@ class GeneralizedLinearMixedModel(MixedModel):
                 int(res.niter),
                 opts,
             )
-        self.fast, self.nAGQ = bool(fast), int(nAGQ)
+        self.fast, self.nAGQ, self._shape = bool(fast), int(nAGQ), float(res.shape)
         self._store_fit(state, optsum)
         return self
+
+    @property
+    def shape(self) -> float:
+        """The family's shape alpha at the optimum: the negative binomial's k (variance mu + mu^2/k),
+        the Gamma's 1/phi (variance phi mu^2)."""
+        self._require_fit()
+        if not self.family.has_shape:
+            raise ValueError(f"{self.family_description} has no shape parameter")
+        return self._shape
+
+    @property
+    def sigma(self) -> float:
+        """glmmTMB's sigma(m): the negative binomial's k, the Gamma's sqrt(phi) (lme4's sigma(m))."""
+        with computing():
+            return float(self.family.sigma(jnp.asarray(self.shape)))
+
+    @property
+    def dof(self) -> int:
+        """Number of parameters: fixed effects (estimable), theta, and the family's shape if it has one."""
+        return super().dof + int(self.family.has_shape)
 
     def fitted(self) -> np.ndarray:
         """mu = g^-1(X beta-hat + Z b-hat), the conditional means."""
@@ -256,7 +283,11 @@ class GeneralizedLinearMixedModel(MixedModel):
 
     @property
     def distribution(self) -> str:
-        return f"Distribution: {self.family.name}; link: {self.family.link}"
+        shape = ""
+        if self.family.has_shape and self.optsum is not None:
+            nb = self.family.name == "negativebinomial"
+            shape = f" (k = {self.shape:.5g})" if nb else f" (dispersion phi = {1 / self.shape:.5g})"
+        return f"Distribution: {self.family.name}{shape}; link: {self.family.link}"
 
     # ---- the lane protocol (jaxmm/lanes.py) ------------------------------------------------
     def lanes(self) -> GlmmLanes:
@@ -271,11 +302,11 @@ class GeneralizedLinearMixedModel(MixedModel):
         return 8 * (8 * (q + s.p) ** 2 + 4 * s.n * (k * k + k + 11))
 
     def simulation(self, params: tuple, use_u: bool) -> GlmmSimulation:
-        """The arrays `GlmmLanes.simulate` draws from, at params = (beta, theta); with use_u, the
-        spherical random effects held at the conditional modes."""
+        """The arrays `GlmmLanes.simulate` draws from, at params = (beta, theta) and the fitted shape;
+        with use_u, the spherical random effects held at the conditional modes."""
         beta, theta = params
         u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in self._require_fit().u]) if use_u else None
-        data = jax.tree.map(jnp.asarray, glmm_data(self.design))
+        data = jax.tree.map(jnp.asarray, glmm_data(self.design)._replace(shape=self._shape))
         beta_s, theta_s = self.design.to_fit_beta(beta), self._fit_theta(theta)
         return GlmmSimulation(data, jnp.asarray(beta_s), jnp.asarray(theta_s), u)
 
@@ -289,7 +320,8 @@ class GeneralizedLinearMixedModel(MixedModel):
         theta = state.theta_fit if params is None else self._fit_theta(theta)
         beta = self.design.to_fit_beta(beta)
         theta = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
-        start = theta if self.fast else np.concatenate([theta, beta])
+        log_shape = [np.log(self._shape)] if self.family.has_shape else []
+        start = np.concatenate([theta, log_shape, *([] if self.fast else [beta])])
         back = jnp.asarray(self.design.beta_back)
         z_back = tuple(map(jnp.asarray, self.design.z_back))
         refit = GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(self.design)), jnp.asarray(beta), back, z_back)
