@@ -347,7 +347,8 @@ def conditional_covariances(m: MixedModel) -> tuple[np.ndarray, ...]:
         if m.has_dispersion:
             w, scale = np.ones(m.nobs), state.sigma
         else:
-            w = np.asarray(m.family.fisher_weights(jnp.asarray(_weights(m)), jnp.asarray(linear_predictor(m))))
+            eta = jnp.asarray(linear_predictor(m))
+            w = np.asarray(m.family.fisher_weights(jnp.asarray(_weights(m)), eta, m._shape))
             scale = 1.0
         blocks = _conditional_covariances_jit(
             jnp.asarray(zl),
