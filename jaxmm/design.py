@@ -123,6 +123,7 @@ class Design:
     blocks: Blocks
     ndropped: int
     data: pd.DataFrame | None = None  # the rows fitted (complete cases): what new data is encoded like
+    offset_column: str | None = None  # the column of data holding offset= ("(offset)": given as an array)
 
     def to_fit_theta(self, theta: np.ndarray) -> np.ndarray:
         """theta in the fit's parametrisation (of matrices.z, whose random effects are b_fit = T_t b):
@@ -336,6 +337,7 @@ def build_design(
         blocks=_blocks(structure, refs, zs, xs) if w is None else _weighted_blocks(structure, refs, zs, xs, w),
         ndropped=ndropped,
         data=data,
+        offset_column=offset,
     )
 
 

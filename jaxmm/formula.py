@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from formulaic.transforms import stateful_transform
 
 
 @dataclass(frozen=True)
@@ -222,25 +223,45 @@ def _r_label(value) -> str:
     return str(value)
 
 
-def poly(x, degree: int = 1, raw: bool = False) -> dict[str, np.ndarray]:
+@stateful_transform
+def poly(x, degree: int = 1, raw: bool = False, _state=None) -> dict[str, np.ndarray]:
     """R's poly(x, degree): the columns 1..degree of the QR-orthogonalised powers of x - mean(x), each
-    of unit length and sign that of Q_j R_jj (R's construction); raw = TRUE: x, x^2, ..., x^degree."""
+    of unit length and sign that of Q_j R_jj (R's construction); raw = TRUE: x, x^2, ..., x^degree.
+
+    As R's, the basis is kept as its three-term recurrence (R's coefs alpha, norm2) from the data it
+    was first made on, so new data (predict) is evaluated in the fitted data's basis:
+    P_0 = 1, P_1 = x - alpha_1, P_(j+1) = (x - alpha_(j+1)) P_j - (norm2_(j+1) / norm2_j) P_(j-1),
+    column j = P_j / sqrt(norm2_j), norm2_j = sum of P_j^2 over the fitted data."""
     x = np.asarray(x, dtype=np.float64)
     if raw:
         return {str(k): x**k for k in range(1, degree + 1)}
-    if degree >= len(np.unique(x)):
-        raise ValueError(f"poly: degree {degree} must be less than the number of unique points")
-    q, r = np.linalg.qr(np.vander(x - x.mean(), degree + 1, increasing=True))
-    z = q * np.diagonal(r)
-    z /= np.sqrt(np.sum(z**2, axis=0))
-    return {str(k): z[:, k] for k in range(1, degree + 1)}
+    if "alpha" not in _state:
+        if degree >= len(np.unique(x)):
+            raise ValueError(f"poly: degree {degree} must be less than the number of unique points")
+        centred = x - x.mean()
+        q, r = np.linalg.qr(np.vander(centred, degree + 1, increasing=True))
+        p = q * np.diagonal(r)
+        norm2 = np.sum(p**2, axis=0)
+        _state["alpha"] = list(np.sum(centred[:, None] * p**2, axis=0)[:degree] / norm2[:degree] + x.mean())
+        _state["norm2"] = [1.0] + list(norm2)
+    alpha, norm2 = _state["alpha"], _state["norm2"]
+    p = [np.ones_like(x), x - alpha[0]]
+    for j in range(1, degree):
+        p.append((x - alpha[j]) * p[j] - (norm2[j + 1] / norm2[j]) * p[j - 1])
+    return {str(k): p[k] / np.sqrt(norm2[k + 1]) for k in range(1, degree + 1)}
 
 
-def scale(x, center: bool = True, scale: bool = True) -> np.ndarray:
-    """R's scale(x): x - mean(x), divided by the standard deviation (n - 1); scale(x, scale = FALSE) centres."""
+@stateful_transform
+def scale(x, center: bool = True, scale: bool = True, _state=None) -> np.ndarray:
+    """R's scale(x): (x - c) / s with c = mean(x) and s the standard deviation (n - 1);
+    scale(x, scale = FALSE) centres; center = FALSE: s = sqrt(sum x^2 / (n - 1)). c and s are those of
+    the data it was first evaluated on, so new data (predict) is centred and scaled as the fitted data."""
     x = np.asarray(x, dtype=np.float64)
-    x = x - x.mean() if center else x
-    return x / (np.std(x, ddof=1) if center else np.sqrt(np.sum(x**2) / (len(x) - 1))) if scale else x
+    if "center" not in _state:
+        c = x.mean() if center else 0.0
+        _state["center"] = float(c)
+        _state["scale"] = float(np.sqrt(np.sum((x - c) ** 2) / (len(x) - 1))) if scale else 1.0
+    return (x - _state["center"]) / _state["scale"]
 
 
 R_FUNCTIONS = {

@@ -302,18 +302,24 @@ class MixedModel:
         return tables
 
     # ---- after the fit: jaxmm/predict.py, jaxmm/profile.py ------------------------------------
-    def predict(self, newdata=None, *, re_form=None, allow_new_levels: bool = False, type: str = "response"):
-        """lme4's predict.merMod: X beta + Z b (re_form=None) or X beta (re_form '~0', 'NA', False) on
-        newdata (default the fitted rows); see jaxmm.predict.predict."""
+    def predict(
+        self, newdata=None, *, re_form=None, allow_new_levels: bool = False, type: str = "response", offset=None
+    ):
+        """lme4's predict.merMod: X beta + o + Z b (re_form=None) or X beta + o (re_form '~0', 'NA', False)
+        on newdata (default the fitted rows), o the offset; see jaxmm.predict.predict."""
         from .predict import predict
 
-        return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels, type=type)
+        return predict(
+            self, newdata, re_form=re_form, allow_new_levels=allow_new_levels, type=type, offset=offset
+        )
 
-    def simulate(self, nsim: int = 1, seed=None, *, use_u: bool = False, newdata=None) -> pd.DataFrame:
+    def simulate(
+        self, nsim: int = 1, seed=None, *, use_u: bool = False, newdata=None, weights=None, offset=None
+    ) -> pd.DataFrame:
         """lme4's simulate.merMod: nsim responses (columns sim_1, ...); see jaxmm.predict.simulate."""
         from .predict import simulate
 
-        return simulate(self, nsim, seed, use_u=use_u, newdata=newdata)
+        return simulate(self, nsim, seed, use_u=use_u, newdata=newdata, weights=weights, offset=offset)
 
     def refit(self, y) -> MixedModel:
         """lme4's refit: the same model fitted to the response y, as a new model."""

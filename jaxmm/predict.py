@@ -4,11 +4,15 @@ to a new response (refit) and the conditional covariances of the random effects 
 Everything here is in the units of the data as given: X and each term's z as the formula evaluates
 them (not the fit's standardised X_s and rescaled z), with the estimates m.beta, m.theta and the
 random effects b of m.ranef(). For new data the formula is evaluated by formulaic's model spec of
-the fitted rows (design.data), so a factor keeps the fit's levels and coding:
+the fitted rows (design.data), so a factor keeps the fit's levels and coding and poly(x, k) and
+scale(x) keep the fitted data's basis, centre and scale (R's makepredictcall):
 
-    eta = X_new beta + sum_t Z_t,new b_t,     b_t = 0 for a level the fit has not seen.
+    eta = X_new beta + o_new + sum_t Z_t,new b_t,     b_t = 0 for a level the fit has not seen,
 
-A level of a fixed-effects factor that the fit has not seen has no coefficient: a ValueError.
+o_new the offset on the new rows: the formula's offset(expr) terms evaluated there, plus the fit's
+`offset=` column of newdata (an offset given to the fit as an array has no values for new rows:
+pass them as `offset=`). A level of a fixed-effects factor that the fit has not seen has no
+coefficient: a ValueError.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class NewMatrices(NamedTuple):
     rows; a term's levels are the fit's then, numbered after them, the `new` ones."""
 
     x: np.ndarray  # (n, p)
+    offset: np.ndarray  # (n,) o, zeros without one
     refs: tuple[np.ndarray, ...]  # per term, (n,) index into fit levels + new levels
     z: tuple[np.ndarray, ...]  # per term, (n, k)
     new: tuple[tuple[str, ...], ...]  # per term, the levels the fit has not seen
@@ -95,15 +100,17 @@ def _bars_by_term(design) -> list[list]:
     return [named[t.group] for t in design.structure.terms]
 
 
-def new_matrices(design, newdata, allow_new_levels: bool, random: bool = True) -> NewMatrices:
-    """X and, with `random`, each term's z and level index for the rows of newdata (see the module
-    docstring). A missing column, or a fixed-effects level the fit has not seen, is a ValueError; so is
-    a grouping level the fit has not seen unless allow_new_levels."""
+def new_matrices(design, newdata, allow_new_levels: bool, random: bool = True, offset=None) -> NewMatrices:
+    """X, the offset and, with `random`, each term's z and level index for the rows of newdata (see the
+    module docstring); `offset` (a column of newdata or one value per row) replaces the fit's `offset=`
+    column. A missing column, or a fixed-effects level the fit has not seen, is a ValueError; so is a
+    grouping level the fit has not seen unless allow_new_levels."""
     newdata = as_data_frame(newdata)
     fixed = _spec(design, design.formula.fixed, "fixed-effects")
+    offsets = [_spec(design, f"0 + I({e})", "offset") for e in design.formula.offsets]
     bars = _bars_by_term(design) if random else []
     specs = [[_spec(design, bar.expr, f"random-effects term for {bar.group_name!r}") for bar in b] for b in bars]
-    needed = set(fixed.required_variables)
+    needed = set(fixed.required_variables).union(*(spec.required_variables for spec in offsets))
     for term_bars, term_specs in zip(bars, specs):
         for bar, spec in zip(term_bars, term_specs):
             needed |= set(spec.required_variables) | set(bar.group)
@@ -115,6 +122,8 @@ def new_matrices(design, newdata, allow_new_levels: bool, random: bool = True) -
         )
     if len(newdata) == 0:
         raise ValueError("newdata has no rows")
+    o = sum((_evaluate(spec, newdata, "offset")[0][:, 0] for spec in offsets), np.zeros(len(newdata)))
+    o = o + _offset_column(design, newdata, offset)
     x_all, names = _evaluate(fixed, _by_level_name(newdata, fixed, needed), "fixed effects")
     if names != design.coefnames:
         raise ValueError(f"newdata gives the fixed-effects columns {names}, the fit has {design.coefnames}")
@@ -133,7 +142,38 @@ def new_matrices(design, newdata, allow_new_levels: bool, random: bool = True) -
         refs.append(np.array([index[label] for label in labels], dtype=np.int32))
         zs.append(z)
         new.append(tuple(str(u) for u in unseen))
-    return NewMatrices(x_all[:, design.estimable], tuple(refs), tuple(zs), tuple(new))
+    return NewMatrices(x_all[:, design.estimable], o, tuple(refs), tuple(zs), tuple(new))
+
+
+def _offset_column(design, newdata: pd.DataFrame, offset) -> np.ndarray:
+    """The `offset=` part of the offset on newdata's rows: `offset` (a column of newdata or one value
+    per row) if given, else the fit's offset= column of newdata; zeros if the fit had none."""
+    if offset is None and design.offset_column is None:
+        return np.zeros(len(newdata))
+    if offset is None:
+        offset = design.offset_column
+        if offset not in newdata.columns:
+            raise ValueError(
+                "the fit's offset was given as an array, which has no values for newdata's rows; "
+                "pass them as offset= (a column of newdata or one value per row)"
+                if offset == "(offset)"
+                else f"newdata has no column {offset!r}, the fit's offset"
+            )
+    return _row_values(newdata, offset, "offset")
+
+
+def _row_values(newdata: pd.DataFrame, value, what: str) -> np.ndarray:
+    """`value` (offset=, weights=) on newdata's rows: a column of newdata, or one finite number per row."""
+    if isinstance(value, str):
+        if value not in newdata.columns:
+            raise ValueError(f"{what} {value!r} is not a column of newdata")
+        value = newdata[value]
+    values = np.asarray(value, dtype=np.float64)
+    if values.shape != (len(newdata),) or not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"{what} must be a column of newdata or {len(newdata)} finite values (one per row), got {values.shape}"
+        )
+    return values
 
 
 def _level_names(data: pd.DataFrame, group: tuple[str, ...]) -> list:
@@ -146,8 +186,10 @@ def _level_names(data: pd.DataFrame, group: tuple[str, ...]) -> list:
     ]
 
 
-def _matrices(m: MixedModel, newdata, allow_new_levels: bool, random: bool = True) -> NewMatrices:
-    return new_matrices(m.design, m.design.data if newdata is None else newdata, allow_new_levels, random)
+def _matrices(m: MixedModel, newdata, allow_new_levels: bool, random: bool = True, offset=None) -> NewMatrices:
+    if newdata is None and offset is not None:
+        raise ValueError("offset= is for newdata's rows; the fitted rows have the fit's offset")
+    return new_matrices(m.design, m.design.data if newdata is None else newdata, allow_new_levels, random, offset)
 
 
 def _population(re_form) -> bool:
@@ -169,28 +211,38 @@ def _extended(b: np.ndarray, nnew: int) -> np.ndarray:
     return np.concatenate([b, np.zeros((nnew, b.shape[1]))])
 
 
-def linear_predictor(m: MixedModel, newdata=None, *, re_form=None, allow_new_levels: bool = False) -> np.ndarray:
-    """eta = X beta + sum_t Z_t b_t on newdata (default the fitted rows); re_form population: X beta."""
+def linear_predictor(
+    m: MixedModel, newdata=None, *, re_form=None, allow_new_levels: bool = False, offset=None
+) -> np.ndarray:
+    """eta = X beta + o + sum_t Z_t b_t on newdata (default the fitted rows); re_form population: X beta + o."""
     population = _population(re_form)
     m._require_fit()
     if not isinstance(allow_new_levels, (bool, np.bool_)):
         raise ValueError(f"allow_new_levels must be True or False, got {allow_new_levels!r}")
-    mats = _matrices(m, newdata, bool(allow_new_levels), random=not population)
-    eta = mats.x @ m.beta.to_numpy()[m.design.estimable]
+    mats = _matrices(m, newdata, bool(allow_new_levels), random=not population, offset=offset)
+    eta = mats.x @ m.beta.to_numpy()[m.design.estimable] + mats.offset
     for b, refs, z, new in zip(m.ranef().values(), mats.refs, mats.z, mats.new):
         eta = eta + np.sum(z * _extended(b.to_numpy(), len(new))[refs], axis=1)
     return eta
 
 
 def predict(
-    m: MixedModel, newdata=None, *, re_form=None, allow_new_levels: bool = False, type: str = "response"
+    m: MixedModel,
+    newdata=None,
+    *,
+    re_form=None,
+    allow_new_levels: bool = False,
+    type: str = "response",
+    offset=None,
 ) -> np.ndarray:
-    """lme4's predict.merMod: eta = X beta + Z b (re_form=None) or X beta (re_form "~0", "NA" or
-    False) on newdata (default: the fitted rows); for a GLMM type="response" gives g^-1(eta),
-    type="link" eta. b = 0 for grouping levels the fit has not seen (allow_new_levels=True)."""
+    """lme4's predict.merMod: eta = X beta + o + Z b (re_form=None) or X beta + o (re_form "~0", "NA"
+    or False) on newdata (default: the fitted rows); for a GLMM type="response" gives g^-1(eta),
+    type="link" eta. b = 0 for grouping levels the fit has not seen (allow_new_levels=True). o: the
+    offset on newdata (module docstring); `offset`, a column of newdata or one value per row, replaces
+    the fit's offset= column there (needed where the fit's offset= was an array)."""
     if type not in ("response", "link"):
         raise ValueError(f"type must be 'response' or 'link', got {type!r}")
-    eta = linear_predictor(m, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
+    eta = linear_predictor(m, newdata, re_form=re_form, allow_new_levels=allow_new_levels, offset=offset)
     if type == "link" or not hasattr(m, "family"):
         return eta
     with computing():
@@ -217,14 +269,19 @@ def _u_with_new(us: tuple, nnew: tuple) -> jnp.ndarray:
     return jnp.concatenate([jnp.concatenate([u, jnp.zeros((n, u.shape[1]))]).reshape(-1) for u, n in zip(us, nnew)])
 
 
-def simulate(m: MixedModel, nsim: int = 1, seed=None, *, use_u: bool = False, newdata=None) -> pd.DataFrame:
+def simulate(
+    m: MixedModel, nsim: int = 1, seed=None, *, use_u: bool = False, newdata=None, weights=None, offset=None
+) -> pd.DataFrame:
     """lme4's simulate.merMod: nsim responses drawn from the fitted model, one column each (sim_1,
     sim_2, ...), on newdata (default the fitted rows).
 
     use_u=False: new random effects b ~ N(0, sigma^2 Lambda Lambda') for every level; use_u=True:
-    b held at the conditional modes (new levels of newdata at 0, as lme4's predict). Then
-    y = X beta + Z b + sigma e (LMM) or y ~ family(g^-1(X beta + Z b)) (GLMM; binomial: the
-    proportion of successes out of the fitted trials). Draw i uses parametricbootstrap's
+    b held at the conditional modes (new levels of newdata at 0, as lme4's predict). Then, with o the
+    offset (see predict), y = X beta + o + Z b + sigma W^-1/2 e (LMM) or y ~ family(g^-1(X beta + o +
+    Z b)) (GLMM; binomial: the proportion of successes out of w trials). The prior weights w (LMM)
+    or trials (binomial): `weights`, a column of newdata or one value per row, as lme4's weights
+    argument; by default the fit's on the fitted rows, and on newdata 1 for an LMM, where a binomial
+    model's trials are a ValueError (lme4 takes 1 trial). Draw i uses parametricbootstrap's
     replicate-i key, so with newdata=None, simulate(nsim, seed)'s column i is that bootstrap
     replicate's response (to rounding: here in X's and Z's units, there in the fit's)."""
     from .glmm.laplace import GlmmData
@@ -236,8 +293,9 @@ def simulate(m: MixedModel, nsim: int = 1, seed=None, *, use_u: bool = False, ne
         raise ValueError(f"nsim must be a positive integer, got {nsim!r}")
     if not isinstance(use_u, (bool, np.bool_)):
         raise ValueError(f"use_u must be True or False, got {use_u!r}")
-    mats = _matrices(m, newdata, allow_new_levels=True)
+    mats = _matrices(m, newdata, allow_new_levels=True, offset=offset)
     n = len(mats.x)
+    w = _simulation_weights(m, newdata, weights)
     terms = tuple(dataclasses.replace(t, nlevels=t.nlevels + len(new)) for t, new in zip(m.structure.terms, mats.new))
     structure = Structure(terms=terms, n=n, p=m.structure.p)
     beta, theta = m.beta.to_numpy()[m.design.estimable], m.theta
@@ -250,23 +308,20 @@ def simulate(m: MixedModel, nsim: int = 1, seed=None, *, use_u: bool = False, ne
                 else None
             )
             matrices = ModelMatrices(
-                jnp.asarray(mats.x), tuple(map(jnp.asarray, mats.refs)), tuple(map(jnp.asarray, mats.z))
-            )
+                jnp.asarray(mats.x), tuple(map(jnp.asarray, mats.refs)), tuple(map(jnp.asarray, mats.z)),
+                jnp.asarray(mats.offset), None if w is None else jnp.asarray(w),
+            )  # fmt: skip
             one = lambda key: simulate_response(key, matrices, structure, beta, jnp.asarray(m.sigma), theta, ranef)
         else:
-            if newdata is not None and m.family.takes_weights:
+            if w is None and newdata is not None and m.family.takes_weights:
                 raise ValueError(
-                    "simulating a binomial model on newdata needs each row's trials, which newdata does not give; "
-                    "simulate on the fitted rows (newdata=None)"
+                    "simulating a binomial model on newdata needs each row's trials: pass them as weights= "
+                    "(a column of newdata or one value per row)"
                 )
-            weights = np.ones(n) if m.design.weights is None or newdata is not None else m.design.weights
             data = GlmmData(
-                jnp.zeros(n),
-                jnp.asarray(weights),
-                jnp.asarray(mats.x),
-                tuple(map(jnp.asarray, mats.z)),
-                _index(mats, terms),
-            )
+                jnp.zeros(n), jnp.asarray(np.ones(n) if w is None else w), jnp.asarray(mats.x),
+                tuple(map(jnp.asarray, mats.z)), _index(mats, terms), jnp.asarray(mats.offset),
+            )  # fmt: skip
             u = _u_with_new(tuple(map(jnp.asarray, state.u)), tuple(len(new) for new in mats.new)) if use_u else None
             one = lambda key: simulate_glmm_response(
                 key, data, structure, m.family, jnp.asarray(beta), jnp.asarray(theta), u
@@ -274,6 +329,17 @@ def simulate(m: MixedModel, nsim: int = 1, seed=None, *, use_u: bool = False, ne
         y = np.asarray(jax.jit(jax.vmap(one))(keys))
     index = None if newdata is None else as_data_frame(newdata).index
     return pd.DataFrame({f"sim_{i + 1}": y[i] for i in range(int(nsim))}, index=index)
+
+
+def _simulation_weights(m: MixedModel, newdata, weights) -> np.ndarray | None:
+    """The prior weights (trials) to simulate with: `weights` on the rows simulated, else the fit's on
+    the fitted rows; None for none (ones)."""
+    if weights is None:
+        return m.design.weights if newdata is None else None
+    values = _row_values(m.design.data if newdata is None else as_data_frame(newdata), weights, "weights")
+    if not np.all(values > 0):
+        raise ValueError(f"weights must be positive, got {values[values <= 0][0]}")
+    return values
 
 
 def _index(mats: NewMatrices, terms: tuple[TermSpec, ...]) -> jnp.ndarray:

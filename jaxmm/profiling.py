@@ -40,7 +40,7 @@ from scipy import stats as sps
 
 from ._compile import computing
 from .covariance import covariance_pattern, lambdas
-from .design import ModelMatrices, Structure, _blocks, suffstats
+from .design import ModelMatrices, Structure, _blocks, _weighted_blocks, suffstats
 from .deviance import factorize, objective, profiled_terms
 from .mixedmodel import MixedModel
 from .predict import _index, _matrices
@@ -234,11 +234,18 @@ class _Problem:
         with computing():
             if m.has_dispersion:
                 self.b0, self.scale, y_s = m._response_standardisation()
-                self.mats = ModelMatrices(
-                    jnp.asarray(xs), tuple(map(jnp.asarray, mats.refs)), tuple(map(jnp.asarray, mats.z))
+                w = design.weights
+                blocks = (
+                    _blocks(m.structure, mats.refs, mats.z, xs)
+                    if w is None
+                    else _weighted_blocks(m.structure, mats.refs, mats.z, xs, w)
                 )
-                self.blocks = jax.tree.map(jnp.asarray, _blocks(m.structure, mats.refs, mats.z, xs))
-                self.stats = suffstats(self.mats, m.structure, jnp.asarray(y_s))
+                self.blocks = jax.tree.map(jnp.asarray, blocks)
+                matrices = ModelMatrices(
+                    jnp.asarray(xs), tuple(map(jnp.asarray, mats.refs)), tuple(map(jnp.asarray, mats.z)), None,
+                    None if w is None else jnp.asarray(w),
+                )  # fmt: skip
+                self.stats = suffstats(matrices, m.structure, jnp.asarray(y_s))
                 phi = phi_from_theta(m.theta, m.sigma / self.scale, self.layout)
                 self.base = float(lmm_deviance_phi(jnp.asarray(phi), self.blocks, self.stats, m.structure, self.layout))
             else:
@@ -247,7 +254,7 @@ class _Problem:
                 weights = np.ones(m.nobs) if design.weights is None else design.weights
                 self.data = GlmmData(
                     jnp.asarray(design.y), jnp.asarray(weights), jnp.asarray(xs), tuple(map(jnp.asarray, mats.z)),
-                    _index(mats, m.structure.terms),
+                    _index(mats, m.structure.terms), jnp.asarray(design.offset),
                 )  # fmt: skip
                 self.scale = 1.0
                 phi = phi_from_theta(m.theta, 1.0, self.layout)
