@@ -320,7 +320,7 @@ def simulate(
                 )
             data = GlmmData(
                 jnp.zeros(n), jnp.asarray(np.ones(n) if w is None else w), jnp.asarray(mats.x),
-                tuple(map(jnp.asarray, mats.z)), _index(mats, terms), jnp.asarray(mats.offset),
+                tuple(map(jnp.asarray, mats.z)), _index(mats, terms), jnp.asarray(mats.offset), jnp.asarray(m._shape),
             )  # fmt: skip
             u = _u_with_new(tuple(map(jnp.asarray, state.u)), tuple(len(new) for new in mats.new)) if use_u else None
             one = lambda key: simulate_glmm_response(

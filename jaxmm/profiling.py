@@ -221,6 +221,8 @@ class _Problem:
     returns (d, the other parameters' optimum, as the next start)."""
 
     def __init__(self, m: MixedModel):
+        if getattr(m, "family", None) is not None and m.family.has_shape:
+            raise ValueError(f"profiling a {m.family.name} model (with a shape parameter) is not supported")
         self.m = m
         design = m.design
         self.layout = _layout(m.structure, m.has_dispersion)

@@ -25,7 +25,7 @@ def test_python_examples_run_in_order_and_print_what_the_readme_shows(tmp_path, 
     with contextlib.redirect_stdout(printed):
         for example in examples:
             exec(compile(example, "README.md", "exec"), namespace)
-    assert len(examples) == 6
+    assert len(examples) == 7
     assert _shown_after("print(m)") in printed.getvalue()
     assert re.search(r"-92\.0263 +184\.0526 ", printed.getvalue())  # the GLMM example's comment: -2 logLik
     assert (tmp_path / "sleep.parquet").exists()
