@@ -34,8 +34,6 @@ from .design import ModelMatrices, Structure, _formulaic, as_data_frame
 from .formula import R_FUNCTIONS, coefficient_name
 from .mixedmodel import MixedModel
 
-_POPULATION = ("~0", "~ 0", "NA", "0")
-
 
 class NewMatrices(NamedTuple):
     """X (the estimable columns, as given) and each term's z (as given) and level index for some

@@ -18,10 +18,14 @@ correlations rho (correlated terms) and, for an LMM, the residual sigma, on lme4
 - beta_j of an LMM: the model with x_j beta_j as an offset, its deviance profiled over theta
   (sigma and the other fixed effects profiled out). Of a GLMM: f over theta and the others.
 
-Intervals are the exact roots of zeta(p) = +-z (Brent's method on the profile itself, each value
-an optimisation), where lme4 interpolates its grid with splines: the two agree to about 1e-3
-relative. Where the profile does not reach -z before a bound (a standard deviation at 0) the end
-is the bound, as lme4's.
+Each d(p) is a minimisation by jaxmm's solver (solver.minimize: Newton with the exact Hessian, the
+fits' own), over the other parameters on an unbounded scale (see "the optimiser's coordinates"
+below), so a profile point is the constrained minimum, to the solver's tolerances, where lme4's
+bobyqa may stop above it. Intervals are the exact roots of zeta(p) = +-z (Brent's method on the
+profile itself, each value an optimisation), where lme4 interpolates its grid with splines: the two
+agree to about 1e-3 relative. Where the profile does not reach -z before a bound (a standard
+deviation at 0) the end is the bound, as lme4's. An LMM's d is that of y / s (the fit's units):
+-2 log L of y is d + 2 n log s, a constant that zeta does not see.
 """
 
 from __future__ import annotations
