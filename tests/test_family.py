@@ -305,7 +305,7 @@ def test_family_defaults_and_case_insensitive_names():
 @pytest.mark.parametrize(
     ("name", "link", "bad"),
     [
-        ("gamma", None, "'gamma'"),
+        ("tweedie", None, "'tweedie'"),
         ("binomal", "logit", "'binomal'"),
         ("poisson", "logit", "'logit'"),
         ("binomial", "log", "'log'"),
