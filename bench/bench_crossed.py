@@ -1,0 +1,96 @@
+"""The bootstrap of crossed and nested LMMs and of a small GLMM against lme4's bootMer, with the
+lanes side by side (vmap; jaxmm.linalg's looped factors keep LAPACK out of these kernels) and one
+at a time (lax.map), both forced in the same run; jaxmm's default is the first for these LMMs and
+the second for GLMMs on a CPU (GlmmLanes.vectorised).
+
+    PYTHONPATH=. python bench/bench_crossed.py [--nsamp 4000] [--lme4-nsim 200]
+
+Models: penicillin `diameter ~ 1 + (1|plate) + (1|sample)` and pastes `strength ~ 1 + (1|batch/cask)`
+(ML), cbpp `incidence/size ~ 1 + period + (1|herd)` (binomial, Laplace; nsamp / 10 replicates).
+jaxmm: the best of 3 warm runs (compiled code reused), seeds 2, 3, 4. lme4:
+`Rscript bench/lme4_bootmer_crossed.R <nsim>`, run from this script in the same stretch of load.
+Writes bench/results/crossed.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+from _common import RESULTS, ROOT, code_version, load, run_meta
+
+import jaxmm
+import jaxmm.glmm.model
+import jaxmm.lanes
+import jaxmm.lmm
+
+
+def models() -> dict:
+    cbpp = jaxmm.dataset("cbpp")
+    cbpp = cbpp.assign(prop=cbpp["incidence"] / cbpp["size"])
+    return {
+        "penicillin": jaxmm.fit("diameter ~ 1 + (1|plate) + (1|sample)", jaxmm.dataset("penicillin")),
+        "pastes": jaxmm.fit("strength ~ 1 + (1|batch/cask)", jaxmm.dataset("pastes")),
+        "cbpp": jaxmm.fit("prop ~ 1 + period + (1|herd)", cbpp, family="binomial", weights="size"),
+    }
+
+
+def per_replicate(m, nsamp: int) -> float:
+    """Best of 3 warm runs, seconds per replicate (the first call compiles)."""
+    jaxmm.parametricbootstrap(1, nsamp, m, progress=False)
+    times = []
+    for seed in (2, 3, 4):
+        start = time.perf_counter()
+        samp = jaxmm.parametricbootstrap(seed, nsamp, m, progress=False)
+        times.append(time.perf_counter() - start)
+        assert samp.converged.all()
+    return min(times) / nsamp
+
+
+def lanes_side_by_side(flag: bool | None) -> None:
+    """Force every kernel to run its lanes side by side (True) or one at a time (False); None: jaxmm's choice."""
+    for module in (jaxmm.lmm, jaxmm.glmm.model):
+        module.vectorisable = jaxmm.lanes.vectorisable if flag is None else (lambda calls_lapack: flag)
+    jax.clear_caches()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nsamp", type=int, default=4000)
+    parser.add_argument("--lme4-nsim", type=int, default=200)
+    args = parser.parse_args()
+    version, start_load = code_version(), load()
+    fits = models()
+    rows = {}
+    for name, m in fits.items():
+        n = args.nsamp // 10 if name == "cbpp" else args.nsamp
+        rows[name] = {"nsamp": n, "load_before": load()}
+        for flag, key in ((True, "vectorised_ms"), (False, "serial_ms")):
+            lanes_side_by_side(flag)
+            rows[name][key] = 1e3 * per_replicate(m, n)
+        lanes_side_by_side(None)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "lme4.json"
+        subprocess.run(["Rscript", "bench/lme4_bootmer_crossed.R", str(args.lme4_nsim), str(out)], cwd=ROOT, check=True)
+        lme4 = json.loads(out.read_text())
+    print("| model | lme4 bootMer ms/rep | jaxmm lanes one at a time | jaxmm lanes side by side | lme4/jaxmm (best) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, row in rows.items():
+        row["lme4_ms"] = lme4[name]["ms_per_replicate"]
+        row["ratio"] = row["lme4_ms"] / min(row["vectorised_ms"], row["serial_ms"])
+        print(
+            f"| {name} | {row['lme4_ms']:.2f} | {row['serial_ms']:.4f} | {row['vectorised_ms']:.4f} | "
+            f"{row['ratio']:.0f}x |"
+        )
+    meta = run_meta({"start": start_load, "end": load()}, version)
+    result = {"run": meta, "lme4": lme4["_meta"], "models": rows}
+    (RESULTS / "crossed.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
