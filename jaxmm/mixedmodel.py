@@ -309,9 +309,7 @@ class MixedModel:
         on newdata (default the fitted rows), o the offset; see jaxmm.predict.predict."""
         from .predict import predict
 
-        return predict(
-            self, newdata, re_form=re_form, allow_new_levels=allow_new_levels, type=type, offset=offset
-        )
+        return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels, type=type, offset=offset)
 
     def simulate(
         self, nsim: int = 1, seed=None, *, use_u: bool = False, newdata=None, weights=None, offset=None
