@@ -1,19 +1,30 @@
-"""Plots of bootstrap replicates (matplotlib, the `plot` extra: pip install 'jaxmm[plot]').
+"""Plots of fitted models, profiles and bootstrap replicates (matplotlib, the `plot` extra:
+pip install 'jaxmm[plot]'), with MixedModelsMakie's names where it has the plot.
 
-A variance component's bootstrap distribution is a mixture: a continuous part and a point mass
-where the refit is singular (sigma_j exactly 0, rho exactly -1 or +1). A kernel density estimate
-smears that point mass into a bump, so `density` draws it as a spike of its own, and `histogram`
-puts the boundary on a bin edge and colours the replicates exactly at it.
+A fitted model: `caterpillar` and `qqcaterpillar` (conditional modes with their intervals),
+`shrinkageplot` (per-level coefficients against per-level least squares), `coefplot` (fixed
+effects with Wald intervals), and the residual diagnostics `residplot` (residuals against fitted
+values), `qqnorm` (normal QQ plot of the residuals) and `residbygroup` (residuals per level).
+A profile (`jaxmm.profile(m)`): `zetaplot`.
+
+A bootstrap: `ridgeplot` and `coefplot` (fixed effects with their shortest intervals), and
+`histogram`, `density` and `grid` (any parameter). A variance component's bootstrap distribution
+is a mixture: a continuous part and a point mass where the refit is singular (sigma_j exactly 0,
+rho exactly -1 or +1). A kernel density estimate smears that point mass into a bump, so `density`
+draws it as a spike of its own, and `histogram` puts the boundary on a bin edge and colours the
+replicates exactly at it.
 
 `reference` draws the reference distribution of a parametric-bootstrap likelihood-ratio test
 (`jaxmm.pblrt`) against the chi-square law of the classical test.
 
-Every function returns the matplotlib Figure; pass `ax=` to draw into existing axes.
+Every function returns the matplotlib Figure; pass `ax=` to draw into existing axes (a sequence of
+Axes, one per panel, for the plots with several panels).
 """
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
@@ -33,6 +44,25 @@ def _figure_and_axes(ax):
     if ax is None:
         return _pyplot().subplots(figsize=(6, 4), layout="constrained")
     return ax.figure, ax
+
+
+def _panels(names: list[str], what: str, ncols: int, ax, size=(4, 3)):
+    """The Figure and one Axes per name: a new grid of ncols columns, or the given sequence of Axes."""
+    n = len(names)
+    if ax is None:
+        ncols = min(ncols, n)
+        nrows = math.ceil(n / ncols)
+        fig, axes = _pyplot().subplots(
+            nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, layout="constrained"
+        )
+        axes = axes.ravel()
+        for unused in axes[n:]:
+            unused.set_visible(False)
+        return fig, axes[:n]
+    axes = np.ravel(ax)
+    if len(axes) < n:
+        raise ValueError(f"ax must hold at least {n} Axes (one per {what}: {', '.join(names)}), got {len(axes)}")
+    return axes[0].figure, axes[:n]
 
 
 def _column(tbl, column: str) -> np.ndarray:
@@ -163,22 +193,7 @@ def grid(samp, level: float = 0.95, *, bins=40, ncols: int = 3, ax=None):
     intervals = samp.confint(level)
     tbl = samp.tbl
     described = _descriptions(samp, tbl)
-    n = len(intervals)
-    if ax is None:
-        nrows = math.ceil(n / ncols)
-        fig, axes = _pyplot().subplots(
-            nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False, layout="constrained"
-        )
-        axes = axes.ravel()
-        for unused in axes[n:]:
-            unused.set_visible(False)
-    else:
-        axes = np.ravel(ax)
-        if len(axes) < n:
-            raise ValueError(
-                f"ax must hold at least {n} Axes (one per parameter: {', '.join(intervals['par'])}), got {len(axes)}"
-            )
-        fig = axes[0].figure
+    fig, axes = _panels(list(intervals["par"]), "parameter", ncols, ax)
     for a, (par, lower, upper) in zip(axes, intervals.itertuples(index=False)):
         _draw_histogram(a, _column(tbl, par), par, _support(samp, tbl, par), bins)
         a.axvspan(lower, upper, color=_INTERVAL_COLOR, alpha=0.3, zorder=0, gid="interval")
@@ -209,4 +224,261 @@ def reference(result, *, bins=40, ax=None):
         fontsize="medium",
     )
     ax.legend()
+    return fig
+
+
+# ---- fitted models: conditional modes, shrinkage, residuals ---------------------------------------
+
+
+def _ranef_table(m, group: str | None, condvar: bool = False):
+    """The conditional modes of one grouping factor (default the first): m.ranef()[group]."""
+    tables = m.ranef(condvar=condvar)
+    group = next(iter(tables)) if group is None else group
+    if group not in tables:
+        raise ValueError(f"unknown grouping factor {group!r}; the model's are: {', '.join(tables)}")
+    return group, tables[group]
+
+
+def _normal_quantiles(n: int) -> np.ndarray:
+    """Phi^-1((i - 1/2) / n), i = 1..n: where n sorted draws of N(0, 1) are expected."""
+    return np.array([NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)])
+
+
+def _modes_and_halfwidths(m, group, level: float):
+    """(group, table of modes b_jc, half-widths z sqrt(Var(b_jc | y))), z = Phi^-1((1 + level) / 2)."""
+    group, table = _ranef_table(m, group, condvar=True)
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    sd = np.sqrt(np.diagonal(table.attrs["condvar"], axis1=1, axis2=2))
+    return group, table, z * sd
+
+
+def caterpillar(m, group: str | None = None, *, level: float = 0.95, orderby: int = 0, ax=None):
+    """The conditional modes b_j of each level j of a grouping factor (default the first), one panel per
+    random-effects column, with the intervals b_jc ± z sqrt(Var(b_jc | y)), z = Phi^-1((1 + level) / 2)
+    (the conditional variances of `m.ranef(condvar=True)`); the levels sorted by the modes of column
+    `orderby` (MixedModelsMakie's caterpillar). Returns the Figure."""
+    group, table, half = _modes_and_halfwidths(m, group, level)
+    order = np.argsort(table.iloc[:, orderby].to_numpy(), kind="stable")
+    fig, axes = _panels(list(table.columns), "column", len(table.columns), ax, size=(3.5, 0.5 + 0.2 * len(table)))
+    rows = np.arange(len(table))
+    for c, (a, column) in enumerate(zip(axes, table.columns)):
+        modes = table[column].to_numpy()[order]
+        a.hlines(rows, modes - half[order, c], modes + half[order, c], color="C0", gid="intervals")
+        a.plot(modes, rows, "o", color="C0", markersize=4, gid="modes")
+        a.axvline(0.0, color="0.6", linewidth=0.8, zorder=0)
+        a.set_yticks(rows, [str(v) for v in table.index[order]] if a is axes[0] else [])
+        a.set_xlabel(column)
+    axes[0].set_ylabel(group)
+    fig.suptitle(f"conditional modes of {group} with {level:.0%} intervals", fontsize="medium")
+    return fig
+
+
+def qqcaterpillar(m, group: str | None = None, *, level: float = 0.95, ax=None):
+    """Normal QQ plot of the conditional modes of a grouping factor (default the first), one panel per
+    random-effects column: the n modes of a column, sorted, against the standard normal quantiles
+    Phi^-1((i - 1/2) / n), each with its interval b_jc ± z sqrt(Var(b_jc | y)) as in `caterpillar`
+    (MixedModelsMakie's qqcaterpillar). Returns the Figure."""
+    group, table, half = _modes_and_halfwidths(m, group, level)
+    quantiles = _normal_quantiles(len(table))
+    fig, axes = _panels(list(table.columns), "column", len(table.columns), ax, size=(3.5, 3.5))
+    for c, (a, column) in enumerate(zip(axes, table.columns)):
+        order = np.argsort(table[column].to_numpy(), kind="stable")
+        modes = table[column].to_numpy()[order]
+        a.hlines(quantiles, modes - half[order, c], modes + half[order, c], color="C0", gid="intervals")
+        a.plot(modes, quantiles, "o", color="C0", markersize=4, gid="modes")
+        a.axvline(0.0, color="0.6", linewidth=0.8, zorder=0)
+        a.set_xlabel(column)
+    axes[0].set_ylabel("standard normal quantile")
+    fig.suptitle(f"conditional modes of {group} against normal quantiles, {level:.0%} intervals", fontsize="medium")
+    return fig
+
+
+def _linear_model(m, what: str):
+    from .lmm import LinearMixedModel
+
+    if not isinstance(m, LinearMixedModel):
+        raise ValueError(f"{what} is drawn for linear mixed models; this is a {type(m).__name__}")
+
+
+def _coefficients(m, group: str | None):
+    """Per level j of the grouping factor, for the term's columns c: the mixed model's coefficient
+    beta_c + b_jc and the least-squares one beta_c + b~_jc, where b~_j minimises sum_i w_i (r_i - z_i b)²
+    over level j's rows i, r = y - o - X beta - (the other terms' Z b); beta_c = 0 where column c
+    is not a fixed effect."""
+    from .predict import new_matrices
+
+    group, table = _ranef_table(m, group)
+    design, tables = m.design, m.ranef()
+    mats = new_matrices(design, design.data, allow_new_levels=False)
+    r = design.y - mats.offset - mats.x @ m.beta.to_numpy()[design.estimable]
+    for other, refs, z in zip(tables, mats.refs, mats.z):
+        if other != group:
+            r = r - np.sum(z * tables[other].to_numpy()[refs], axis=1)
+    t = list(tables).index(group)
+    refs, z = mats.refs[t], mats.z[t]
+    w = np.sqrt(design.weights) if design.weights is not None else np.ones(len(r))
+    least_squares = np.array(
+        [np.linalg.lstsq(z[refs == j] * w[refs == j, None], r[refs == j] * w[refs == j])[0] for j in range(len(table))]
+    )
+    beta = np.array([m.beta.get(c, 0.0) for c in table.columns])
+    return group, table, beta + table.to_numpy(), beta + least_squares
+
+
+def shrinkageplot(m, group: str | None = None, *, ax=None):
+    """Shrinkage of the per-level coefficients of a grouping factor (default the first): for each level,
+    the least-squares estimate from that level's rows alone (blue; the other effects held at the fit) and
+    the mixed model's beta + b_j (red), joined by a line (MixedModelsMakie's shrinkageplot). One panel
+    per pair of the term's columns (coefficient against coefficient), or for a single column the
+    coefficient per level. A linear mixed model's. Returns the Figure."""
+    _linear_model(m, "shrinkageplot")
+    group, table, mixed, least = _coefficients(m, group)
+    columns = list(table.columns)
+    k = len(columns)
+    pairs = [(i, j) for j in range(k) for i in range(j)] or [(0, None)]
+    names = [columns[0] if j is None else f"{columns[j]} vs {columns[i]}" for i, j in pairs]
+    fig, axes = _panels(names, "pair of columns", min(len(pairs), 3), ax, size=(4, 4))
+    rows = np.arange(len(table))
+    for a, (i, j) in zip(axes, pairs):
+        ys_mixed, ys_least = (rows, rows) if j is None else (mixed[:, j], least[:, j])
+        a.plot(
+            np.array([least[:, i], mixed[:, i]]), np.array([ys_least, ys_mixed]), color="0.6", linewidth=0.8, zorder=0
+        )
+        a.plot(least[:, i], ys_least, "o", color="C0", markersize=4, gid="least squares", label="per level")
+        a.plot(mixed[:, i], ys_mixed, "o", color="C3", markersize=4, gid="mixed", label="mixed model")
+        a.set_xlabel(columns[i])
+        if j is None:
+            a.set_yticks(rows, [str(v) for v in table.index])
+            a.set_ylabel(group)
+        else:
+            a.set_ylabel(columns[j])
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"shrinkage of the coefficients per {group}", fontsize="medium")
+    return fig
+
+
+def _residuals(m):
+    _linear_model(m, "a residual plot")
+    return m.fitted(), m.residuals()
+
+
+def residplot(m, *, ax=None):
+    """Residuals y - (X beta + Z b) against the fitted values X beta + Z b, with the zero line. A linear
+    mixed model's. Returns the Figure."""
+    fitted, residuals = _residuals(m)
+    fig, ax = _figure_and_axes(ax)
+    ax.plot(fitted, residuals, "o", color="C0", markersize=3, alpha=0.7, gid="residuals")
+    ax.axhline(0.0, color="0.4", linewidth=0.8)
+    ax.set_xlabel("fitted")
+    ax.set_ylabel("residual")
+    return fig
+
+
+def qqnorm(m, *, ax=None):
+    """Normal QQ plot of the residuals: the n residuals, sorted, against Phi^-1((i - 1/2) / n), with the
+    line mean + sd x of the normal law with the residuals' mean and standard deviation. A linear mixed
+    model's. Returns the Figure."""
+    _, residuals = _residuals(m)
+    quantiles = _normal_quantiles(len(residuals))
+    fig, ax = _figure_and_axes(ax)
+    ax.plot(quantiles, np.sort(residuals), "o", color="C0", markersize=3, gid="residuals")
+    ends = quantiles[[0, -1]]
+    ax.plot(ends, residuals.mean() + residuals.std() * ends, color="C3", gid="normal")
+    ax.set_xlabel("standard normal quantile")
+    ax.set_ylabel("residual")
+    return fig
+
+
+def residbygroup(m, group: str | None = None, *, ax=None):
+    """Box plots of the residuals y - (X beta + Z b) per level of a grouping factor (default the first),
+    in the model's order of levels. A linear mixed model's. Returns the Figure."""
+    _, residuals = _residuals(m)
+    group, table = _ranef_table(m, group)
+    refs = m.design.matrices.refs[list(m.ranef()).index(group)]
+    by_level = [residuals[np.asarray(refs) == j] for j in range(len(table))]
+    fig, ax = _figure_and_axes(ax)
+    boxes = ax.boxplot(by_level, tick_labels=[str(v) for v in table.index], orientation="horizontal")
+    for median in boxes["medians"]:
+        median.set_gid("median")
+    ax.axvline(0.0, color="0.6", linewidth=0.8, zorder=0)
+    ax.set_xlabel("residual")
+    ax.set_ylabel(group)
+    return fig
+
+
+# ---- fixed effects: bootstrap and Wald intervals ---------------------------------------------------
+
+
+def _fixed_effects(x, level: float, show_intercept: bool):
+    """(model, table of names, lower, upper): a bootstrap's shortest intervals of β, or a model's Wald ones."""
+    from .results import MixedModelBootstrap
+
+    m = x.model if isinstance(x, MixedModelBootstrap) else x
+    intervals = x.shortestcovint(level) if isinstance(x, MixedModelBootstrap) else m.confint(level, "wald")
+    intervals = intervals[intervals["type"] == "β"]
+    if not show_intercept:
+        intervals = intervals[intervals["names"] != "(Intercept)"]
+    return m, intervals.reset_index(drop=True)
+
+
+def coefplot(x, *, level: float = 0.95, show_intercept: bool = True, ax=None):
+    """The fixed-effects estimates with their intervals: for a bootstrap, the shortest intervals holding
+    `level` of the replicates; for a fitted model, the Wald intervals beta ± z se, z = Phi^-1((1 + level) / 2)
+    (MixedModelsMakie's coefplot). Returns the Figure."""
+    m, intervals = _fixed_effects(x, level, show_intercept)
+    fig, ax = _figure_and_axes(ax)
+    rows = np.arange(len(intervals))[::-1]  # the first coefficient on top
+    ax.hlines(rows, intervals["lower"], intervals["upper"], color="C0", linewidth=2, gid="intervals")
+    ax.plot(m.beta[intervals["names"]].to_numpy(), rows, "o", color="C0", gid="estimates")
+    ax.axvline(0.0, color="0.6", linewidth=0.8, zorder=0)
+    ax.set_yticks(rows, list(intervals["names"]))
+    ax.set_xlabel(f"estimate, {level:.0%} {'Wald' if m is x else 'shortest bootstrap'} interval")
+    return fig
+
+
+def ridgeplot(samp, *, level: float = 0.95, show_intercept: bool = True, ax=None):
+    """The bootstrap distributions of the fixed effects, one ridge per coefficient: a kernel density of its
+    replicates (each scaled to the same height), the shortest interval holding `level` of them as a bar
+    under it and the model's estimate as a point (MixedModelsMakie's ridgeplot). Returns the Figure."""
+    from scipy.stats import gaussian_kde
+
+    m, intervals = _fixed_effects(samp, level, show_intercept)
+    beta = samp.beta
+    fig, ax = _figure_and_axes(ax)
+    for row, (name, lower, upper) in zip(
+        np.arange(len(intervals))[::-1], intervals[["names", "lower", "upper"]].itertuples(index=False)
+    ):
+        values = beta.loc[beta["coefname"] == name, "β"].to_numpy(dtype=np.float64)
+        if np.ptp(values) > 0:
+            kde = gaussian_kde(values)
+            x = np.linspace(values.min(), values.max(), 256)
+            height = kde(x) / kde(x).max() * 0.85
+            ax.fill_between(x, row, row + height, color="C0", alpha=0.3, gid=f"density {name}")
+        ax.hlines(row, lower, upper, color="C0", linewidth=3, gid=f"interval {name}")
+        ax.plot(m.beta[name], row, "o", color="C3", gid=f"estimate {name}")
+    ax.set_yticks(np.arange(len(intervals))[::-1], list(intervals["names"]))
+    ax.set_xlabel(f"{samp.nsamp} replicates, shortest {level:.0%} intervals")
+    return fig
+
+
+# ---- profiles -------------------------------------------------------------------------------------
+
+
+def zetaplot(pr, *, level: float = 0.95, ncols: int = 3, ax=None):
+    """The likelihood profile of a `jaxmm.profile(m)`: zeta against each parameter's value, one panel
+    per parameter, zeta = sign(p - p-hat) sqrt(deviance(p) - deviance(p-hat)) with the other parameters
+    re-optimised; the dashed lines ±z, z = Phi^-1((1 + level) / 2), cross the curve at the ends of the
+    profile interval (MixedModelsMakie's zetaplot). Returns the Figure."""
+    parts = list(pr.tbl.groupby(["type", "group", "names"], dropna=False, sort=False))
+    names = [" ".join(p for p in label if isinstance(p, str)) for label, _ in parts]  # NaN: no group or names
+    fig, axes = _panels(names, "parameter", ncols, ax)
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    for a, name, (_, part) in zip(axes, names, parts):
+        part = part.sort_values("value")
+        a.plot(part["value"], part["zeta"], "-o", color="C0", markersize=2, gid="zeta")
+        a.axhline(0.0, color="0.6", linewidth=0.8)
+        for bound in (-z, z):
+            a.axhline(bound, color=_INTERVAL_COLOR, linestyle="--", linewidth=0.8, gid="level")
+        a.set_xlabel(name)
+        a.set_ylabel("ζ")
+    fig.suptitle(f"profile zeta; dashed: ±{z:.3g} ({level:.0%} intervals)", fontsize="medium")
     return fig

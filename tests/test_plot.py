@@ -1,4 +1,5 @@
-"""jaxmm.plot: figures are drawn, and the point masses at the boundary (σ1 = 0, ρ = ±1) are visible."""
+"""jaxmm.plot: figures are drawn, their artists hold the model's, profile's and bootstrap's numbers, and
+the point masses at the boundary (σ1 = 0, ρ = ±1) are visible."""
 
 import matplotlib
 
@@ -7,6 +8,7 @@ matplotlib.use("Agg")  # no display in tests
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 import jaxmm
 from jaxmm import plot
@@ -109,3 +111,121 @@ def test_missing_matplotlib_names_the_extra(dyestuff_samp, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # import fails as if not installed
     with pytest.raises(ImportError, match=r"pip install 'jaxmm\[plot\]'"):
         plot.histogram(dyestuff_samp, "σ1")
+
+
+def _artist(ax, gid):
+    (found,) = [a for a in [*ax.lines, *ax.collections, *ax.patches] if a.get_gid() == gid]
+    return found
+
+
+def _segments(collection):
+    """(x0, x1, y) of each horizontal segment of a hlines collection."""
+    return np.array([(s[0, 0], s[1, 0], s[0, 1]) for s in collection.get_segments()])
+
+
+def test_caterpillar_draws_the_sorted_modes_with_their_intervals(sleep_samp):
+    m = sleep_samp.model
+    table = m.ranef(condvar=True)["subj"]
+    half = norm.ppf(0.975) * np.sqrt(np.diagonal(table.attrs["condvar"], axis1=1, axis2=2))
+    order = np.argsort(table["(Intercept)"].to_numpy())
+    fig = plot.caterpillar(m)
+    assert len(fig.axes) == 2
+    for c, ax in enumerate(fig.axes):
+        modes = table.iloc[:, c].to_numpy()[order]
+        x, y = _artist(ax, "modes").get_data()
+        assert np.array_equal(x, modes) and np.array_equal(y, np.arange(18))
+        lower, upper, rows = _segments(_artist(ax, "intervals")).T
+        assert lower == pytest.approx(modes - half[order, c]) and upper == pytest.approx(modes + half[order, c])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(table.index[order])
+
+
+def test_qqcaterpillar_puts_each_columns_sorted_modes_at_the_normal_quantiles(sleep_samp):
+    table = sleep_samp.model.ranef()["subj"]
+    fig = plot.qqcaterpillar(sleep_samp.model, "subj", level=0.9)
+    for c, ax in enumerate(fig.axes):
+        x, y = _artist(ax, "modes").get_data()
+        assert np.array_equal(x, np.sort(table.iloc[:, c].to_numpy()))
+        assert y == pytest.approx(norm.ppf((np.arange(18) + 0.5) / 18))
+
+
+def test_shrinkageplot_joins_per_subject_least_squares_to_the_mixed_model(sleep_samp):
+    m = sleep_samp.model
+    sleep = jaxmm.dataset("sleepstudy")
+    table = m.ranef()["subj"]
+    # per subject, reaction ~ 1 + days by least squares alone: slope, intercept
+    separate = np.array(
+        [np.polyfit(g["days"], g["reaction"], 1)[::-1] for _, g in sleep.groupby("subj", observed=True)]
+    )
+    fig = plot.shrinkageplot(m)
+    (ax,) = fig.axes
+    assert np.column_stack(_artist(ax, "least squares").get_data()) == pytest.approx(separate)
+    assert np.column_stack(_artist(ax, "mixed").get_data()) == pytest.approx(m.beta.to_numpy() + table.to_numpy())
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("(Intercept)", "days")
+
+
+def test_residual_plots_hold_the_fitted_values_and_residuals(sleep_samp):
+    m = sleep_samp.model
+    fitted, residuals = m.fitted(), m.residuals()
+    x, y = _artist(plot.residplot(m).axes[0], "residuals").get_data()
+    assert np.array_equal(x, fitted) and np.array_equal(y, residuals)
+    x, y = _artist(plot.qqnorm(m).axes[0], "residuals").get_data()
+    assert np.array_equal(y, np.sort(residuals)) and x == pytest.approx(norm.ppf((np.arange(180) + 0.5) / 180))
+    ax = plot.residbygroup(m).axes[0]
+    medians = [line.get_xdata()[0] for line in ax.lines if line.get_gid() == "median"]
+    by_subject = [np.median(residuals[m.design.data["subj"].to_numpy() == s]) for s in m.ranef()["subj"].index]
+    assert medians == pytest.approx(by_subject)
+
+
+def test_coefplot_of_a_model_draws_wald_intervals_and_of_a_bootstrap_shortest_ones(sleep_samp):
+    m = sleep_samp.model
+    ax = plot.coefplot(m).axes[0]
+    lower, upper, rows = _segments(_artist(ax, "intervals")).T
+    z = norm.ppf(0.975)
+    assert lower == pytest.approx(m.beta - z * m.stderror) and upper == pytest.approx(m.beta + z * m.stderror)
+    assert np.array_equal(_artist(ax, "estimates").get_xdata(), m.beta.to_numpy())
+    ax = plot.coefplot(sleep_samp, level=0.9, show_intercept=False).axes[0]
+    (days,) = _segments(_artist(ax, "intervals"))
+    shortest = sleep_samp.shortestcovint(0.9).query("type == 'β' and names == 'days'")
+    assert tuple(days[:2]) == (shortest["lower"].item(), shortest["upper"].item())
+
+
+def test_ridgeplot_draws_each_coefficients_replicates_with_its_shortest_interval(sleep_samp):
+    ax = plot.ridgeplot(sleep_samp).axes[0]
+    intervals = sleep_samp.shortestcovint().query("type == 'β'")
+    for name, lower, upper in intervals[["names", "lower", "upper"]].itertuples(index=False):
+        ((x0, x1, _),) = _segments(_artist(ax, f"interval {name}"))
+        assert (x0, x1) == (lower, upper)
+        assert _artist(ax, f"estimate {name}").get_xdata()[0] == sleep_samp.model.beta[name]
+        values = sleep_samp.tbl["β1" if name == "(Intercept)" else "β2"]
+        band = _artist(ax, f"density {name}").get_paths()[0].vertices[:, 0]
+        assert (band.min(), band.max()) == pytest.approx((values.min(), values.max()))
+    rows = {t.get_text(): y for t, y in zip(ax.get_yticklabels(), ax.get_yticks())}
+    assert rows == {"(Intercept)": 1, "days": 0}  # the first coefficient on top
+
+
+@pytest.fixture(scope="module")
+def sleep_profile(sleep_samp):
+    return jaxmm.profile(sleep_samp.model)
+
+
+def test_zetaplot_draws_each_parameters_profile(sleep_profile):
+    fig = plot.zetaplot(sleep_profile)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_xlabel() for ax in panels] == [
+        "β (Intercept)",
+        "β days",
+        "σ subj (Intercept)",
+        "σ subj days",
+        "ρ subj (Intercept), days",
+        "σ residual",
+    ]
+    x, y = _artist(panels[1], "zeta").get_data()
+    days = sleep_profile.tbl.query("type == 'β' and names == 'days'").sort_values("value")
+    assert np.array_equal(x, days["value"]) and np.array_equal(y, days["zeta"])
+    levels = [line.get_ydata()[0] for line in panels[0].lines if line.get_gid() == "level"]
+    assert levels == pytest.approx([-norm.ppf(0.975), norm.ppf(0.975)])
+
+
+def test_model_plots_name_an_unknown_grouping_factor(sleep_samp):
+    with pytest.raises(ValueError, match=r"unknown grouping factor 'item'; the model's are: subj"):
+        plot.caterpillar(sleep_samp.model, "item")
