@@ -13,6 +13,7 @@ Z1'Z1 is block diagonal (one k1 x k1 block per level) and is stored as an array 
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -270,16 +271,15 @@ def build_design(
     data = as_data_frame(data)
     data, weights = _given_column(data, weights, "weights")
     data, offset = _given_column(data, offset, "offset")
-    data, ndropped = _complete_rows(mf, data, tuple(c for c in (weights, offset) if c is not None))
-    y = _response(mf, data)
+    data, frame, ndropped = _complete_rows(mf, data, tuple(c for c in (weights, offset) if c is not None))
+    y = frame.response
     _require_finite("response", (mf.response,), y[:, None])
-    offsets = [expression_values(f"offset({e})", f"I({e})", data) for e in mf.offsets]
-    offsets += [] if offset is None else [_numeric_column(data[offset], "offset")]
+    offsets = list(frame.offsets) + ([] if offset is None else [_numeric_column(data[offset], "offset")])
     offset_values = np.sum(offsets, axis=0) if offsets else None
     if offset_values is not None:
         _require_finite("offset", ("offset",), offset_values[:, None])
     w = None if weights is None else _weights(data[weights])
-    x_all, coefnames = _numeric_matrix(mf.fixed, data, "fixed-effects")
+    x_all, coefnames = frame.x, frame.coefnames
     _require_finite("fixed-effects", coefnames, x_all)
     xs_all, _ = standardise(x_all)
     estimable = _estimable_columns(xs_all)
@@ -311,7 +311,7 @@ def build_design(
             f"({', '.join(np.array(coefnames)[estimable])}): "
             "its residual variance would be 0"
         )
-    terms, refs, zs, levels = _random_terms(mf, data, residual)
+    terms, refs, zs, levels = _random_terms(mf, data, frame, residual)
     for t in terms:
         if residual and t.nranef >= n:
             raise ValueError(
@@ -410,12 +410,38 @@ def _formulaic(what: str, expr: str, call):
         raise ValueError(f"cannot evaluate {what} {expr!r}: {first}") from None
 
 
+class _Frame(NamedTuple):
+    """The formula evaluated on the rows of a data frame (`_evaluate`): the response, each offset() term,
+    the fixed-effects columns and their coefficient names, and per bar term (`MixedFormula.random`) its
+    columns, their names and the categorical variables among them."""
+
+    response: np.ndarray  # (n,)
+    offsets: tuple[np.ndarray, ...]  # per offset() term, (n,)
+    x: np.ndarray  # (n, p) every fixed-effects column
+    coefnames: tuple[str, ...]
+    bars: tuple[tuple[np.ndarray, tuple[str, ...], tuple[str, ...]], ...]  # per bar: z (n, k), names, factors
+
+
+@functools.lru_cache(maxsize=128)
+def _engine_formula(mf: MixedFormula) -> Formula:
+    """The whole model as one formulaic formula, parsed once per formula: left-hand side the response and each
+    offset() term (I(expr): `-` is arithmetic there), right-hand side the fixed part and each bar's expression,
+    so that one model_matrix call evaluates every column (`_evaluate`). Each part is parsed by itself, so a
+    syntax error names it. formulaic's formulas are not changed by evaluating them: sharing one is safe."""
+    fixed = f"{mf.response} ~ {mf.fixed}"
+    whole = _formulaic("formula", fixed, lambda: Formula(fixed))
+    lhs = {"response": whole.lhs}
+    for i, e in enumerate(mf.offsets):
+        lhs[f"offset{i}"] = _formulaic(f"offset({e})", f"I({e})", lambda e=e: Formula(f"I({e}) ~ 1").lhs)
+    rhs = {"fixed": whole.rhs}
+    for i, term in enumerate(mf.random):
+        rhs[f"bar{i}"] = _formulaic("random-effects expression", term.expr, lambda e=term.expr: Formula(e))
+    return Formula(lhs=Formula(lhs), rhs=Formula(rhs))
+
+
 def _required_columns(mf: MixedFormula) -> list[str]:
     """The columns the formula names (formula.py finds them); the formula engine checks the syntax."""
-    fixed = f"{mf.response} ~ {mf.fixed}"
-    _formulaic("formula", fixed, lambda: Formula(fixed).required_variables)
-    for term in mf.random:
-        _formulaic("random-effects expression", term.expr, lambda e=term.expr: Formula(e).required_variables)
+    _engine_formula(mf)
     names = set(mf.variables)
     if "Intercept" in names:
         raise ValueError(
@@ -425,10 +451,14 @@ def _required_columns(mf: MixedFormula) -> list[str]:
     return sorted(names)
 
 
-def _complete_rows(mf: MixedFormula, data: pd.DataFrame, extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, int]:
+def _complete_rows(
+    mf: MixedFormula, data: pd.DataFrame, extra: tuple[str, ...] = ()
+) -> tuple[pd.DataFrame, _Frame, int]:
     """Keep the rows on which the model is defined, as lme4's na.omit does, warning with the count:
     rows complete in every column the formula uses (and the `extra` ones), and where no transformation gives NaN (the
-    log of a negative value). An infinite value is not missing: it is an error, later."""
+    log of a negative value). An infinite value is not missing: it is an error, later. Returns the rows kept
+    and the formula evaluated on them: on the complete rows, and again only where a transformation gave NaN
+    (stateful transformations, scale(x) and poly(x), then see only the rows kept)."""
     if len(data) == 0:
         raise ValueError("data has no rows")
     columns = sorted(set(_required_columns(mf)) | set(extra))
@@ -439,33 +469,56 @@ def _complete_rows(mf: MixedFormula, data: pd.DataFrame, extra: tuple[str, ...] 
             f"columns are: {', '.join(map(str, data.columns))}"
         )
     keep = data[columns].notna().all(axis=1).to_numpy(copy=True)
+    if not keep.any():
+        raise ValueError(f"every row has missing values in {columns}")
+    complete = data.loc[keep].reset_index(drop=True)
+    frame = _evaluate(mf, complete)
     undefined = []
-    if keep.any():
-        rows = np.flatnonzero(keep)
-        for name, values in _evaluated_columns(mf, data.iloc[rows]):
-            nan = np.isnan(values)
-            if nan.any():
-                undefined.append(name)
-                keep[rows[nan]] = False
+    rows = np.flatnonzero(keep)
+    for name, values in _evaluated_columns(mf, frame):
+        nan = np.isnan(values)
+        if nan.any():
+            undefined.append(name)
+            keep[rows[nan]] = False
     ndropped = int((~keep).sum())
     reason = f"missing values in {columns}" + (f" or NaN values of {', '.join(undefined)}" if undefined else "")
     if ndropped == len(data):
         raise ValueError(f"every row has {reason}")
     if ndropped:
         warnings.warn(f"dropped {ndropped} of {len(data)} rows with {reason}", stacklevel=3)
-    return data.loc[keep].reset_index(drop=True), ndropped
+    if undefined:
+        complete = data.loc[keep].reset_index(drop=True)
+        frame = _evaluate(mf, complete)
+    return complete, frame, ndropped
 
 
-def _evaluated_columns(mf: MixedFormula, data: pd.DataFrame):
+def _evaluate(mf: MixedFormula, data: pd.DataFrame) -> _Frame:
+    """Every column of the formula on the rows of `data`, in one formulaic call (`_engine_formula`)."""
+    _require_numeric_column("response", mf.response, data)
+    mm = _formulaic(
+        "formula",
+        mf.text,
+        lambda: model_matrix(_engine_formula(mf), data, na_action="ignore", context=R_FUNCTIONS),
+    )
+    response = _single_numeric("response", mf.response, mm.lhs.response)
+    offsets = tuple(_single_numeric(f"offset({e})", f"I({e})", mm.lhs[f"offset{i}"]) for i, e in enumerate(mf.offsets))
+    x, coefnames = _numeric_matrix(mm.rhs.fixed)
+    bars = []
+    for i in range(len(mf.random)):
+        part = mm.rhs[f"bar{i}"]
+        factors = tuple(k for k, (kind, _) in part.model_spec.encoder_state.items() if kind.value == "categorical")
+        bars.append((*_numeric_matrix(part), factors))
+    return _Frame(response, offsets, x, coefnames, tuple(bars))
+
+
+def _evaluated_columns(mf: MixedFormula, frame: _Frame):
     """(name, values) of the response and of every model-matrix column the formula evaluates to."""
-    yield mf.response, _response(mf, data)
-    for expr in mf.offsets:
-        yield f"offset({expr})", expression_values(f"offset({expr})", f"I({expr})", data)
-    for what, expr in [("fixed-effects", mf.fixed)] + [
-        (f"random-effects term for {t.group_name!r}:", t.expr) for t in mf.random
-    ]:
-        mat, names = _numeric_matrix(expr, data, what)
-        yield from zip(names, mat.T)
+    yield mf.response, frame.response
+    for expr, values in zip(mf.offsets, frame.offsets):
+        yield f"offset({expr})", values
+    yield from zip(frame.coefnames, frame.x.T)
+    for z, names, _ in frame.bars:
+        yield from zip(names, z.T)
 
 
 def _require_finite(what: str, names, mat: np.ndarray) -> None:
@@ -475,19 +528,25 @@ def _require_finite(what: str, names, mat: np.ndarray) -> None:
         raise ValueError(f"{what} column {names[int(np.argmin(finite))]!r} has infinite values")
 
 
-def _response(mf: MixedFormula, data: pd.DataFrame) -> np.ndarray:
-    return expression_values("response", mf.response, data)
-
-
 def expression_values(what: str, expr: str, data: pd.DataFrame) -> np.ndarray:
     """The values of one numeric expression on the rows of `data`: a response, or, wrapped in I() (where
     `-` is arithmetic, not the removal of a term), an offset or a count of successes or failures."""
+    _require_numeric_column(what, expr, data)
+    lhs = _formulaic(what, expr, lambda: model_matrix(f"{expr} ~ 1", data, na_action="ignore", context=R_FUNCTIONS).lhs)
+    return _single_numeric(what, expr, lhs)
+
+
+def _require_numeric_column(what: str, expr: str, data: pd.DataFrame) -> None:
+    """Where `expr` names a column of `data`, that column must be numeric (not boolean)."""
     column = column_name(expr)
     if column in data.columns and not (
         pd.api.types.is_numeric_dtype(data[column]) and not pd.api.types.is_bool_dtype(data[column])
     ):
         raise ValueError(f"{what} column {column!r} is not numeric (dtype {data[column].dtype})")
-    lhs = _formulaic(what, expr, lambda: model_matrix(f"{expr} ~ 1", data, na_action="ignore", context=R_FUNCTIONS).lhs)
+
+
+def _single_numeric(what: str, expr: str, lhs: pd.DataFrame) -> np.ndarray:
+    """The one numeric column of an evaluated left-hand side, as float64."""
     if not all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt) for dt in lhs.dtypes):
         raise ValueError(f"{what} {expr!r} is not numeric")
     if lhs.shape[1] != 1:
@@ -495,8 +554,8 @@ def expression_values(what: str, expr: str, data: pd.DataFrame) -> np.ndarray:
     return np.asarray(lhs.iloc[:, 0], dtype=np.float64)
 
 
-def _numeric_matrix(rhs: str, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    mm = _formulaic(what, rhs, lambda: model_matrix(rhs, data, na_action="ignore", context=R_FUNCTIONS))
+def _numeric_matrix(mm: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
+    """An evaluated right-hand side as float64 columns and their coefficient names."""
     return np.asarray(mm, dtype=np.float64), tuple(coefficient_name(c) for c in mm.columns)
 
 
@@ -528,16 +587,17 @@ def _grouping_factor(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.nda
     return refs.reshape(-1).astype(np.int32), names
 
 
-def _random_terms(mf: MixedFormula, data: pd.DataFrame, residual: bool):
-    """Merge bar terms on the same grouping factor (as MixedModels.jl does) and order them as lme4 does."""
-    by_group: dict[frozenset[str], list[RandomTerm]] = {}
-    for term in mf.random:
+def _random_terms(mf: MixedFormula, data: pd.DataFrame, frame: _Frame, residual: bool):
+    """Merge bar terms on the same grouping factor (as MixedModels.jl does) and order them as lme4 does;
+    each bar's columns are those of `frame` (the formula evaluated on `data`)."""
+    by_group: dict[frozenset[str], list[tuple[RandomTerm, tuple]]] = {}
+    for term, evaluated in zip(mf.random, frame.bars):
         # a:b and b:a are the same grouping factor
-        by_group.setdefault(frozenset(term.group), []).append(term)
+        by_group.setdefault(frozenset(term.group), []).append((term, evaluated))
     built = []
     for bars in by_group.values():
-        group, name = bars[0].group, bars[0].group_name
-        spellings = list(dict.fromkeys(bar.group_name for bar in bars))
+        group, name = bars[0][0].group, bars[0][0].group_name
+        spellings = list(dict.fromkeys(bar.group_name for bar, _ in bars))
         refs, levels = _grouping_factor(data, group)
         if len(levels) < 2:
             raise ValueError(f"grouping factor {name!r} has a single level; it needs at least two")
@@ -547,11 +607,10 @@ def _random_terms(mf: MixedFormula, data: pd.DataFrame, residual: bool):
                 "a random effect per observation is unidentifiable from the residual"
             )
         mats, columns, pattern = [], [], []
-        for bar in bars:
+        for bar, (z, cols, factors) in bars:
             what = f"random-effects term for {name!r}:"
             if bar.double_bar:
-                _require_no_factor(bar, data)
-            z, cols = _numeric_matrix(bar.expr, data, what)
+                _require_no_factor(bar, factors)
             _require_finite(what, cols, z)
             offset = len(columns)
             pattern += [(offset + r, offset + c) for r, c in theta_pattern(len(cols), bar.correlated)]
@@ -581,11 +640,10 @@ def _weighted_blocks(structure: Structure, refs, zs, x: np.ndarray, w: np.ndarra
     return _blocks(structure, refs, tuple(z * root for z in zs), x * root)
 
 
-def _require_no_factor(bar: RandomTerm, data: pd.DataFrame) -> None:
-    """lme4 reads (1 + f || g), f a factor, as (1 | g) + (0 + f | g): f's levels correlated, another model
-    than the uncorrelated one (expr || g) is otherwise; refused, naming both ways to write it."""
-    spec = _formulaic("random-effects expression", bar.expr, lambda: model_matrix(bar.expr, data, context=R_FUNCTIONS))
-    factors = [k for k, (kind, _) in spec.model_spec.encoder_state.items() if kind.value == "categorical"]
+def _require_no_factor(bar: RandomTerm, factors: tuple[str, ...]) -> None:
+    """lme4 reads (1 + f || g), f a factor (one of `factors`, the categorical variables of bar.expr), as
+    (1 | g) + (0 + f | g): f's levels correlated, another model than the uncorrelated one (expr || g) is
+    otherwise; refused, naming both ways to write it."""
     if factors:
         raise ValueError(
             f"({bar.expr} || {bar.group_name}) has the factor {factors[0]!r}, whose levels lme4 keeps correlated: "
