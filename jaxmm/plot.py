@@ -40,9 +40,9 @@ def _pyplot():
     return plt
 
 
-def _figure_and_axes(ax):
+def _figure_and_axes(ax, size=(6, 4)):
     if ax is None:
-        return _pyplot().subplots(figsize=(6, 4), layout="constrained")
+        return _pyplot().subplots(figsize=size, layout="constrained")
     return ax.figure, ax
 
 
@@ -425,7 +425,7 @@ def coefplot(x, *, level: float = 0.95, show_intercept: bool = True, ax=None):
     `level` of the replicates; for a fitted model, the Wald intervals beta ± z se, z = Phi^-1((1 + level) / 2)
     (MixedModelsMakie's coefplot). Returns the Figure."""
     m, intervals = _fixed_effects(x, level, show_intercept)
-    fig, ax = _figure_and_axes(ax)
+    fig, ax = _figure_and_axes(ax, (6, 1 + 0.35 * len(intervals)))
     rows = np.arange(len(intervals))[::-1]  # the first coefficient on top
     ax.hlines(rows, intervals["lower"], intervals["upper"], color="C0", linewidth=2, gid="intervals")
     ax.plot(m.beta[intervals["names"]].to_numpy(), rows, "o", color="C0", gid="estimates")
@@ -443,7 +443,7 @@ def ridgeplot(samp, *, level: float = 0.95, show_intercept: bool = True, ax=None
 
     m, intervals = _fixed_effects(samp, level, show_intercept)
     beta = samp.beta
-    fig, ax = _figure_and_axes(ax)
+    fig, ax = _figure_and_axes(ax, (6, 1.5 + 0.6 * len(intervals)))
     for row, (name, lower, upper) in zip(
         np.arange(len(intervals))[::-1], intervals[["names", "lower", "upper"]].itertuples(index=False)
     ):
