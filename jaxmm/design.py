@@ -361,8 +361,8 @@ def as_data_frame(data) -> pd.DataFrame:
                 f"got {type(data).__name__}"
             )
         data = converted
-    repeated = data.columns[data.columns.duplicated()].unique().tolist()
-    if repeated:
+    if not data.columns.is_unique:
+        repeated = data.columns[data.columns.duplicated()].unique().tolist()
         raise ValueError(f"data has more than one column named {repeated[0]!r}; column names must be unique")
     return data
 
@@ -468,7 +468,7 @@ def _complete_rows(
             f"{missing[0]!r} in formula {mf.text!r} is neither a column of the data nor a known function; "
             f"columns are: {', '.join(map(str, data.columns))}"
         )
-    keep = data[columns].notna().all(axis=1).to_numpy(copy=True)
+    keep = np.logical_and.reduce([data[c].notna().to_numpy() for c in columns])
     if not keep.any():
         raise ValueError(f"every row has missing values in {columns}")
     complete = data.loc[keep].reset_index(drop=True)
@@ -498,7 +498,7 @@ def _evaluate(mf: MixedFormula, data: pd.DataFrame) -> _Frame:
     mm = _formulaic(
         "formula",
         mf.text,
-        lambda: model_matrix(_engine_formula(mf), data, na_action="ignore", context=R_FUNCTIONS),
+        lambda: model_matrix(_engine_formula(mf), data, na_action="ignore", context=R_FUNCTIONS, output="numpy"),
     )
     response = _single_numeric("response", mf.response, mm.lhs.response)
     offsets = tuple(_single_numeric(f"offset({e})", f"I({e})", mm.lhs[f"offset{i}"]) for i, e in enumerate(mf.offsets))
@@ -532,7 +532,11 @@ def expression_values(what: str, expr: str, data: pd.DataFrame) -> np.ndarray:
     """The values of one numeric expression on the rows of `data`: a response, or, wrapped in I() (where
     `-` is arithmetic, not the removal of a term), an offset or a count of successes or failures."""
     _require_numeric_column(what, expr, data)
-    lhs = _formulaic(what, expr, lambda: model_matrix(f"{expr} ~ 1", data, na_action="ignore", context=R_FUNCTIONS).lhs)
+    lhs = _formulaic(
+        what,
+        expr,
+        lambda: model_matrix(f"{expr} ~ 1", data, na_action="ignore", context=R_FUNCTIONS, output="numpy").lhs,
+    )
     return _single_numeric(what, expr, lhs)
 
 
@@ -545,18 +549,18 @@ def _require_numeric_column(what: str, expr: str, data: pd.DataFrame) -> None:
         raise ValueError(f"{what} column {column!r} is not numeric (dtype {data[column].dtype})")
 
 
-def _single_numeric(what: str, expr: str, lhs: pd.DataFrame) -> np.ndarray:
-    """The one numeric column of an evaluated left-hand side, as float64."""
-    if not all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt) for dt in lhs.dtypes):
+def _single_numeric(what: str, expr: str, lhs) -> np.ndarray:
+    """The one numeric column of an evaluated left-hand side (formulaic's numpy output), as float64."""
+    if not np.issubdtype(lhs.dtype, np.number):
         raise ValueError(f"{what} {expr!r} is not numeric")
     if lhs.shape[1] != 1:
         raise ValueError(f"{what} {expr!r} must be a single numeric column")
-    return np.asarray(lhs.iloc[:, 0], dtype=np.float64)
+    return np.asarray(lhs, dtype=np.float64)[:, 0]
 
 
-def _numeric_matrix(mm: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
-    """An evaluated right-hand side as float64 columns and their coefficient names."""
-    return np.asarray(mm, dtype=np.float64), tuple(coefficient_name(c) for c in mm.columns)
+def _numeric_matrix(mm) -> tuple[np.ndarray, tuple[str, ...]]:
+    """An evaluated right-hand side (formulaic's numpy output) as float64 columns and their coefficient names."""
+    return np.asarray(mm, dtype=np.float64), tuple(coefficient_name(c) for c in mm.model_spec.column_names)
 
 
 def _estimable_columns(x: np.ndarray, tol: float = 1e-9) -> np.ndarray:
@@ -575,16 +579,18 @@ def _estimable_columns(x: np.ndarray, tol: float = 1e-9) -> np.ndarray:
 
 def _grouping_factor(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Level index per row and the observed levels of the interaction of the grouping columns."""
-    codes, labels = [], []
+    # the columns' codes as one integer key, whose order is the lexicographic order of the codes
+    key, labels, sizes = np.zeros(len(data), dtype=np.int64), [], []
     for col in group:
         values = data[col]
         cat = values if isinstance(values.dtype, pd.CategoricalDtype) else values.astype("category")
-        codes.append(cat.cat.codes.to_numpy())
+        key = key * len(cat.cat.categories) + cat.cat.codes.to_numpy()
         labels.append(np.asarray(cat.cat.categories.astype(str)))
-    combined = np.stack(codes, axis=1)
-    uniq, refs = np.unique(combined, axis=0, return_inverse=True)
-    names = tuple(":".join(labels[i][u[i]] for i in range(len(group))) for u in uniq)
-    return refs.reshape(-1).astype(np.int32), names
+        sizes.append(len(cat.cat.categories))
+    uniq, refs = np.unique(key, return_inverse=True)
+    codes = np.unravel_index(uniq, sizes)
+    names = tuple(":".join(labels[i][c] for i, c in enumerate(u)) for u in zip(*codes))
+    return refs.astype(np.int32), names
 
 
 def _random_terms(mf: MixedFormula, data: pd.DataFrame, frame: _Frame, residual: bool):
@@ -710,14 +716,11 @@ def _level_blocks(z1zr: sp.spmatrix, t1: TermSpec) -> tuple[np.ndarray, np.ndarr
 
 def _pairs(nz_level, nz_col, nz_vec, qr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All (j, a, b), a <= b, with both (j, a) and (j, b) nonzero, with their k1 x k1 outer products."""
-    starts = np.searchsorted(nz_level, np.arange(nz_level.max() + 2 if len(nz_level) else 1))
-    first, second = [], []
-    for lo, hi in zip(starts[:-1], starts[1:]):
-        ia, ib = np.triu_indices(hi - lo)
-        first.append(lo + ia)
-        second.append(lo + ib)
-    ea = np.concatenate(first) if first else np.zeros(0, dtype=np.int64)
-    eb = np.concatenate(second) if second else np.zeros(0, dtype=np.int64)
+    # entry e (sorted by level) pairs with itself and the later entries of its level, e..end(e) - 1
+    end = np.searchsorted(nz_level, nz_level, side="right")
+    count = end - np.arange(len(nz_level))
+    ea = np.repeat(np.arange(len(nz_level)), count)
+    eb = ea + np.arange(len(ea)) - np.repeat(np.cumsum(count) - count, count)
     target = nz_col[ea].astype(np.int64) * qr + nz_col[eb]
     order = np.argsort(target, kind="stable")
     ea, eb = ea[order], eb[order]

@@ -34,6 +34,7 @@ Coefficients are named as lme4 names them where the term is a call (`coefficient
 from __future__ import annotations
 
 import ast
+import functools
 import keyword
 import re
 from dataclasses import dataclass
@@ -80,6 +81,12 @@ def parse_formula(text: str) -> MixedFormula:
     """Parse an lme4 / MixedModels.jl formula string (see the module docstring for the syntax)."""
     if not isinstance(text, str):
         raise ValueError(f"formula must be a string like 'y ~ 1 + x + (1 | g)', got {type(text).__name__}")
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=128)
+def _parse(text: str) -> MixedFormula:
+    """parse_formula's work, once per formula string (a MixedFormula is immutable: sharing one is safe)."""
     if _depth_balance(text) != 0:
         raise ValueError(f"formula {text!r} has unbalanced parentheses")
     parts = _split_top(r_powers(text), "~")
