@@ -48,6 +48,53 @@ def computing() -> Iterator[None]:
         yield
 
 
+# JAX's own timers (jax.monitoring) of a compilation's three stages; the last includes loading the
+# executable from the persistent cache instead of compiling it
+_COMPILE_EVENTS = frozenset(
+    {
+        "/jax/core/compile/jaxpr_trace_duration",
+        "/jax/core/compile/jaxpr_to_mlir_module_duration",
+        "/jax/core/compile/backend_compile_duration",
+    }
+)
+_open_clocks: list[list[tuple[float, float]]] = []
+
+
+def _record_span(event: str, start: float, end: float, **kwargs) -> None:
+    if event in _COMPILE_EVENTS:
+        for spans in _open_clocks:
+            spans.append((start, end))
+
+
+@functools.cache
+def _listen() -> None:
+    jax.monitoring.register_event_time_span_listener(_record_span)
+
+
+@contextlib.contextmanager
+def compile_clock() -> Iterator[Callable[[], float]]:
+    """Within the block, the seconds JAX has spent compiling: tracing to a jaxpr, lowering to MLIR and
+    compiling it with XLA (or loading it from the persistent cache), as JAX's own timers record them.
+    Yields a function returning that time so far: the length of the union of those stages' time spans,
+    so that a trace nested in another (a jitted function called while tracing one) counts once. Code
+    that is compiled already records nothing: 0. Compilations by other threads in the meantime count too."""
+    _listen()
+    spans: list[tuple[float, float]] = []
+    _open_clocks.append(spans)
+
+    def seconds() -> float:
+        total, reached = 0.0, -float("inf")
+        for start, end in sorted(spans):
+            total += max(0.0, end - max(start, reached))
+            reached = max(reached, end)
+        return total
+
+    try:
+        yield seconds
+    finally:
+        _open_clocks.remove(spans)
+
+
 def is_small(structure) -> bool:
     """Whether the model's dense part (Zr, X, y) has at most SMALL_DENSE rows."""
     return structure.qrest + structure.p + 1 <= SMALL_DENSE

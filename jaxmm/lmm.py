@@ -39,7 +39,7 @@ import pandas as pd
 from jax import Array
 
 from . import solver
-from ._compile import computing, is_small, jit
+from ._compile import compile_clock, computing, is_small, jit
 from .covariance import lambdas, transform_theta
 from .design import (
     Blocks,
@@ -99,6 +99,14 @@ def fit_lmm(
 
 
 _fit_lmm = jit(fit_lmm, static_argnames=("structure", "opts"))
+
+
+@partial(jit, static_argnames=("structure",))
+def _fit_suffstats(mats: ModelMatrices, x_t: Array, y: Array, structure: Structure) -> SuffStats:
+    """suffstats(mats, structure, y) as one compiled call (not one dispatch per operation), given X' laid
+    out as (p, n), `x_t`: compiled with the rest, the transpose of an (n, p) X would be fused into X'Wy,
+    whose sums would then round otherwise than suffstats' (eager, the bootstrap's, the profiles')."""
+    return suffstats(mats._replace(x=x_t.T), structure, y)
 
 
 @partial(jit, static_argnames=("structure",))
@@ -270,9 +278,10 @@ class LinearMixedModel(MixedModel):
         self.REML = reml
         structure, design = self.structure, self.design
         b0, scale, y_s = self._response_standardisation()
-        with computing():
-            blocks = jax.tree.map(jnp.asarray, design.blocks)
-            stats = suffstats(design.matrices, structure, jnp.asarray(y_s))
+        with computing(), compile_clock() as compile_s:
+            blocks = design.blocks  # host arrays: each jitted call below takes them as they are
+            x_t = np.ascontiguousarray(design.matrices.x.T)
+            stats = _fit_suffstats(design.matrices, x_t, y_s, structure=structure)
             theta0, reml = jnp.asarray(start), jnp.asarray(self.REML)
             h0 = None
             if not is_small(structure):
@@ -302,6 +311,7 @@ class LinearMixedModel(MixedModel):
                 converged=bool(res.converged),
                 niter=int(res.niter),
                 options=opts,
+                compile_s=compile_s(),
             )
         self._store_fit(state, optsum)
         return self

@@ -25,7 +25,11 @@ from .solver import SolverOptions
 
 @dataclass(frozen=True)
 class OptSummary:
-    """How the fit went: start, optimum, convergence and the solver settings used."""
+    """How the fit went: start, optimum, convergence and the solver settings used.
+
+    compile_s: the seconds of the fit call that JAX spent compiling (tracing, lowering, XLA, or loading
+    from the persistent cache: `_compile.compile_clock`); 0.0 where the compiled code was reused, None
+    where the model kind does not measure it."""
 
     initial: np.ndarray
     final: np.ndarray
@@ -33,6 +37,7 @@ class OptSummary:
     converged: bool
     niter: int
     options: SolverOptions
+    compile_s: float | None = None
 
 
 @dataclass(frozen=True)
