@@ -437,8 +437,10 @@ def coefplot(x, *, level: float = 0.95, show_intercept: bool = True, ax=None):
 
 def ridgeplot(samp, *, level: float = 0.95, show_intercept: bool = True, ax=None):
     """The bootstrap distributions of the fixed effects, one ridge per coefficient: a kernel density of its
-    replicates (each scaled to the same height), the shortest interval holding `level` of them as a bar
-    under it and the model's estimate as a point (MixedModelsMakie's ridgeplot). Returns the Figure."""
+    replicates (each scaled to the same height) between their 0.1 % and 99.9 % quantiles (a few extreme
+    replicates, such as a GLMM's nearly separated fits, would stretch the axis), the shortest interval
+    holding `level` of them as a bar under it and the model's estimate as a point (MixedModelsMakie's
+    ridgeplot). Returns the Figure."""
     from scipy.stats import gaussian_kde
 
     m, intervals = _fixed_effects(samp, level, show_intercept)
@@ -450,7 +452,7 @@ def ridgeplot(samp, *, level: float = 0.95, show_intercept: bool = True, ax=None
         values = beta.loc[beta["coefname"] == name, "β"].to_numpy(dtype=np.float64)
         if np.ptp(values) > 0:
             kde = gaussian_kde(values)
-            x = np.linspace(values.min(), values.max(), 256)
+            x = np.linspace(*np.quantile(values, [0.001, 0.999]), 256)
             height = kde(x) / kde(x).max() * 0.85
             ax.fill_between(x, row, row + height, color="C0", alpha=0.3, gid=f"density {name}")
         ax.hlines(row, lower, upper, color="C0", linewidth=3, gid=f"interval {name}")
