@@ -468,7 +468,7 @@ def _complete_rows(
             f"{missing[0]!r} in formula {mf.text!r} is neither a column of the data nor a known function; "
             f"columns are: {', '.join(map(str, data.columns))}"
         )
-    keep = np.logical_and.reduce([data[c].notna().to_numpy() for c in columns])
+    keep = ~np.logical_or.reduce([np.asarray(data[c].array.isna()) for c in columns])
     if not keep.any():
         raise ValueError(f"every row has missing values in {columns}")
     complete = data.loc[keep].reset_index(drop=True)
@@ -582,11 +582,11 @@ def _grouping_factor(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.nda
     # the columns' codes as one integer key, whose order is the lexicographic order of the codes
     key, labels, sizes = np.zeros(len(data), dtype=np.int64), [], []
     for col in group:
-        values = data[col]
-        cat = values if isinstance(values.dtype, pd.CategoricalDtype) else values.astype("category")
-        key = key * len(cat.cat.categories) + cat.cat.codes.to_numpy()
-        labels.append(np.asarray(cat.cat.categories.astype(str)))
-        sizes.append(len(cat.cat.categories))
+        values = data[col].array
+        cat = values if isinstance(values, pd.Categorical) else pd.Categorical(values)
+        key = key * len(cat.categories) + cat.codes
+        labels.append(np.asarray(cat.categories.astype(str)))
+        sizes.append(len(cat.categories))
     uniq, refs = np.unique(key, return_inverse=True)
     codes = np.unravel_index(uniq, sizes)
     names = tuple(":".join(labels[i][c] for i, c in enumerate(u)) for u in zip(*codes))
