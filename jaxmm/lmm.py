@@ -98,9 +98,6 @@ def fit_lmm(
     return _fit_result(res, blocks, stats, structure, reml, jnp.zeros(structure.p, theta0.dtype), eye, zero)
 
 
-_fit_lmm = jit(fit_lmm, static_argnames=("structure", "opts"))
-
-
 @partial(jit, static_argnames=("structure",))
 def _fit_suffstats(mats: ModelMatrices, x_t: Array, y: Array, structure: Structure) -> SuffStats:
     """suffstats(mats, structure, y) as one compiled call (not one dispatch per operation), given X' laid
@@ -109,17 +106,31 @@ def _fit_suffstats(mats: ModelMatrices, x_t: Array, y: Array, structure: Structu
     return suffstats(mats._replace(x=x_t.T), structure, y)
 
 
+@partial(jit, static_argnames=("structure", "opts"))
+def _fit_model(
+    mats: ModelMatrices,
+    x_t: Array,
+    y: Array,
+    theta0: Array,
+    blocks: Blocks,
+    structure: Structure,
+    reml: Array,
+    opts: SolverOptions,
+    h0: Array | None,
+):
+    """LinearMixedModel.fit's computation as one compiled call (one dispatch, one wait: a small model's
+    fit takes about as long as a few of them): the sufficient statistics of y (as `_fit_suffstats`), the
+    fit (`fit_lmm`), and at its theta the spherical conditional modes u, (L_X L_X')^-1 and the lambda_t."""
+    stats = suffstats(mats._replace(x=x_t.T), structure, y)
+    res = fit_lmm(stats, theta0, blocks, structure, reml, opts, h0)
+    factor = factorize(res.theta, blocks, stats, structure)
+    sol = solve_pls(factor, res.theta, blocks, stats, structure)
+    return res, sol.u1, sol.ur, fixed_effects(factor, structure).vcov, lambdas(res.theta, structure.terms)
+
+
 @partial(jit, static_argnames=("structure",))
 def objective_hessian(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure, reml: Array) -> Array:
     return jax.hessian(objective)(theta, blocks, stats, structure, reml)
-
-
-@partial(jit, static_argnames=("structure",))
-def _modes_and_vcov(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structure):
-    """Spherical conditional modes u, (L_X L_X')^-1 and the lambda_t at theta (once per fit)."""
-    factor = factorize(theta, blocks, stats, structure)
-    sol = solve_pls(factor, theta, blocks, stats, structure)
-    return sol.u1, sol.ur, fixed_effects(factor, structure).vcov, lambdas(theta, structure.terms)
 
 
 def simulate_response(
@@ -281,16 +292,17 @@ class LinearMixedModel(MixedModel):
         with computing(), compile_clock() as compile_s:
             blocks = design.blocks  # host arrays: each jitted call below takes them as they are
             x_t = np.ascontiguousarray(design.matrices.x.T)
-            stats = _fit_suffstats(design.matrices, x_t, y_s, structure=structure)
             theta0, reml = jnp.asarray(start), jnp.asarray(self.REML)
             h0 = None
             if not is_small(structure):
                 # An exact Hessian of a large model costs as much as several gradients (it
                 # differentiates dense factorisations twice): BFGS steps from the exact start Hessian.
+                stats = _fit_suffstats(design.matrices, x_t, y_s, structure=structure)
                 h0 = objective_hessian(theta0, blocks, stats, structure=structure, reml=reml)
                 h0 = jnp.asarray(floor_eigenvalues(h0))
-            res = _fit_lmm(stats, theta0, blocks, structure=structure, reml=reml, opts=opts, h0=h0)
-            u1, ur, vcov, lams = _modes_and_vcov(res.theta, blocks, stats, structure=structure)
+            res, u1, ur, vcov, lams = jax.device_get(
+                _fit_model(design.matrices, x_t, y_s, theta0, blocks, structure=structure, reml=reml, opts=opts, h0=h0)
+            )
             beta, unscaled_vcov = design.from_fit_beta(scale * np.asarray(res.beta) + b0, np.asarray(vcov))
             sigma = scale * float(res.sigma)
             state = FitState(
