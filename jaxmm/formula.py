@@ -289,10 +289,12 @@ _R_PRECEDENCE = {ast.Add: 1, ast.Sub: 1, ast.Mult: 2, ast.Div: 2, ast.Mod: 2, as
 _R_OPERATORS = {ast.Add: " + ", ast.Sub: " - ", ast.Mult: " * ", ast.Div: "/", ast.Mod: "%%", ast.Pow: "^"}
 
 
+@functools.lru_cache(maxsize=4096)
 def coefficient_name(column: str) -> str:
     """A formulaic column name as a coefficient name: a call's columns as R names them (``factor(x)[T.1]``
     -> ``factor(x)1``, ``poly(x, 2)[1]`` -> ``poly(x, 2)1``, ``I(x ** 2)`` -> ``I(x^2)``), a column's levels
-    as MixedModels.jl names them (``x[T.b]`` -> ``x: b``), interactions joined by `` & ``."""
+    as MixedModels.jl names them (``x[T.b]`` -> ``x: b``), interactions joined by `` & ``. Cached: every
+    model built from a formula names the same columns again."""
     if column == "Intercept":
         return "(Intercept)"
     parts = []

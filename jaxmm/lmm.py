@@ -290,9 +290,9 @@ class LinearMixedModel(MixedModel):
         structure, design = self.structure, self.design
         b0, scale, y_s = self._response_standardisation()
         with computing(), compile_clock() as compile_s:
-            blocks = design.blocks  # host arrays: each jitted call below takes them as they are
+            blocks = design.blocks  # host arrays (as theta0, reml): the compiled calls take them as they are
             x_t = np.ascontiguousarray(design.matrices.x.T)
-            theta0, reml = jnp.asarray(start), jnp.asarray(self.REML)
+            theta0, reml = np.asarray(start), np.asarray(self.REML)
             h0 = None
             if not is_small(structure):
                 # An exact Hessian of a large model costs as much as several gradients (it
