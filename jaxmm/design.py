@@ -676,20 +676,25 @@ def _sparse_z(t: TermSpec, refs: np.ndarray, z: np.ndarray) -> sp.csr_matrix:
 
 
 def _blocks(structure: Structure, refs, zs, x: np.ndarray) -> Blocks:
-    t1 = structure.terms[0]
-    z1 = zs[0]
+    """The blocks from each term's level index and columns. Term 1's Z1'Z1 and Z1'X are sums over its
+    levels (np.add.at: in the order of the rows, as a sparse product sums them, to the same bits); the
+    other terms' blocks are sparse products, formed only where there are other terms."""
+    t1, z1 = structure.terms[0], zs[0]
+    p = x.shape[1]
     z1z1 = np.zeros((t1.nlevels, t1.k, t1.k))
     np.add.at(z1z1, refs[0], z1[:, :, None] * z1[:, None, :])
-    z1s = _sparse_z(t1, refs[0], z1)
-    if len(structure.terms) > 1:
-        zr = sp.hstack([_sparse_z(t, r, z) for t, r, z in zip(structure.terms[1:], refs[1:], zs[1:])]).tocsr()
-    else:
-        zr = sp.csr_matrix((structure.n, 0))
-    nz_level, nz_col, nz_vec = _level_blocks(z1s.T @ zr, t1)
+    z1x = np.zeros((t1.nlevels, t1.k, p))
+    np.add.at(z1x, refs[0], z1[:, :, None] * x[:, None, :])
+    if len(structure.terms) == 1:
+        none, k1 = np.zeros(0, dtype=np.int32), t1.k
+        return Blocks(z1z1, z1x, np.zeros((0, 0)), np.zeros((0, p)), x.T @ x, none, none, np.zeros((0, k1)),
+                      none, none, np.zeros((0, k1, k1)))  # fmt: skip
+    zr = sp.hstack([_sparse_z(t, r, z) for t, r, z in zip(structure.terms[1:], refs[1:], zs[1:])]).tocsr()
+    nz_level, nz_col, nz_vec = _level_blocks(_sparse_z(t1, refs[0], z1).T @ zr, t1)
     pair_level, pair_target, pair_outer = _pairs(nz_level, nz_col, nz_vec, zr.shape[1])
     return Blocks(
         z1z1=z1z1,
-        z1x=np.asarray(z1s.T @ x).reshape(t1.nlevels, t1.k, -1),
+        z1x=z1x,
         zrzr=(zr.T @ zr).toarray(),
         zrx=np.asarray(zr.T @ x),
         xx=x.T @ x,
