@@ -670,9 +670,8 @@ def lme4_order(terms: list, nlevels: list[int]) -> list:
 def _sparse_z(t: TermSpec, refs: np.ndarray, z: np.ndarray) -> sp.csr_matrix:
     """The n x (m k) model matrix of one term; column j*k + c holds z[:, c] on rows of level j."""
     n, k = z.shape
-    cols = refs[:, None] * k + np.arange(k)[None, :]
-    rows = np.repeat(np.arange(n), k)
-    return sp.csr_matrix((z.reshape(-1), (rows, cols.reshape(-1))), shape=(n, t.nranef))
+    cols = refs[:, None] * k + np.arange(k)[None, :]  # each row's k columns, ascending: CSR as it is
+    return sp.csr_matrix((z.reshape(-1), cols.reshape(-1), np.arange(0, n * k + 1, k)), shape=(n, t.nranef))
 
 
 def _blocks(structure: Structure, refs, zs, x: np.ndarray) -> Blocks:
