@@ -1,7 +1,6 @@
 """The bootstrap of crossed and nested LMMs and of a small GLMM against lme4's bootMer, with the
 lanes side by side (vmap; jaxmm.linalg's looped factors keep LAPACK out of these kernels) and one
-at a time (lax.map), both forced in the same run; jaxmm's default is the first for these LMMs and
-the second for GLMMs on a CPU (GlmmLanes.vectorised).
+at a time (lax.map), both forced in the same run; jaxmm's default is the first for all three.
 
     PYTHONPATH=. python bench/bench_crossed.py [--nsamp 4000] [--lme4-nsim 200]
 

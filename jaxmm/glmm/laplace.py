@@ -170,20 +170,27 @@ def pirls(
     """The conditional mode of u (and of beta, when vary_beta) by Fisher scoring from u = 0.
 
     Each iteration takes the largest of 1, 1/2, ..., 1/1024 of the scoring step that does not
-    raise the penalised deviance (all evaluated together: each is one pass over eta); it stops
-    when the decrease is below tol relative, or no fraction decreases it."""
+    raise the penalised deviance, trying them in that order (the full step almost always: one
+    pass over eta); it stops when the decrease is below tol relative, or no fraction decreases it."""
+    halvings = jnp.asarray(_HALVINGS, zl.dtype)
+
+    def trial(mode: Mode, target: Mode, k: Array) -> tuple[Mode, Array]:
+        moved = Mode(*(a + halvings[k] * (b - a) for a, b in zip(mode, target)))
+        return moved, _penalised_deviance(moved, zl, data, fam)
 
     def body(state):
         mode, pdev, niter, _ = state
         hess = _penalised_hessian(mode, zl, data, fam, vary_beta, fisher=True)
         target = _step(mode, cholesky(hess), _penalised_gradient(mode, zl, data, fam, vary_beta), vary_beta)
-        trials = jax.vmap(lambda t: Mode(*(a + t * (b - a) for a, b in zip(mode, target))))(jnp.asarray(_HALVINGS))
-        pdevs = jax.vmap(lambda m: _penalised_deviance(m, zl, data, fam))(trials)
-        ok = pdevs <= pdev
-        pick = jnp.argmax(ok)
-        new_pdev = jnp.where(ok[pick], pdevs[pick], pdev)
-        new_mode = jax.tree.map(lambda t, old: jnp.where(ok[pick], t[pick], old), trials, mode)
-        done = ~ok[pick] | (pdev - new_pdev <= tol * jnp.abs(new_pdev)) | (niter + 1 >= maxiter)
+        _, moved, moved_pdev = lax.while_loop(
+            lambda s: (s[0] < len(_HALVINGS) - 1) & ~(s[2] <= pdev),
+            lambda s: (s[0] + 1, *trial(mode, target, s[0] + 1)),
+            (jnp.array(0), *trial(mode, target, jnp.array(0))),
+        )
+        ok = moved_pdev <= pdev
+        new_pdev = jnp.where(ok, moved_pdev, pdev)
+        new_mode = jax.tree.map(lambda t, old: jnp.where(ok, t, old), moved, mode)
+        done = ~ok | (pdev - new_pdev <= tol * jnp.abs(new_pdev)) | (niter + 1 >= maxiter)
         return new_mode, new_pdev, niter + 1, done
 
     start = Mode(jnp.zeros(q, zl.dtype), beta)

@@ -19,6 +19,7 @@ from ..covariance import lambdas, transform_theta
 from ..design import Design, Structure, as_data_frame, build_design, expression_values, modes_by_term
 from ..formula import MixedFormula, binomial_pair, column_name, parse_formula
 from ..lanes import FitResult, ReplicateFit, Target, vectorisable
+from ..linalg import uses_lapack
 from ..mixedmodel import FitState, MixedModel, OptSummary
 from ..solver import SolverOptions, SolverState, floor_eigenvalues, solver_options
 from .family import Family
@@ -105,11 +106,9 @@ class GlmmLanes:
 
     @property
     def vectorised(self) -> bool:
-        """Side by side on an accelerator only. On a CPU one lane at a time is faster, even where
-        PIRLS's system is small enough for jaxmm.linalg's loops (no LAPACK): vmapped, PIRLS's while
-        loop runs every lane of the batch as long as its slowest lane, at every evaluation of the
-        objective (cbpp: 2.1-2.2 against 1.5-1.6 ms per replicate, bench/bench_crossed.py)."""
-        return vectorisable(True)
+        """PIRLS's dense (q + p) system is factored by LAPACK beyond the sizes jaxmm.linalg loops over."""
+        s = self.structure
+        return vectorisable(uses_lapack(sum(t.nranef for t in s.terms) + s.p))
 
     def simulate(self, key: Array, sim: GlmmSimulation) -> Array:
         return simulate_glmm_response(key, sim.data, self.structure, self.family, sim.beta, sim.theta, sim.u)
