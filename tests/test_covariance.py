@@ -50,7 +50,8 @@ def test_bounds_start_and_column_map():
     np.testing.assert_array_equal(covariance.column_diag(TERMS), [0, 0, 0, 3, 3, 5, 6, 7, 8])
 
 
-@settings(max_examples=25, deadline=None)  # no subnormals: XLA CPU flushes them to zero in products
+# no subnormals: XLA CPU flushes them to zero in products
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(st.lists(st.floats(-3, 3, allow_subnormal=False), min_size=9, max_size=9))
 def test_lambdas_and_lambda_products_match_dense_references(values):
     theta = np.asarray(values)
@@ -108,7 +109,7 @@ def test_lambda_has_the_deviance_symmetry_the_solver_relies_on(k):
     np.testing.assert_allclose(a, b, rtol=1e-14)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(st.integers(1, 4), st.integers(0, 3), st.integers(0, 2**31 - 1))
 def test_lower_factor_is_the_lq_factor_of_the_same_rank(k, deficiency, seed):
     """L lower triangular, diagonal >= 0, L L' = m m' (against numpy), and exactly `deficiency`

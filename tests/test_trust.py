@@ -148,7 +148,7 @@ def test_vcat_refuses_bootstraps_that_share_replicates(sleep_fit, tmp_path):
         jaxmm.vcat(jaxmm.restorereplicates(tmp_path / "a.parquet", sleep_fit), a)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10, deadline=None, derandomize=True, database=None)
 @given(st.one_of(st.integers(2**63, 2**80), st.integers(-(2**80), -(2**63) - 1)))
 def test_a_seed_outside_64_bits_is_a_one_line_error(sleep_fit, seed):
     with pytest.raises(ValueError, match=r"rng must be an int seed from -2\*\*63 to 2\*\*63 - 1"):
@@ -246,7 +246,7 @@ def _rel(x, y):
     return np.max(np.abs(np.asarray(x) - np.asarray(y)) / np.maximum(np.abs(np.asarray(y)), 1e-300))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(SCALES, OFFSETS)
 def test_a_response_in_other_units_and_offsets_gives_the_same_model(sleep, scale, offset):
     y = sleep["reaction"].to_numpy()
@@ -262,7 +262,7 @@ def test_a_response_in_other_units_and_offsets_gives_the_same_model(sleep, scale
     assert _rel(m.stderror, abs(a) * ref.stderror) <= 1e-6
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(SCALES, OFFSETS)
 def test_a_predictor_in_other_units_and_offsets_gives_the_same_model(sleep, scale, offset):
     x = sleep["days"].to_numpy(dtype=float)
@@ -306,7 +306,7 @@ def test_a_bootstrap_in_other_units_is_the_same_bootstrap(sleep):
     np.testing.assert_allclose(two.replicates.beta[:, 1], a * one.replicates.beta[:, 1], rtol=1e-6)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8, deadline=None, derandomize=True, database=None)
 @given(SCALES, OFFSETS)
 def test_a_glmm_predictor_in_other_units_gives_the_same_model(scale, offset):
     rng = np.random.default_rng(3)
@@ -395,7 +395,7 @@ def test_a_glmm_bootstrap_with_a_predictor_in_other_units_is_the_same_bootstrap(
     np.testing.assert_allclose(one.replicates.beta[:, 1], two.replicates.beta[:, 1] / c, rtol=1e-6)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, derandomize=True, database=None)
 @given(st.floats(-6, 9), st.booleans())
 def test_a_random_slope_in_other_units_gives_the_same_model(sleep, exponent, correlated):
     """days -> c days in (1 + days | subj) or (1 + days || subj): the same criterion, the slope's
@@ -419,7 +419,7 @@ def _cov_at(m, at: float) -> tuple[float, float]:
     return m.sigma**2 * ((l11 + at * l21) ** 2 + (at * l22) ** 2), m.sigma**2 * (l21**2 + l22**2)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, derandomize=True, database=None)
 @given(SCALES, OFFSETS)
 def test_a_correlated_random_slope_with_an_offset_gives_the_same_model(sleep, scale, offset):
     """days -> c days + d in (1 + days | subj): the same model (a change of origin of a correlated
@@ -435,7 +435,9 @@ def test_a_correlated_random_slope_with_an_offset_gives_the_same_model(sleep, sc
     at = x.mean()
     var0, var1 = _cov_at(m, c * at + d)
     ref0, ref1 = _cov_at(ref, at)
-    assert _rel(var1 * c * c, ref1) <= 1e-6 and _rel(var0, ref0) <= 1e-6
+    # var0 comes from theta in the data's units, whose intercept element is (offset / sd) times the
+    # slope's: rounded to 1e-16 of it, it carries ~1e-16 * 1e10 relative at 1e10 SDs
+    assert _rel(var1 * c * c, ref1) <= 1e-6 and _rel(var0, ref0) <= 1e-5
 
 
 def test_a_singular_fit_with_an_offset_slope_stays_exactly_on_the_boundary():
