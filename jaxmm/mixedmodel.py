@@ -28,8 +28,7 @@ class OptSummary:
     """How the fit went: start, optimum, convergence and the solver settings used.
 
     compile_s: the seconds of the fit call that JAX spent compiling (tracing, lowering, XLA, or loading
-    from the persistent cache: `_compile.compile_clock`); 0.0 where the compiled code was reused, None
-    where the model kind does not measure it."""
+    from the persistent cache: `_compile.compile_clock`); 0.0 where the compiled code was reused."""
 
     initial: np.ndarray
     final: np.ndarray

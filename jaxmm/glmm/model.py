@@ -14,7 +14,7 @@ import pandas as pd
 from jax import Array
 
 from .. import solver
-from .._compile import computing
+from .._compile import compile_clock, computing
 from ..covariance import lambdas, transform_theta
 from ..design import Design, Structure, as_data_frame, build_design, expression_values, modes_by_term
 from ..formula import MixedFormula, binomial_pair, column_name, parse_formula
@@ -203,7 +203,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         opts = solver_options(optsum_overrides)
         structure = self.structure
         theta0 = self.initial_theta()
-        with computing():
+        with computing(), compile_clock() as compile_s:
             data = jax.tree.map(jnp.asarray, glmm_data(self.design))
             beta0 = glm_start(data, structure=structure, fam=self.family)
             res = _fit_glmm(
@@ -233,6 +233,7 @@ class GeneralizedLinearMixedModel(MixedModel):
                 bool(res.converged),
                 int(res.niter),
                 opts,
+                compile_s(),
             )
         self.fast, self.nAGQ, self._shape = bool(fast), int(nAGQ), float(res.shape)
         self._store_fit(state, optsum)
