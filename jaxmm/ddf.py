@@ -36,7 +36,6 @@ linear change of gamma (pbkrtest's gamma is a linear function of the fit's).
 
 from __future__ import annotations
 
-import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -47,6 +46,7 @@ import pandas as pd
 from jax import Array
 
 from ._compile import computing, jit
+from ._warn import warn
 from .design import Blocks, Structure, SuffStats, suffstats
 from .deviance import factorize, fixed_effects, profiled_terms
 
@@ -245,10 +245,9 @@ class Inference:
                 raise ValueError(
                     "ddf='kenward-roger' needs a REML fit (as pbkrtest's and lmerTest's); refit with REML=True"
                 )
-            warnings.warn(
+            warn(
                 "Satterthwaite's df of a maximum-likelihood fit (lmerTest's, from the ML deviance); "
                 "the usual ones are of a REML fit",
-                stacklevel=3,
             )
         design, structure = m.design, m.structure
         self.beta, self.sigma = state.beta, state.sigma

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import re
-import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,6 +27,7 @@ from formulaic import Formula, model_matrix
 from jax import Array
 
 from ._compile import computing
+from ._warn import warn
 from .covariance import TermSpec, column_diag, lowerbd, theta_pattern, transform_theta
 from .formula import R_FUNCTIONS, MixedFormula, RandomTerm, coefficient_name, column_name, parse_formula
 
@@ -285,11 +285,10 @@ def build_design(
     estimable = _estimable_columns(xs_all)
     if not estimable.all():
         dropped = [name for name, keep in zip(coefnames, estimable) if not keep]
-        warnings.warn(
+        warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s) / coefficient(s): "
             f"{', '.join(map(repr, dropped))} (each a linear combination of the columns before it; "
             "m.estimable says which, m.beta shows them as -0.0)",
-            stacklevel=3,
         )
     x = x_all[:, estimable]
     xs, a = standardise(x)
@@ -485,7 +484,7 @@ def _complete_rows(
     if ndropped == len(data):
         raise ValueError(f"every row has {reason}")
     if ndropped:
-        warnings.warn(f"dropped {ndropped} of {len(data)} rows with {reason}", stacklevel=3)
+        warn(f"dropped {ndropped} of {len(data)} rows with {reason}")
     if undefined:
         complete = data.loc[keep].reset_index(drop=True)
         frame = _evaluate(mf, complete)

@@ -16,7 +16,6 @@ deviances, LRT = -2 log L_small - (-2 log L_large) >= 0, with df = dof_large - d
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +23,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from . import display
+from ._warn import warn
 from .bootstrap.api import check_fitted, simulate_and_refit
 from .covariance import covariance_pattern
 from .lmm import LinearMixedModel
@@ -84,11 +84,10 @@ def _comparable_fits(m_small: LinearMixedModel, m_large: LinearMixedModel) -> tu
     )
     if not (m_small.REML or m_large.REML) or (m_small.REML and m_large.REML and same_fixed):
         return m_small, m_large
-    warnings.warn(
+    warn(
         "refitting the REML fit(s) by maximum likelihood (as pbkrtest and lme4's anova do): REML criteria "
         "are comparable only between models with the same fixed effects, both fitted by REML",
         UserWarning,
-        stacklevel=4,
     )
     return tuple(copy.copy(m).fit(REML=False) if m.REML else m for m in (m_small, m_large))
 
@@ -269,10 +268,9 @@ def pblrt(
     )
     used = fit_small.converged & fit_large.converged
     if not used.all():
-        warnings.warn(
+        warn(
             f"{int((~used).sum())} of {nsamp} replicates had a fit that did not converge and are not used",
             RuntimeWarning,
-            stacklevel=2,
         )
     # See _statistic: LRT* below 0 is rounding at the boundary.
     reference = np.maximum(fit_small.objective[used] - fit_large.objective[used], 0.0)
@@ -298,7 +296,7 @@ def anova(*models) -> pd.DataFrame:
     if len(kinds) > 1:
         raise ValueError(f"anova compares models of one kind and family, got {sorted(kinds)}")
     if any(m.REML for m in models):
-        warnings.warn("refitting model(s) with ML (instead of REML)", UserWarning, stacklevel=2)
+        warn("refitting model(s) with ML (instead of REML)", UserWarning)
         models = tuple(copy.copy(m).fit(REML=False) if m.REML else m for m in models)
     models = sorted(models, key=lambda m: m.dof)
     for small, large in zip(models, models[1:]):

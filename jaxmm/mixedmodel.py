@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import math
-import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,6 +17,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from . import display
+from ._warn import warn
 from .covariance import covariances, initial_theta, sd_corr
 from .design import Design, Structure
 from .solver import SolverOptions
@@ -79,9 +79,7 @@ class MixedModel:
         """Keep a fit's estimates and summary; warn (pointing at the caller's caller) if it did not converge."""
         self._state, self.optsum = state, optsum
         if not optsum.converged:
-            warnings.warn(
-                f"the fit did not converge in {optsum.niter} iterations; see m.optsum", RuntimeWarning, stacklevel=3
-            )
+            warn(f"the fit did not converge in {optsum.niter} iterations; see m.optsum", RuntimeWarning)
 
     # ---- structure ----------------------------------------------------------------------
     @property

@@ -31,7 +31,6 @@ deviation at 0) the end is the bound, as lme4's. An LMM's d is that of y / s (th
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -43,6 +42,7 @@ from scipy import optimize
 from scipy import stats as sps
 
 from ._compile import computing
+from ._warn import warn
 from .covariance import covariance_pattern, lambdas
 from .design import ModelMatrices, Structure, _blocks, _weighted_blocks, suffstats
 from .deviance import factorize, objective, profiled_terms
@@ -407,7 +407,7 @@ def profile(m: MixedModel, *, alphamax: float = 0.01, maxpts: int = 100) -> Mixe
     a REML fit is profiled by its ML refit (with a warning, as lme4's message)."""
     m._require_fit()
     if m.REML:
-        warnings.warn("profiling the ML refit of the REML fit (as lme4's profile)", UserWarning, stacklevel=2)
+        warn("profiling the ML refit of the REML fit (as lme4's profile)", UserWarning)
         m = copy.copy(m).fit(REML=False)
     problem = _Problem(m)
     npar = len(problem.labels)
@@ -428,10 +428,9 @@ def profile(m: MixedModel, *, alphamax: float = 0.01, maxpts: int = 100) -> Mixe
                     break
                 d, start = problem.deviance(i, v, start)
                 if not np.isfinite(d):
-                    warnings.warn(
+                    warn(
                         f"the profile of {_name(label)} stopped at {v:.6g}: no finite deviance",
                         RuntimeWarning,
-                        stacklevel=2,
                     )
                     break
                 z = float(np.sign(v - est) * np.sqrt(max(d - problem.base, 0.0)))

@@ -483,3 +483,15 @@ def test_a_glmm_random_slope_with_an_offset_gives_the_same_model():
     assert _rel(fits[1].beta["x"], fits[0].beta["x"]) <= 1e-6
     slope_sd = [m.varcorr()["sdcor"][1] for m in fits]
     assert _rel(slope_sd[1], slope_sd[0]) <= 1e-5
+
+
+def test_warnings_point_at_the_callers_line(sleep):
+    """A warning raised deep inside jaxmm is attributed to the user's line, whichever jaxmm function it called."""
+    with pytest.warns(UserWarning, match="rank deficient") as through_fit:
+        jaxmm.fit("reaction ~ 1 + days + I(2 * days) + (1|subj)", sleep)
+    with pytest.warns(UserWarning, match="rank deficient") as through_class:
+        jaxmm.LinearMixedModel("reaction ~ 1 + days + I(2 * days) + (1|subj)", sleep)
+    reml = [jaxmm.fit(f, sleep, REML=True) for f in ("reaction ~ 1 + days + (1|subj)", SLEEP)]
+    with pytest.warns(UserWarning, match="refitting") as through_anova:
+        jaxmm.anova(*reml)
+    assert {w.filename for w in [*through_fit, *through_class, *through_anova]} == {__file__}

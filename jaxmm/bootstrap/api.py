@@ -7,7 +7,6 @@ This module checks the arguments and asks the models for their part of the lane 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 from jax import Array
 
 from .._compile import computing
+from .._warn import warn
 from ..mixedmodel import MixedModel
 from ..replicates import Replicates
 from ..results import MixedModelBootstrap
@@ -132,10 +132,9 @@ def parametricbootstrap(
         res, stat = _checkpointed(checkpoint, rng, nsamp, m, sim, key_id, settings)
     failed = int((~res.converged).sum())
     if failed:
-        warnings.warn(
+        warn(
             f"{failed} of {nsamp} bootstrap replicates did not converge; see samp.converged",
             RuntimeWarning,
-            stacklevel=2,
         )
     provenance = ((key_id, 0, int(nsamp)),)
     return MixedModelBootstrap(m, res.astype(dtype), sim=sim, statistic=stat, provenance=provenance)
