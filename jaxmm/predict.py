@@ -29,9 +29,9 @@ import pandas as pd
 from formulaic import model_matrix
 
 from ._compile import computing, jit
-from .covariance import TermSpec
 from .design import ModelMatrices, Structure, _formulaic, as_data_frame
 from .formula import R_FUNCTIONS, coefficient_name
+from .glmm.laplace import random_effect_index
 from .mixedmodel import MixedModel
 
 
@@ -316,9 +316,10 @@ def simulate(
                     "simulating a binomial model on newdata needs each row's trials: pass them as weights= "
                     "(a column of newdata or one value per row)"
                 )
+            index = random_effect_index(mats.refs, terms)
             data = GlmmData(
                 jnp.zeros(n), jnp.asarray(np.ones(n) if w is None else w), jnp.asarray(mats.x),
-                tuple(map(jnp.asarray, mats.z)), _index(mats, terms), jnp.asarray(mats.offset), jnp.asarray(m._shape),
+                tuple(map(jnp.asarray, mats.z)), jnp.asarray(index), jnp.asarray(mats.offset), jnp.asarray(m._shape),
             )  # fmt: skip
             u = _u_with_new(tuple(map(jnp.asarray, state.u)), tuple(len(new) for new in mats.new)) if use_u else None
             one = lambda key: simulate_glmm_response(
@@ -338,17 +339,6 @@ def _simulation_weights(m: MixedModel, newdata, weights) -> np.ndarray | None:
     if not np.all(values > 0):
         raise ValueError(f"weights must be positive, got {values[values <= 0][0]}")
     return values
-
-
-def _index(mats: NewMatrices, terms: tuple[TermSpec, ...]) -> jnp.ndarray:
-    """GlmmData.index: the random effect (of all q) each row's column of each term multiplies."""
-    offsets = np.cumsum([0] + [t.nranef for t in terms])
-    return jnp.asarray(
-        np.column_stack(
-            [off + refs[:, None] * t.k + np.arange(t.k) for off, refs, t in zip(offsets, mats.refs, terms)]
-        ),
-        dtype=jnp.int32,
-    )
 
 
 # ---- refit ----------------------------------------------------------------------------------
@@ -416,7 +406,7 @@ def conditional_covariances(m: MixedModel) -> tuple[np.ndarray, ...]:
             scale = 1.0
         blocks = _conditional_covariances_jit(
             jnp.asarray(zl),
-            _index(mats, m.structure.terms),
+            jnp.asarray(random_effect_index(mats.refs, m.structure.terms)),
             jnp.asarray(w),
             tuple(map(jnp.asarray, lams)),
             structure=m.structure,

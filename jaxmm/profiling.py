@@ -46,8 +46,9 @@ from ._warn import warn
 from .covariance import covariance_pattern, lambdas
 from .design import ModelMatrices, Structure, _blocks, _weighted_blocks, suffstats
 from .deviance import factorize, objective, profiled_terms
+from .glmm.laplace import random_effect_index
 from .mixedmodel import MixedModel
-from .predict import _index, _matrices
+from .predict import _matrices
 from .solver import SolverOptions, minimize
 
 _CORR_EDGE = 1.0 - 1e-10  # a profiled correlation stops short of +-1: chol(R) has no derivative there
@@ -260,7 +261,7 @@ class _Problem:
                 weights = np.ones(m.nobs) if design.weights is None else design.weights
                 self.data = GlmmData(
                     jnp.asarray(design.y), jnp.asarray(weights), jnp.asarray(xs), tuple(map(jnp.asarray, mats.z)),
-                    _index(mats, m.structure.terms), jnp.asarray(design.offset),
+                    jnp.asarray(random_effect_index(mats.refs, m.structure.terms)), jnp.asarray(design.offset),
                 )  # fmt: skip
                 self.scale = 1.0
                 phi = phi_from_theta(m.theta, 1.0, self.layout)

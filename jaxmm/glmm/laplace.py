@@ -82,18 +82,20 @@ class Laplace(NamedTuple):
     mode: Mode
 
 
+def random_effect_index(refs, terms) -> np.ndarray:
+    """GlmmData.index, (n, K) int32: for each row and each column of each term, the random effect (of
+    all q: term by term, level-major) it multiplies, offset_t + level * k_t + column."""
+    offsets = np.cumsum([0] + [t.nranef for t in terms])
+    index = [off + np.asarray(r)[:, None] * t.k + np.arange(t.k) for off, r, t in zip(offsets, refs, terms)]
+    return np.column_stack(index).astype(np.int32)
+
+
 def glmm_data(design: Design) -> GlmmData:
     mats, structure = design.matrices, design.structure
-    offsets = np.cumsum([0] + [t.nranef for t in structure.terms])
-    index = np.column_stack(
-        [
-            off + np.asarray(refs)[:, None] * t.k + np.arange(t.k)
-            for off, refs, t in zip(offsets, mats.refs, structure.terms)
-        ]
-    )
     weights = np.ones(structure.n) if design.weights is None else design.weights
     offset = 0.0 if mats.offset is None else mats.offset
-    return GlmmData(design.y, weights, mats.x, mats.z, index.astype(np.int32), offset)
+    index = random_effect_index(mats.refs, structure.terms)
+    return GlmmData(design.y, weights, mats.x, mats.z, index, offset)
 
 
 def z_lambda(theta: Array, data: GlmmData, structure: Structure) -> Array:
