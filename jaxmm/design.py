@@ -595,12 +595,9 @@ def _grouping_factor(data: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.nda
 def _random_terms(mf: MixedFormula, data: pd.DataFrame, frame: _Frame, residual: bool):
     """Merge bar terms on the same grouping factor (as MixedModels.jl does) and order them as lme4 does;
     each bar's columns are those of `frame` (the formula evaluated on `data`)."""
-    by_group: dict[frozenset[str], list[tuple[RandomTerm, tuple]]] = {}
-    for term, evaluated in zip(mf.random, frame.bars):
-        # a:b and b:a are the same grouping factor
-        by_group.setdefault(frozenset(term.group), []).append((term, evaluated))
     built = []
-    for bars in by_group.values():
+    for positions in mf.bars_by_group():
+        bars = [(mf.random[i], frame.bars[i]) for i in positions]
         group, name = bars[0][0].group, bars[0][0].group_name
         spellings = list(dict.fromkeys(bar.group_name for bar, _ in bars))
         refs, levels = _grouping_factor(data, group)

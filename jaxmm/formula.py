@@ -73,6 +73,14 @@ class MixedFormula:
     offsets: tuple[str, ...] = ()
     variables: tuple[str, ...] = ()
 
+    def bars_by_group(self) -> list[list[int]]:
+        """The positions in `random` of the bars on each grouping factor (a:b and b:a are the same),
+        factors in order of first appearance: the bars one random-effects term merges (as MixedModels.jl)."""
+        by_group: dict[frozenset[str], list[int]] = {}
+        for i, bar in enumerate(self.random):
+            by_group.setdefault(frozenset(bar.group), []).append(i)
+        return list(by_group.values())
+
 
 _ZEROCORR = re.compile(r"^zerocorr\s*\((.*)\)$", re.S)
 

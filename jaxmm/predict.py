@@ -90,11 +90,9 @@ def _evaluate(spec, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[st
 
 
 def _bars_by_term(design) -> list[list]:
-    """Per term of the structure, the bar terms merged into it (design._random_terms' merging)."""
-    by_group: dict[frozenset[str], list] = {}
-    for bar in design.formula.random:
-        by_group.setdefault(frozenset(bar.group), []).append(bar)
-    named = {bars[0].group_name: bars for bars in by_group.values()}
+    """Per term of the structure, the bar terms merged into it (MixedFormula.bars_by_group)."""
+    bars = [[design.formula.random[i] for i in positions] for positions in design.formula.bars_by_group()]
+    named = {group[0].group_name: group for group in bars}
     return [named[t.group] for t in design.structure.terms]
 
 
