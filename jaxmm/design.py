@@ -235,6 +235,11 @@ def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _transform_theta = jax.jit(transform_theta, static_argnames="terms")
 
 
+def fixed_predictor(mats: ModelMatrices, beta: Array) -> Array:
+    """X beta + o, o the offset where the model has one. Pure (NumPy or JAX)."""
+    return mats.x @ beta if mats.offset is None else mats.x @ beta + mats.offset
+
+
 def suffstats(mats: ModelMatrices, structure: Structure, y: Array) -> SuffStats:
     """Z1'Wy, Zr'Wy, X'Wy, y'Wy for one response y (n,), W the prior weights (I if none: see
     `ModelMatrices`). Pure JAX: vmap it over a batch of responses."""

@@ -49,6 +49,7 @@ from .design import (
     SuffStats,
     as_data_frame,
     build_design,
+    fixed_predictor,
     modes_by_term,
     suffstats,
 )
@@ -151,8 +152,7 @@ def simulate_response(
     replicate i's e is the same in both."""
     draws = jax.random.normal(key, (structure.n + sum(t.nranef for t in structure.terms),), dtype=beta.dtype)
     noise = draws[: structure.n] if mats.weights is None else draws[: structure.n] / jnp.sqrt(mats.weights)
-    fixed = mats.x @ beta if mats.offset is None else mats.x @ beta + mats.offset
-    y, offset = fixed + sigma * noise, structure.n
+    y, offset = fixed_predictor(mats, beta) + sigma * noise, structure.n
     for j, (term, lam, refs, z) in enumerate(zip(structure.terms, lambdas(theta, structure.terms), mats.refs, mats.z)):
         if ranef is None:
             b = draws[offset : offset + term.nranef].reshape(term.nlevels, term.k) @ lam.T
@@ -217,8 +217,7 @@ class LmmLanes:
     def _stats(self, y: Array, refit: LmmRefit, dtype) -> SuffStats:
         """The sufficient statistics of y - X centre - o (see LmmRefit; o the offset), in float64, in `dtype`."""
         mats = refit.mats
-        known = mats.x @ refit.centre if mats.offset is None else mats.x @ refit.centre + mats.offset
-        return _as_floats(suffstats(mats, self.structure, y - known), dtype)
+        return _as_floats(suffstats(mats, self.structure, y - fixed_predictor(mats, refit.centre)), dtype)
 
     def fit(
         self, y: Array, refit: LmmRefit, state: SolverState, opts: SolverOptions, until: Array
@@ -245,8 +244,8 @@ class LmmLanes:
         b = tuple(bt @ back.astype(dtype).T for bt, back in zip(b_fit, refit.z_back))
         beta_s = sol.beta + refit.centre
         mats = refit.mats
-        fixed = mats.x @ beta_s if mats.offset is None else mats.x @ beta_s + mats.offset
-        fitted = fixed + sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b_fit, mats.refs, mats.z))
+        ranef_part = sum(jnp.sum(z * bt[refs], axis=1) for bt, refs, z in zip(b_fit, mats.refs, mats.z))
+        fitted = fixed_predictor(mats, beta_s) + ranef_part
         return ReplicateFit(refit.back @ beta_s, fit.theta, fit.sigma, b, fitted)
 
 
