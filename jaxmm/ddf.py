@@ -116,10 +116,13 @@ def cross_products(blocks: Blocks, structure: Structure) -> CrossProducts:
     ztz = np.zeros((q1 + qr, q1 + qr))
     for j in range(t1.nlevels):
         ztz[j * t1.k : (j + 1) * t1.k, j * t1.k : (j + 1) * t1.k] = z1z1[j]
-    rows = np.asarray(blocks.nz_level)[:, None] * t1.k + np.arange(t1.k)[None, :]
-    cols = q1 + np.broadcast_to(np.asarray(blocks.nz_col)[:, None], rows.shape)
-    ztz[rows, cols] = np.asarray(blocks.nz_vec)
-    ztz[cols, rows] = np.asarray(blocks.nz_vec)
+    if blocks.dense_z1zr:
+        ztz[:q1, q1:] = np.asarray(blocks.z1zr).reshape(q1, qr)
+    else:
+        rows = np.asarray(blocks.nz_level)[:, None] * t1.k + np.arange(t1.k)[None, :]
+        cols = q1 + np.broadcast_to(np.asarray(blocks.nz_col)[:, None], rows.shape)
+        ztz[rows, cols] = np.asarray(blocks.nz_vec)
+    ztz[q1:, :q1] = ztz[:q1, q1:].T
     ztz[q1:, q1:] = np.asarray(blocks.zrzr)
     ztx = np.concatenate([np.asarray(blocks.z1x).reshape(q1, -1), np.asarray(blocks.zrx)])
     return CrossProducts(ztz, ztx, np.asarray(blocks.xx))

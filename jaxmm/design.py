@@ -60,11 +60,15 @@ class Structure:
 class Blocks(NamedTuple):
     """Response-independent cross-products (see the module docstring); r = terms 2..T.
 
-    Z1'Zr is sparse in every real crossed design (a student rates a few of the lecturers), so it
-    is kept as its nonzero entries, and the products that eliminating term 1 needs,
-    sum_j (Z1'Zr)_j' M_j (Z1'Zr)_j, as the list of (level, column a, column b) triples whose
-    k1 x k1 outer products are nonzero (a <= b). For insteval this is 1.8 million triples where
-    the dense product has 3.9 billion multiply-adds.
+    Eliminating term 1 needs Z1'Zr and the products sum_j (Z1'Zr)_j' M_j (Z1'Zr)_j, and Z1'Zr is
+    stored in whichever of two forms costs less to use (`_dense_is_cheaper`):
+    - dense, `z1zr` (m1, k1, qr), in fully crossed designs (every subject sees every item), where the
+      products are small matrix products;
+    - sparse, as its nonzero (level j, column a) k1-vectors and the list of (level, column a, column b)
+      triples whose k1 x k1 outer products are nonzero (a <= b), in designs where a level of term 1
+      meets few columns of Zr (a student rates a few of the lecturers). For insteval this is 1.8
+      million triples where the dense product has 3.9 billion multiply-adds.
+    The unused form has length 0 (z1zr (m1, k1, 0); E = P = 0).
     """
 
     z1z1: Array  # (m1, k1, k1)
@@ -72,12 +76,18 @@ class Blocks(NamedTuple):
     zrzr: Array  # (qr, qr)
     zrx: Array  # (qr, p)
     xx: Array  # (p, p)
+    z1zr: Array  # (m1, k1, qr) dense Z1'Zr, or (m1, k1, 0)
     nz_level: Array  # (E,) level j of each nonzero column block of Z1'Zr
     nz_col: Array  # (E,) its column a in Zr
     nz_vec: Array  # (E, k1) the k1-vector (Z1'Zr)_j[:, a]
     pair_level: Array  # (P,) level j
     pair_target: Array  # (P,) a * qr + b, with a <= b, sorted
     pair_outer: Array  # (P, k1, k1) (Z1'Zr)_j[:, a] (Z1'Zr)_j[:, b]'
+
+    @property
+    def dense_z1zr(self) -> bool:
+        """Whether Z1'Zr is stored dense (`z1zr`) rather than as its nonzero blocks: static (a shape)."""
+        return self.z1zr.shape[-1] > 0
 
 
 class SuffStats(NamedTuple):
@@ -685,19 +695,27 @@ def _blocks(structure: Structure, refs, zs, x: np.ndarray) -> Blocks:
     np.add.at(z1z1, refs[0], z1[:, :, None] * z1[:, None, :])
     z1x = np.zeros((t1.nlevels, t1.k, p))
     np.add.at(z1x, refs[0], z1[:, :, None] * x[:, None, :])
+    none, k1 = np.zeros(0, dtype=np.int32), t1.k
     if len(structure.terms) == 1:
-        none, k1 = np.zeros(0, dtype=np.int32), t1.k
-        return Blocks(z1z1, z1x, np.zeros((0, 0)), np.zeros((0, p)), x.T @ x, none, none, np.zeros((0, k1)),
-                      none, none, np.zeros((0, k1, k1)))  # fmt: skip
+        return Blocks(z1z1, z1x, np.zeros((0, 0)), np.zeros((0, p)), x.T @ x, np.zeros((t1.nlevels, k1, 0)),
+                      none, none, np.zeros((0, k1)), none, none, np.zeros((0, k1, k1)))  # fmt: skip
     zr = sp.hstack([_sparse_z(t, r, z) for t, r, z in zip(structure.terms[1:], refs[1:], zs[1:])]).tocsr()
-    nz_level, nz_col, nz_vec = _level_blocks(_sparse_z(t1, refs[0], z1).T @ zr, t1)
-    pair_level, pair_target, pair_outer = _pairs(nz_level, nz_col, nz_vec, zr.shape[1])
+    z1zr = _sparse_z(t1, refs[0], z1).T @ zr
+    nz_level, nz_col, nz_vec = _level_blocks(z1zr, t1)
+    qr = zr.shape[1]
+    if _dense_is_cheaper(nz_level, t1, qr):
+        dense = z1zr.toarray().reshape(t1.nlevels, k1, qr)
+        nz_level, nz_col, nz_vec = none, none, np.zeros((0, k1))
+    else:
+        dense = np.zeros((t1.nlevels, k1, 0))
+    pair_level, pair_target, pair_outer = _pairs(nz_level, nz_col, nz_vec, qr)
     return Blocks(
         z1z1=z1z1,
         z1x=z1x,
         zrzr=(zr.T @ zr).toarray(),
         zrx=np.asarray(zr.T @ x),
         xx=x.T @ x,
+        z1zr=dense,
         nz_level=nz_level,
         nz_col=nz_col,
         nz_vec=nz_vec,
@@ -705,6 +723,19 @@ def _blocks(structure: Structure, refs, zs, x: np.ndarray) -> Blocks:
         pair_target=pair_target,
         pair_outer=pair_outer,
     )
+
+
+# A scattered multiply-add (segment_sum on a CPU, and its derivatives) costs about as much as this
+# many multiply-adds of a dense matrix product.
+SCATTER_COST = 8
+
+
+def _dense_is_cheaper(nz_level: np.ndarray, t1: TermSpec, qr: int) -> bool:
+    """Whether sum_j (Z1'Zr)_j' M_j (Z1'Zr)_j costs less as dense products, m1 k1 qr (qr + k1)
+    multiply-adds, than as scattered outer products over the P nonzero pairs, SCATTER_COST P k1^2."""
+    per_level = np.bincount(nz_level, minlength=t1.nlevels).astype(np.int64)
+    npairs = int(np.sum(per_level * (per_level + 1) // 2))
+    return t1.nlevels * t1.k * qr * (qr + t1.k) <= SCATTER_COST * npairs * t1.k**2
 
 
 def _level_blocks(z1zr: sp.spmatrix, t1: TermSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -49,22 +49,13 @@ def factorize(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structu
     """Blocked Cholesky factor of the augmented penalised system above, at theta.
 
     Eliminating term 1 leaves the Schur complement  M22 - sum_j B_j' M_j B_j  over [Zr, X, y],
-    with B_j = (Z1'[Zr X y])_j. Its Zr x Zr part is summed over the sparse pairs of Z1'Zr."""
+    with B_j = (Z1'[Zr X y])_j (`_first_term_products`)."""
     l11, m = _first_term(theta, blocks, structure)
     rest, rest_lams = structure.terms[1:], lambdas(theta, structure.terms)[1:]
     qr = structure.qrest
     dense1 = jnp.concatenate([blocks.z1x, stats.z1y[..., None]], axis=-1)  # (m1, k1, p + 1)
     t = m @ dense1  # M_j [Z1'X Z1'y]_j
-    c_rr = jax.ops.segment_sum(
-        jnp.einsum("prs,prs->p", blocks.pair_outer, m[blocks.pair_level]),
-        blocks.pair_target,
-        num_segments=qr * qr,
-        indices_are_sorted=True,
-    ).reshape(qr, qr)
-    c_rr = c_rr + c_rr.T - jnp.diag(jnp.diagonal(c_rr))
-    c_rd = jax.ops.segment_sum(
-        jnp.einsum("er,erc->ec", blocks.nz_vec, t[blocks.nz_level]), blocks.nz_col, num_segments=qr
-    )  # (qr, p + 1)
+    c_rr, c_rd = _first_term_products(m, t, blocks, qr)
     c_dd = jnp.einsum("jrc,jrd->cd", dense1, t)
     cross_d = jnp.concatenate([blocks.zrx, stats.zry[:, None]], axis=-1) - c_rd
     dd = jnp.block([[blocks.xx, stats.xy[:, None]], [stats.xy[None, :], stats.yy[None, None]]]) - c_dd
@@ -74,6 +65,24 @@ def factorize(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structu
     s_rd = rmul_lambda(cross_d.T, rest_lams, rest).T
     schur = jnp.block([[s_rr, s_rd], [s_rd.T, dd]])
     return Factor(l11, schur)
+
+
+def _first_term_products(m: Array, t: Array, blocks: Blocks, qr: int) -> tuple[Array, Array]:
+    """sum_j B_j' M_j B_j and sum_j B_j' T_j, B_j = (Z1'Zr)_j, T_j = M_j [Z1'X Z1'y]_j: matrix products
+    when Z1'Zr is dense, else sums of the nonzero pairs' outer products (see `Blocks`)."""
+    if blocks.dense_z1zr:
+        b = blocks.z1zr
+        return jnp.einsum("jar,jas->rs", b, m @ b), jnp.einsum("jar,jac->rc", b, t)
+    c_rr = jax.ops.segment_sum(
+        jnp.einsum("prs,prs->p", blocks.pair_outer, m[blocks.pair_level]),
+        blocks.pair_target,
+        num_segments=qr * qr,
+        indices_are_sorted=True,
+    ).reshape(qr, qr)
+    c_rd = jax.ops.segment_sum(
+        jnp.einsum("er,erc->ec", blocks.nz_vec, t[blocks.nz_level]), blocks.nz_col, num_segments=qr
+    )  # (qr, p + 1)
+    return c_rr + c_rr.T - jnp.diag(jnp.diagonal(c_rr)), c_rd
 
 
 class Profiled(NamedTuple):
@@ -150,9 +159,12 @@ def solve_pls(factor: Factor, theta: Array, blocks: Blocks, stats: SuffStats, st
     ur = solve_triangular(l22[:qr, :qr], l22[-1, :qr] - l22[qr : qr + structure.p, :qr].T @ beta, trans=True)
     lams = lambdas(theta, structure.terms)
     br = rmul_lambda(ur[None, :], tuple(lam.T for lam in lams[1:]), structure.terms[1:])[0]  # Lambda_r u_r
-    zr_part = jax.ops.segment_sum(
-        blocks.nz_vec * br[blocks.nz_col][:, None], blocks.nz_level, num_segments=blocks.z1z1.shape[0]
-    )
+    if blocks.dense_z1zr:
+        zr_part = blocks.z1zr @ br
+    else:
+        zr_part = jax.ops.segment_sum(
+            blocks.nz_vec * br[blocks.nz_col][:, None], blocks.nz_level, num_segments=blocks.z1z1.shape[0]
+        )
     resid1 = stats.z1y - zr_part - blocks.z1x @ beta
     rhs = jnp.einsum("ba,jb->ja", lams[0], resid1)
     u1 = solve_upper_small(factor.l11, solve_lower_small(factor.l11, rhs[..., None]))[..., 0]

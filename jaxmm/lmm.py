@@ -389,8 +389,9 @@ class LinearMixedModel(MixedModel):
         s = self.structure
         t1 = s.terms[0]
         d = s.qrest + s.p + 1
-        npairs = len(self.design.blocks.pair_level)
-        return 8 * (4 * s.n + 16 * t1.nlevels * t1.k**2 + 16 * d * d + 8 * npairs * t1.k**2)
+        blocks = self.design.blocks
+        first = 16 * t1.nlevels * t1.k * (t1.k + blocks.z1zr.shape[-1]) + 8 * len(blocks.pair_level) * t1.k**2
+        return 8 * (4 * s.n + first + 16 * d * d)
 
     def simulation(self, params: tuple, use_u: bool) -> LmmSimulation:
         """The arrays `LmmLanes.simulate` draws from, at params = (beta, sigma, theta); with use_u,

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.linalg import cho_factor, cho_solve
 
+import jaxmm.design as design_module
 from jaxmm.design import build_design, suffstats
 from jaxmm.deviance import factorize, objective, solve_pls
 
@@ -165,14 +166,19 @@ def _close(actual, expected, rtol=1e-8):
     assert np.max(np.abs(actual - expected)) <= rtol * scale, (actual, expected)
 
 
+@pytest.mark.parametrize("z1zr", ["dense", "sparse"])
 @pytest.mark.parametrize("case", list(CASES))
 @settings(max_examples=10, deadline=None, derandomize=True, database=None)
 @given(seed=st.integers(0, 2**32 - 1))
-def test_blocked_deviance_matches_dense(case, seed):
+def test_blocked_deviance_matches_dense(case, z1zr, seed):
+    """Both forms of Z1'Zr (design.Blocks), each forced by the cost of a scattered multiply-add."""
     formula, terms = CASES[case]
     df = random_frame(seed)
-    design = build_design(formula, df)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(design_module, "SCATTER_COST", 10**9 if z1zr == "dense" else 0)
+        design = build_design(formula, df)
     structure = design.structure
+    assert design.blocks.dense_z1zr == (z1zr == "dense" and len(structure.terms) > 1)
 
     # the structure is the one the formula describes, in decreasing order of random effects
     assert [(t.group, t.columns) for t in structure.terms] == [(g, cols) for g, cols, _ in terms]
