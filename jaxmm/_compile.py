@@ -1,12 +1,16 @@
-"""How jaxmm compiles: a persistent compilation cache, and XLA options chosen per model size.
+"""How jaxmm compiles: its compiled programs kept on disk, and XLA options chosen per model size.
 
-Compiling a model's fitting function takes seconds; the compiled executable depends only on the
-model's shapes, so it is kept on disk and a later session with the same model loads it instead.
-The cache is switched on when jaxmm first computes (`computing`), not on import: importing jaxmm
-changes no JAX setting. (JAX decides whether to use a cache at its first compilation in the
-process: a process that compiled something before jaxmm's first computation runs without it.)
-Set JAXMM_CACHE_DIR to choose the folder, or to "" to switch this off; a cache folder the user
-configured for JAX already is left alone.
+Compiling a model's fitting function takes seconds: tracing it to a jaxpr, lowering that to MLIR and
+compiling it with XLA. The executable depends only on the function, its static arguments and its
+arguments' shapes, so `jit` keeps each one on disk (`ExecutableStore`), under a digest of all of
+these and of the software that made it; a later process calling with the same shapes loads it and
+neither traces, lowers nor compiles. JAX's own persistent compilation cache, switched on too, keeps
+what jaxmm compiles outside `jit` (it skips only XLA's stage, and only programs that take at least
+`jax_persistent_cache_min_compile_time_secs`). Both are switched on when jaxmm first computes
+(`computing`), not on import: importing jaxmm changes no JAX setting. (JAX decides whether to use
+its cache at its first compilation in the process: a process that compiled something before jaxmm's
+first computation runs without it.) Set JAXMM_CACHE_DIR to choose the folder, or to "" to switch both
+off; a cache folder the user configured for JAX already is left alone.
 
 A small model (a dense Schur complement of at most `SMALL_DENSE` rows: sleepstudy, dyestuff,
 penicillin) fits in milliseconds and compiles in seconds, so on a CPU its functions are compiled
@@ -18,24 +22,40 @@ model (insteval) the fusion emitters' code runs faster (8.1 s vs 10.6 s per fit)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import functools
+import hashlib
+import inspect
 import os
+import pickle
+import platform
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
+import jaxlib
+import numpy as np
 
 SMALL_DENSE = 256
 _CLASSIC_CPU = {"xla_cpu_use_fusion_emitters": False}
 
 
+def cache_folder() -> Path | None:
+    """JAXMM_CACHE_DIR (default ~/.cache/jaxmm/xla), or None where it is "" (no caching)."""
+    folder = os.environ.get("JAXMM_CACHE_DIR", str(Path.home() / ".cache" / "jaxmm" / "xla"))
+    return Path(folder) if folder else None
+
+
 def enable_compilation_cache() -> None:
     """Keep compiled programs in JAXMM_CACHE_DIR (default ~/.cache/jaxmm/xla), unless it is "" or
     JAX already has a cache folder. Called by jaxmm's first compilation; calling it again does nothing."""
-    folder = os.environ.get("JAXMM_CACHE_DIR", str(Path.home() / ".cache" / "jaxmm" / "xla"))
-    if not folder or jax.config.jax_compilation_cache_dir:
+    folder = cache_folder()
+    if folder is None or jax.config.jax_compilation_cache_dir:
         return
-    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
@@ -66,9 +86,24 @@ def _record_span(event: str, start: float, end: float, **kwargs) -> None:
             spans.append((start, end))
 
 
+def _record_compile(start: float, end: float) -> None:
+    """Time `jit` spent getting an executable (loading it from the store, or compiling and storing it)."""
+    for spans in _open_clocks:
+        spans.append((start, end))
+
+
+_jax_cache_hits = [0]
+
+
+def _count_jax_cache_hit(event: str, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _jax_cache_hits[0] += 1
+
+
 @functools.cache
 def _listen() -> None:
     jax.monitoring.register_event_time_span_listener(_record_span)
+    jax.monitoring.register_event_listener(_count_jax_cache_hit)
 
 
 @contextlib.contextmanager
@@ -116,18 +151,240 @@ def compiler_options(structure) -> dict | None:
     return None
 
 
+class _Unstable(Exception):
+    """A static argument without a description that is the same in every process (a user's closure)."""
+
+
+def _stable(value) -> str:
+    """A description of a static argument that is the same in every process (hash() is salted per
+    process, and a default repr may hold a memory address): its type and contents, recursively."""
+    kind = type(value)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if value is None or kind in (bool, int, float, complex, str, bytes):
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return f"{name}.{value.name}"
+    if isinstance(value, (np.ndarray, np.generic)):
+        value = np.asarray(value)
+        return f"{name}({value.dtype.str}{value.shape}:{hashlib.sha256(value.tobytes()).hexdigest()})"
+    if isinstance(value, (tuple, list, frozenset)):
+        items = sorted(map(_stable, value)) if isinstance(value, frozenset) else map(_stable, value)
+        return f"{name}({', '.join(items)})"
+    if isinstance(value, dict):
+        return f"{name}({', '.join(sorted(f'{_stable(k)}: {_stable(v)}' for k, v in value.items()))})"
+    if dataclasses.is_dataclass(value):
+        fields = (f"{f.name}={_stable(getattr(value, f.name))}" for f in dataclasses.fields(value))
+        return f"{name}({', '.join(fields)})"
+    if isinstance(value, functools.partial):
+        return f"partial({_stable(value.func)}, {_stable(value.args)}, {_stable(value.keywords)})"
+    if callable(value) and "<" not in getattr(value, "__qualname__", "<"):
+        module = getattr(value, "__module__", None) or ""
+        if module.split(".")[0] == "jaxmm":  # jaxmm's own functions: covered by the source digest
+            return f"{module}.{value.__qualname__}"
+    raise _Unstable(name)
+
+
+@functools.cache
+def _software() -> str:
+    """What an executable depends on besides its program: JAX and XLA, the device, the machine's
+    instruction set (XLA compiles for the CPU it runs on), Python and jaxmm's sources."""
+    sources = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        sources.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    device = jax.devices()[0]
+    cpu = ""
+    with contextlib.suppress(OSError):
+        cpu = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    return repr(
+        (
+            jax.__version__,
+            jaxlib.__version__,
+            device.platform,
+            device.client.platform_version,
+            device.device_kind,
+            platform.machine(),
+            hashlib.sha256(cpu.encode()).hexdigest(),
+            sys.version_info[:2],
+            sources.hexdigest(),
+        )
+    )
+
+
+# JAX settings that change what a function traces to
+_TRACING_CONFIG = (
+    "jax_enable_x64",
+    "jax_default_matmul_precision",
+    "jax_numpy_dtype_promotion",
+    "jax_threefry_partitionable",
+    "jax_default_prng_impl",
+    "jax_debug_nans",
+    "jax_debug_infs",
+)
+
+
+def _leaf_type(leaf) -> tuple:
+    """What a compiled program specialises on in an argument array: shape, dtype and weak typing."""
+    if isinstance(leaf, (np.ndarray, jax.Array)):
+        return leaf.shape, leaf.dtype, getattr(leaf, "weak_type", False)
+    aval = jax.typeof(leaf)
+    return aval.shape, aval.dtype, aval.weak_type
+
+
+class ExecutableStore:
+    """Compiled executables on disk, one file per call signature, named by the SHA-256 of the
+    function's name, its static arguments (`_stable`), its arguments' pytree structure and array types,
+    the JAX settings that change tracing and `_software()`. A file holds a checksum and the pickled
+    executable (jax.experimental.serialize_executable); one that fails to load (corrupt, truncated,
+    written by other software) is compiled again and replaced. Loading unpickles it: the folder must
+    be as trusted as the Python code that runs (as JAX's own cache). The oldest files (by last use)
+    are removed beyond `max_bytes`."""
+
+    _MAGIC = b"jaxmm-executable-2\n"
+
+    def __init__(self, folder: Path, max_bytes: int = 2 * 1024**3):
+        self.folder, self.max_bytes = folder, max_bytes
+
+    def path(self, fun: Callable, statics: dict, treedef, types: tuple) -> Path | None:
+        """Where the executable of this call lives; None where a static argument has no stable description."""
+        try:
+            described = ", ".join(f"{k}={_stable(v)}" for k, v in statics.items())
+        except _Unstable:
+            return None
+        config = tuple(getattr(jax.config, name) for name in _TRACING_CONFIG)
+        array_types = ", ".join(f"{d}{s}{'w' if w else ''}" for s, d, w in types)
+        key = repr((fun.__module__, fun.__qualname__, described, str(treedef), array_types, config, _software()))
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()}.jaxexe"
+
+    def load(self, path: Path):
+        """The executable stored at `path`, or None where there is none or it does not load."""
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        head, digest, body = (
+            raw[: len(self._MAGIC)],
+            raw[len(self._MAGIC) : len(self._MAGIC) + 32],
+            raw[len(self._MAGIC) + 32 :],
+        )
+        if head != self._MAGIC or hashlib.sha256(body).digest() != digest:
+            return None
+        try:
+            from jax.experimental.serialize_executable import deserialize_and_load
+
+            _bind_lapack()
+            compiled = deserialize_and_load(*pickle.loads(body))
+        except Exception:  # stored by other software despite the digest, or unreadable: compile again
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # last use, for `_evict`
+        return compiled
+
+    def save(self, path: Path, compiled) -> None:
+        """Store `compiled` at `path` (written to a temporary file and renamed: readers never see half
+        a file); a folder that cannot be written to is no error (the next process compiles again)."""
+        from jax.experimental.serialize_executable import serialize
+
+        try:
+            body = pickle.dumps(serialize(compiled))
+        except Exception:  # an executable this backend cannot serialise
+            return
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(self._MAGIC + hashlib.sha256(body).digest() + body)
+            os.replace(temporary, path)
+            self._evict()
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+
+    def _evict(self) -> None:
+        files = []
+        for entry in os.scandir(self.folder):
+            if entry.name.endswith(".jaxexe"):
+                with contextlib.suppress(OSError):
+                    stat = entry.stat()
+                    files.append((stat.st_mtime, stat.st_size, entry.path))
+        total = sum(size for _, size, _ in files)
+        for _, size, name in sorted(files):
+            if total <= self.max_bytes:
+                break
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+                total -= size
+
+
+@functools.cache
+def _bind_lapack() -> None:
+    """Bind jaxlib's LAPACK kernels, which a CPU executable calls (Cholesky, triangular solves):
+    jaxlib binds them when it first lowers such a call, so an executable loaded in a process that has
+    lowered none would call unbound functions and crash. (jax.export does the same before loading.)"""
+    from jax._src.lax import linalg
+
+    linalg.initialize_lapack()
+
+
+def executable_store() -> ExecutableStore | None:
+    """The store in JAXMM_CACHE_DIR's `executables` folder; None where caching is off."""
+    folder = cache_folder()
+    return None if folder is None else ExecutableStore(folder / "executables")
+
+
 def jit(fun: Callable, static_argnames: tuple[str, ...]) -> Callable:
-    """jax.jit(fun, static_argnames), compiled with `compiler_options(structure)`.
+    """jax.jit(fun, static_argnames), compiled with `compiler_options(structure)`, whose executables
+    are kept in the `executable_store()` (see the module docstring): a call with a signature new to the
+    process loads its executable from there, or compiles it (trace, lower, XLA) and stores it.
 
-    `structure` (static) must be passed by keyword."""
+    `structure` (static) must be passed by keyword. With other static arguments passed positionally,
+    several devices or processes (an executable is compiled for one device), or caching off, it is
+    jax.jit itself."""
     variants: dict[bool, Callable] = {}
+    executables: dict[tuple, Callable] = {}
+    parameters = list(inspect.signature(fun).parameters.values())
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
-    @functools.wraps(fun)
-    def call(*args, structure, **kwargs):
+    def jitted(structure) -> Callable:
         options = compiler_options(structure)
         key = options is not None
         if key not in variants:
             variants[key] = jax.jit(fun, static_argnames=static_argnames, compiler_options=options)
-        return variants[key](*args, structure=structure, **kwargs)
+        return variants[key]
+
+    @functools.wraps(fun)
+    def call(*args, structure, **kwargs):
+        kwargs["structure"] = structure
+        store = executable_store()
+        positional = {p.name for p in parameters[: len(args)]}
+        given = all(name in kwargs or name in defaults for name in static_argnames)
+        plain = store is None or positional & set(static_argnames) or not given or jax.config.jax_disable_jit
+        if plain or not _one_device():
+            return jitted(structure)(*args, **kwargs)
+        statics = {name: kwargs.pop(name) if name in kwargs else defaults[name] for name in static_argnames}
+        leaves, treedef = jax.tree.flatten((args, kwargs))
+        types = tuple(map(_leaf_type, leaves))
+        config = tuple(getattr(jax.config, name) for name in _TRACING_CONFIG)
+        key = (tuple(statics.values()), treedef, types, config)
+        compiled = executables.get(key)
+        if compiled is None:
+            start = time.time()  # JAX's timers' clock (compile_clock takes the union with theirs)
+            path = store.path(fun, statics, treedef, types)
+            compiled = None if path is None else store.load(path)
+            if compiled is None:
+                _listen()
+                hits = _jax_cache_hits[0]
+                compiled = jitted(structure).lower(*args, **kwargs, **statics).compile()
+                # An executable JAX loaded from its own cache serialises without its code (XLA's CPU
+                # client): only one XLA compiled in this process is stored.
+                if path is not None and _jax_cache_hits[0] == hits:
+                    store.save(path, compiled)
+            _record_compile(start, time.time())
+            executables[key] = compiled
+        return compiled(*args, **kwargs)
 
     return call
+
+
+@functools.cache
+def _one_device() -> bool:
+    return jax.device_count() == 1 and jax.process_count() == 1
