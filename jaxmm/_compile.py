@@ -5,12 +5,13 @@ compiling it with XLA. The executable depends only on the function, its static a
 arguments' shapes, so `jit` keeps each one on disk (`ExecutableStore`), under a digest of all of
 these and of the software that made it; a later process calling with the same shapes loads it and
 neither traces, lowers nor compiles. JAX's own persistent compilation cache, switched on too, keeps
-what jaxmm compiles outside `jit` (it skips only XLA's stage, and only programs that take at least
-`jax_persistent_cache_min_compile_time_secs`). Both are switched on when jaxmm first computes
-(`computing`), not on import: importing jaxmm changes no JAX setting. (JAX decides whether to use
-its cache at its first compilation in the process: a process that compiled something before jaxmm's
-first computation runs without it.) Set JAXMM_CACHE_DIR to choose the folder, or to "" to switch both
-off; a cache folder the user configured for JAX already is left alone.
+what jaxmm compiles outside `jit`: the small programs of its eager operations (a bootstrap's set-up
+runs about 30, each 20-50 ms to compile and a few to load), so it keeps every program however quick
+its compile (it skips only XLA's stage: tracing and lowering are still paid). Both are switched on
+when jaxmm first computes (`computing`), not on import: importing jaxmm changes no JAX setting. (JAX
+decides whether to use its cache at its first compilation in the process: a process that compiled
+something before jaxmm's first computation runs without it.) Set JAXMM_CACHE_DIR to choose the
+folder, or to "" to switch both off; a cache folder the user configured for JAX already is left alone.
 
 A small model (a dense Schur complement of at most `SMALL_DENSE` rows: sleepstudy, dyestuff,
 penicillin) fits in milliseconds and compiles in seconds, so on a CPU its functions are compiled
@@ -56,7 +57,7 @@ def enable_compilation_cache() -> None:
     if folder is None or jax.config.jax_compilation_cache_dir:
         return
     jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @contextlib.contextmanager
