@@ -1,11 +1,14 @@
 """The bootstrap of crossed and nested LMMs and of a small GLMM against lme4's bootMer, with the
 lanes side by side (vmap; jaxmm.linalg's looped factors keep LAPACK out of these kernels) and one
-at a time (lax.map), both forced in the same run; jaxmm's default is the first for all three.
+at a time (lax.map), both forced in the same run; jaxmm's default is the first where the dense
+part has at most 48 rows (all but the kb07-size models).
 
-    PYTHONPATH=. python bench/bench_crossed.py [--nsamp 4000] [--lme4-nsim 200]
+    PYTHONPATH=. python bench/bench_crossed.py [--nsamp 4000] [--lme4-nsim 200] [--kb07-lme4-nsim 20]
 
 Models: penicillin `diameter ~ 1 + (1|plate) + (1|sample)` and pastes `strength ~ 1 + (1|batch/cask)`
-(ML), cbpp `incidence/size ~ 1 + period + (1|herd)` (binomial, Laplace; nsamp / 10 replicates).
+(ML), cbpp `incidence/size ~ 1 + period + (1|herd)` (binomial, Laplace; nsamp / 10 replicates), and
+the kb07-size LMMs of bench/bench_ddf.py (56 subjects x 32 items, simulated), maximal and with the
+same terms uncorrelated (`||`), ML, nsamp / 20 replicates.
 jaxmm: the best of 3 warm runs (compiled code reused), seeds 2, 3, 4. lme4:
 `Rscript bench/lme4_bootmer_crossed.R <nsim>`, run from this script in the same stretch of load.
 Writes bench/results/crossed.json and prints a markdown table.
@@ -22,17 +25,24 @@ from pathlib import Path
 
 import jax
 from _common import RESULTS, ROOT, code_version, load, run_meta
+from bench_ddf import KB07, kb07_like
 
 import jaxmm
 import jaxmm.glmm.model
 import jaxmm.lanes
 import jaxmm.lmm
 
+KB07_ZEROCORR = KB07.replace("|", "||")
+SHARE = {"cbpp": 10, "kb07_maximal": 20, "kb07_zerocorr": 20}  # nsamp / SHARE replicates
+
 
 def models() -> dict:
     cbpp = jaxmm.dataset("cbpp")
     cbpp = cbpp.assign(prop=cbpp["incidence"] / cbpp["size"])
+    kb07 = kb07_like()
     return {
+        "kb07_maximal": jaxmm.fit(KB07, kb07, REML=False),
+        "kb07_zerocorr": jaxmm.fit(KB07_ZEROCORR, kb07, REML=False),
         "penicillin": jaxmm.fit("diameter ~ 1 + (1|plate) + (1|sample)", jaxmm.dataset("penicillin")),
         "pastes": jaxmm.fit("strength ~ 1 + (1|batch/cask)", jaxmm.dataset("pastes")),
         "cbpp": jaxmm.fit("prop ~ 1 + period + (1|herd)", cbpp, family="binomial", weights="size"),
@@ -62,20 +72,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nsamp", type=int, default=4000)
     parser.add_argument("--lme4-nsim", type=int, default=200)
+    parser.add_argument("--kb07-lme4-nsim", type=int, default=20)
     args = parser.parse_args()
     version, start_load = code_version(), load()
     fits = models()
     rows = {}
     for name, m in fits.items():
-        n = args.nsamp // 10 if name == "cbpp" else args.nsamp
+        n = args.nsamp // SHARE.get(name, 1)
         rows[name] = {"nsamp": n, "load_before": load()}
         for flag, key in ((True, "vectorised_ms"), (False, "serial_ms")):
             lanes_side_by_side(flag)
             rows[name][key] = 1e3 * per_replicate(m, n)
         lanes_side_by_side(None)
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "lme4.json"
-        subprocess.run(["Rscript", "bench/lme4_bootmer_crossed.R", str(args.lme4_nsim), str(out)], cwd=ROOT, check=True)
+        out, data = Path(tmp) / "lme4.json", Path(tmp) / "kb07.csv"
+        kb07_like().to_csv(data, index=False)
+        nsims = [str(args.lme4_nsim), str(out), str(data), str(args.kb07_lme4_nsim)]
+        subprocess.run(["Rscript", "bench/lme4_bootmer_crossed.R", *nsims], cwd=ROOT, check=True)
         lme4 = json.loads(out.read_text())
     print("| model | lme4 bootMer ms/rep | jaxmm lanes one at a time | jaxmm lanes side by side | lme4/jaxmm (best) |")
     print("|---|---:|---:|---:|---:|")
