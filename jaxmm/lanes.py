@@ -18,6 +18,9 @@ Inside the kernel, for replicate i with key k_i:
     fit, s = lanes.fit(y, target.refit, s, opts, until)   # iterate from state s until done or until
     stat   = statistic(lanes.replicate_fit(y, target.refit, fit))   # optional
 
+y is the simulated response in the form the kind's `fit` reads: its n values, or what they are drawn from
+(an LMM's fit needs only sums over the rows, which it forms a chunk of rows at a time, drawing each chunk
+there: jaxmm.lmm.LmmDraw); `lanes.response(y)` gives its n values (`simulated_responses`).
 A fit that is not done when `until` iterations are reached is continued in the engine's next call
 from the returned state, damping and BFGS Hessian included. A new kind of model implements these
 (see ARCHITECTURE.md); the engine does not change.
@@ -80,13 +83,15 @@ class Lanes(Protocol):
     def vectorised(self) -> bool:
         """Whether lanes may run side by side under vmap (see `vectorisable`)."""
 
-    def simulate(self, key: Array, simulation: Any) -> Array: ...
+    def simulate(self, key: Array, simulation: Any) -> Any: ...
+
+    def response(self, y: Any) -> Array: ...
 
     def fit(
-        self, y: Array, refit: Any, state: SolverState, opts: SolverOptions, until: Array
+        self, y: Any, refit: Any, state: SolverState, opts: SolverOptions, until: Array
     ) -> tuple[FitResult, SolverState]: ...
 
-    def replicate_fit(self, y: Array, refit: Any, fit: FitResult) -> ReplicateFit: ...
+    def replicate_fit(self, y: Any, refit: Any, fit: FitResult) -> ReplicateFit: ...
 
 
 def vectorisable(calls_lapack: bool) -> bool:

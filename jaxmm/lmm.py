@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax import Array
+from jax import Array, lax
 
 from . import solver
 from ._compile import compile_clock, computing, is_small, jit
@@ -134,38 +134,16 @@ def objective_hessian(theta: Array, blocks: Blocks, stats: SuffStats, structure:
     return jax.hessian(objective)(theta, blocks, stats, structure, reml)
 
 
-def simulate_response(
-    key: Array,
-    mats: ModelMatrices,
-    structure: Structure,
-    beta: Array,
-    sigma: Array,
-    theta: Array,
-    ranef: tuple[Array, ...] | None = None,
-) -> Array:
-    """y = X beta + o + sigma (Z Lambda(theta) u + W^-1/2 e), with [e; u] one standard normal draw, o the
-    offset and W the prior weights (see design.ModelMatrices). Pure: vmap over keys.
-
-    Given `ranef` (per term, the (m_t, k_t) random effects b_t, e.g. the fitted model's
-    conditional modes: lme4's use.u=TRUE), the random effects are held there instead,
-    y = X beta + o + Z b + sigma W^-1/2 e, and theta is not used. The same draw is taken either way, so
-    replicate i's e is the same in both."""
-    draws = jax.random.normal(key, (structure.n + sum(t.nranef for t in structure.terms),), dtype=beta.dtype)
-    noise = draws[: structure.n] if mats.weights is None else draws[: structure.n] / jnp.sqrt(mats.weights)
-    y, offset = fixed_predictor(mats, beta) + sigma * noise, structure.n
-    for j, (term, lam, refs, z) in enumerate(zip(structure.terms, lambdas(theta, structure.terms), mats.refs, mats.z)):
-        if ranef is None:
-            b = draws[offset : offset + term.nranef].reshape(term.nlevels, term.k) @ lam.T
-            y = y + sigma * jnp.sum(z * b[refs], axis=1)
-        else:
-            y = y + jnp.sum(z * ranef[j][refs], axis=1)
-        offset += term.nranef
-    return y
+# Rows of a simulated response drawn at a time (`row_chunks`): what a bootstrap lane holds of it. Every shipped
+# example (insteval: 73,421 rows) is one chunk.
+CHUNK_ROWS = 2**17
 
 
-def _as_floats(tree, dtype: np.dtype):
-    """The tree with its floating-point arrays in `dtype` (integer arrays, the indices, kept)."""
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+def row_chunks(n: int) -> tuple[int, int]:
+    """(C, R): a response of n rows is drawn in C = ceil(n / CHUNK_ROWS) chunks of R = ceil(n / C) rows,
+    chunk c holding rows cR .. min((c + 1) R, n) - 1."""
+    count = -(-n // CHUNK_ROWS)
+    return count, -(-n // count)
 
 
 class LmmSimulation(NamedTuple):
@@ -177,6 +155,130 @@ class LmmSimulation(NamedTuple):
     sigma: Array
     theta: Array
     ranef: tuple[Array, ...] | None
+
+
+@partial(jax.tree_util.register_dataclass, data_fields=("key", "sim"), meta_fields=("structure",))
+@dataclass(frozen=True)
+class LmmDraw:
+    """A simulated response (`simulate_response`) as a bootstrap lane holds it: its key and the model of shape
+    `structure` it is drawn from. Its values are drawn where they are used, a chunk of rows at a time
+    (`response_stats`), so that a lane never holds more than one chunk of them."""
+
+    key: Array
+    sim: LmmSimulation
+    structure: Structure
+
+
+def _rows(tree, start, size: int):
+    """Rows start .. start + size - 1 of every array of `tree` (model matrices: row-major, n first)."""
+    return jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, size), tree)
+
+
+def _first_chunk(draw: LmmDraw, rows: int) -> tuple[Array, tuple[Array, ...]]:
+    """Chunk 0's e (R values) and the random effects b_t = u_t Lambda_t' of every term (or the held ones):
+    [e_0; u] is one draw, normal(key, R + q)."""
+    sim, structure = draw.sim, draw.structure
+    q = sum(t.nranef for t in structure.terms)
+    draws = jax.random.normal(draw.key, (rows + q,), dtype=sim.beta.dtype)
+    if sim.ranef is not None:
+        return draws[:rows], sim.ranef
+    effects, offset = [], rows
+    for term, lam in zip(structure.terms, lambdas(sim.theta, structure.terms)):
+        effects.append(draws[offset : offset + term.nranef].reshape(term.nlevels, term.k) @ lam.T)
+        offset += term.nranef
+    # kept apart: fused into the gathers b_t[refs], each of the n rows would draw its level's u again
+    return draws[:rows], lax.optimization_barrier(tuple(effects))
+
+
+def _later_chunk(draw: LmmDraw, c: Array, rows: int) -> tuple[Array, Array, Array]:
+    """Chunk c > 0 on the window of R rows from start = min(cR, n - R) (the last chunk's window is moved back to
+    end at row n): start, e on the window (row cR + j takes e_c[j], e_c = normal(fold_in(key, c), R)) and
+    whether each row is the chunk's (the rows before cR are the previous chunk's)."""
+    n = draw.structure.n
+    start = jnp.minimum(c * rows, n - rows)
+    shift = c * rows - start
+    e = jnp.roll(jax.random.normal(jax.random.fold_in(draw.key, c), (rows,), dtype=draw.sim.beta.dtype), shift)
+    return start, e, jnp.arange(rows) >= shift
+
+
+def _chunk_response(sim: LmmSimulation, mats: ModelMatrices, effects: tuple[Array, ...], e: Array) -> Array:
+    """y = X beta + o + sigma W^-1/2 e + sigma Z b (b = effects) on the rows of `mats` (see simulate_response);
+    held random effects (sim.ranef) are in y's units: + Z b."""
+    noise = e if mats.weights is None else e / jnp.sqrt(mats.weights)
+    y = fixed_predictor(mats, sim.beta) + sim.sigma * noise
+    for b, refs, z in zip(effects, mats.refs, mats.z):
+        part = jnp.sum(z * b[refs], axis=1)
+        y = y + (part if sim.ranef is not None else sim.sigma * part)
+    return y
+
+
+def simulate_response(
+    key: Array,
+    mats: ModelMatrices,
+    structure: Structure,
+    beta: Array,
+    sigma: Array,
+    theta: Array,
+    ranef: tuple[Array, ...] | None = None,
+) -> Array:
+    """y = X beta + o + sigma (Z Lambda(theta) u + W^-1/2 e), with [e; u] standard normal, o the offset and W
+    the prior weights (see design.ModelMatrices). Pure: vmap over keys.
+
+    The draws are taken in C chunks of R rows (`row_chunks`): chunk 0's e and u as one draw,
+    [e_0; u] = normal(key, R + q), chunk c > 0's e_c = normal(fold_in(key, c), R); a response of at most
+    CHUNK_ROWS rows is one chunk, [e; u] = normal(key, n + q). So the statistics of a long response can be
+    formed chunk by chunk (`response_stats`) without holding it whole.
+
+    Given `ranef` (per term, the (m_t, k_t) random effects b_t, e.g. the fitted model's
+    conditional modes: lme4's use.u=TRUE), the random effects are held there instead,
+    y = X beta + o + Z b + sigma W^-1/2 e, and theta is not used. The same draw is taken either way, so
+    replicate i's e is the same in both."""
+    draw = LmmDraw(key, LmmSimulation(mats, beta, sigma, theta, ranef), structure)
+    count, rows = row_chunks(structure.n)
+    e, effects = _first_chunk(draw, rows)
+    first = _chunk_response(draw.sim, _rows(mats, 0, rows), effects, e)
+    if count == 1:
+        return first
+
+    def chunk(c, y):
+        start, e, own = _later_chunk(draw, c, rows)
+        part = _chunk_response(draw.sim, _rows(mats, start, rows), effects, e)
+        part = jnp.where(own, part, lax.dynamic_slice_in_dim(y, start, rows))
+        return lax.dynamic_update_slice_in_dim(y, part, start, 0)
+
+    y = jnp.zeros(structure.n, first.dtype).at[:rows].set(first)
+    return lax.fori_loop(1, count, chunk, y)
+
+
+def response_stats(draw: LmmDraw, mats: ModelMatrices, structure: Structure, centre: Array) -> SuffStats:
+    """The sufficient statistics (design.suffstats) of r = y - X centre - o for the drawn response y
+    (`simulate_response`), of the model of shape `structure` with matrices `mats` (on the rows of the
+    simulation's) and offset o: the sums of the C chunks' statistics, each chunk drawn where it is summed (one
+    chunk: the statistics of r itself). Pure: vmap over draws; a lane holds one chunk of y at a time."""
+    count, rows = row_chunks(draw.structure.n)
+
+    def chunk_residual(start, e, effects) -> tuple[ModelMatrices, Array]:
+        own = _rows(mats, start, rows)
+        y = _chunk_response(draw.sim, _rows(draw.sim.mats, start, rows), effects, e)
+        return own, y - fixed_predictor(own, centre)
+
+    e, effects = _first_chunk(draw, rows)
+    own, r = chunk_residual(0, e, effects)
+    stats = suffstats(own, structure, r)
+    if count == 1:
+        return stats
+
+    def chunk(c, stats):
+        start, e, keep = _later_chunk(draw, c, rows)
+        own, r = chunk_residual(start, e, effects)
+        return jax.tree.map(jnp.add, stats, suffstats(own, structure, jnp.where(keep, r, 0.0)))
+
+    return lax.fori_loop(1, count, chunk, stats)
+
+
+def _as_floats(tree, dtype: np.dtype):
+    """The tree with its floating-point arrays in `dtype` (integer arrays, the indices, kept)."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
 class LmmRefit(NamedTuple):
@@ -211,16 +313,19 @@ class LmmLanes:
         s = self.structure
         return vectorisable(uses_lapack(s.qrest + s.p + 1))
 
-    def simulate(self, key: Array, sim: LmmSimulation) -> Array:
-        return simulate_response(key, sim.mats, self.structure, sim.beta, sim.sigma, sim.theta, sim.ranef)
+    def simulate(self, key: Array, sim: LmmSimulation) -> LmmDraw:
+        return LmmDraw(key, sim, self.structure)
 
-    def _stats(self, y: Array, refit: LmmRefit, dtype) -> SuffStats:
+    def response(self, y: LmmDraw) -> Array:
+        s = y.sim
+        return simulate_response(y.key, s.mats, y.structure, s.beta, s.sigma, s.theta, s.ranef)
+
+    def _stats(self, y: LmmDraw, refit: LmmRefit, dtype) -> SuffStats:
         """The sufficient statistics of y - X centre - o (see LmmRefit; o the offset), in float64, in `dtype`."""
-        mats = refit.mats
-        return _as_floats(suffstats(mats, self.structure, y - fixed_predictor(mats, refit.centre)), dtype)
+        return _as_floats(response_stats(y, refit.mats, self.structure, refit.centre), dtype)
 
     def fit(
-        self, y: Array, refit: LmmRefit, state: SolverState, opts: SolverOptions, until: Array
+        self, y: LmmDraw, refit: LmmRefit, state: SolverState, opts: SolverOptions, until: Array
     ) -> tuple[FitResult, SolverState]:
         stats = self._stats(y, refit, state.theta.dtype)
         fun = partial(objective, blocks=refit.blocks, stats=stats, structure=self.structure, reml=refit.reml)
@@ -232,7 +337,7 @@ class LmmLanes:
         z_back = tuple(m.astype(fit.theta.dtype) for m in refit.z_back)
         return fit._replace(theta=transform_theta(fit.theta, z_back, self.structure.terms)), state
 
-    def replicate_fit(self, y: Array, refit: LmmRefit, fit: FitResult) -> ReplicateFit:
+    def replicate_fit(self, y: LmmDraw, refit: LmmRefit, fit: FitResult) -> ReplicateFit:
         """The conditional modes b_t = T_t^-1 lambda_fit u_t (of Z's columns) and fitted values at the fit's theta."""
         structure, dtype = self.structure, fit.theta.dtype
         stats = self._stats(y, refit, dtype)
@@ -385,13 +490,14 @@ class LinearMixedModel(MixedModel):
         return LmmLanes(self.structure)
 
     def lane_bytes(self) -> int:
-        """A lane's working set, roughly: the response, the first term's diagonal blocks and the dense rest."""
+        """A lane's working set, roughly: a chunk of the response (`row_chunks`), the first term's diagonal blocks
+        and the dense rest."""
         s = self.structure
         t1 = s.terms[0]
         d = s.qrest + s.p + 1
         blocks = self.design.blocks
         first = 16 * t1.nlevels * t1.k * (t1.k + blocks.z1zr.shape[-1]) + 8 * len(blocks.pair_level) * t1.k**2
-        return 8 * (4 * s.n + first + 16 * d * d)
+        return 8 * (4 * row_chunks(s.n)[1] + first + 16 * d * d)
 
     def simulation(self, params: tuple, use_u: bool) -> LmmSimulation:
         """The arrays `LmmLanes.simulate` draws from, at params = (beta, sigma, theta); with use_u,

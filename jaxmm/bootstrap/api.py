@@ -261,7 +261,7 @@ def simulated_responses(m: MixedModel, seed: int, nsamp: int, first: int = 0) ->
     with computing():
         simulation, lanes = m.simulation(m.simulation_parameters(), use_u=False), m.lanes()
         key = jax.random.key(seed)
-        one = lambda i: lanes.simulate(replicate_key(key, i), simulation)
+        one = lambda i: lanes.response(lanes.simulate(replicate_key(key, i), simulation))
         return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(first, first + nsamp)))
 
 

@@ -113,6 +113,9 @@ class GlmmLanes:
     def simulate(self, key: Array, sim: GlmmSimulation) -> Array:
         return simulate_glmm_response(key, sim.data, self.structure, self.family, sim.beta, sim.theta, sim.u)
 
+    def response(self, y: Array) -> Array:
+        return y  # drawn whole: PIRLS reads every value at each iteration
+
     def fit(
         self, y: Array, refit: GlmmRefit, state: SolverState, opts: SolverOptions, until: Array
     ) -> tuple[FitResult, SolverState]:
