@@ -66,7 +66,7 @@ def lmepy_simulation_check(lp, d, formula):
 
     fit = lp.lmer(formula, d, reml=False)
     sims = np.asarray(fit.simulate(2000, n_jobs=1, seed=1).simulations)
-    xb = np.asarray(fit.design_matrix) @ np.asarray(fit.coefficients)
+    xb = np.asarray(fit.predict(d))  # the population-level prediction X beta
     fitted = np.asarray(fit.fitted)
     mean, var = sims.mean(axis=0), sims.var(axis=0)
     return {

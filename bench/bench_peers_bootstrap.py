@@ -19,7 +19,8 @@ Programs and what each bootstrap simulates:
   jaxmm       parametricbootstrap(seed, nsamp, m, progress=False, use_u=...): both modes are timed, use_u=False
               (random effects redrawn, as bootMer's use.u = FALSE and mixedlm) and use_u=True (random effects
               held at the fit's conditional modes, as lme-python's parametric bootstrap). Per mode: one
-              untimed run of the same nsamp (compiles), then the best of `--repeats` (3) runs, seeds 2, 3, 4.
+              untimed run of one lane width (compiles), then the best of `--repeats` runs (3; kb07 and
+              grouseticks 2), seeds 2, 3, 4.
               OPENBLAS_NUM_THREADS=1 (as bench_glmm_bootstrap.py: XLA's CPU LAPACK calls go to OpenBLAS).
   lme4        bootMer(fit, FUN, nsim, type = "parametric", use.u = FALSE) (bench/lme4_bootmer_peers.R), one
               timed run per model after the fit (bootMer compiles nothing).
@@ -84,9 +85,9 @@ REPS = {
     "sleepstudy": SMALL,
     "penicillin": SMALL,
     "pastes": SMALL,
-    "kb07_zerocorr": (128, 6, 8, 8),
+    "kb07_zerocorr": (64, 6, 8, 8),
     "cbpp": (800, 100, 50, 50),
-    "grouseticks": (128, 40, 10, 10),
+    "grouseticks": (64, 40, 10, 10),
 }
 PEERS = ("lme4", "lmepy", "mixedlm")
 
@@ -108,12 +109,13 @@ def jaxmm_model(name: str):
     return jaxmm.fit(formula, d, family=family, weights=weights)
 
 
-def time_jaxmm(m, nsamp: int, use_u: bool, repeats: int) -> dict:
-    """Best of `repeats` warm runs (one untimed run of the same size compiles first), ms per replicate."""
+def time_jaxmm(m, nsamp: int, use_u: bool, repeats: int, width: int) -> dict:
+    """Best of `repeats` warm runs, ms per replicate. One untimed run of one lane width compiles first: the
+    kernel's shape is fixed per model (lane_width), whatever nsamp."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a replicate that does not converge is counted below, not printed
         t = time.perf_counter()
-        jaxmm.parametricbootstrap(1, nsamp, m, progress=False, use_u=use_u)
+        jaxmm.parametricbootstrap(1, width, m, progress=False, use_u=use_u)
         first = time.perf_counter() - t
         times, unconverged, niter = [], 0, []
         for seed in range(2, 2 + repeats):
@@ -124,7 +126,7 @@ def time_jaxmm(m, nsamp: int, use_u: bool, repeats: int) -> dict:
             niter.append(float(np.mean(samp.replicates.niter)))
     return {
         "nsamp": nsamp,
-        "first_run_s": first,
+        "first_run_s (one lane width, compiles)": first,
         "times_s": times,
         "ms_per_replicate": 1e3 * min(times) / nsamp,
         "unconverged": unconverged,
@@ -181,7 +183,9 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated, of: " + ", ".join(MODELS))
     ap.add_argument("--reps", type=int, help="jaxmm's replicates per timed run, every model (default: per model)")
     ap.add_argument("--peer-reps", type=int, help="the peers' and lme4's replicates per run (default: per model)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per program and model (best counts)")
+    ap.add_argument(
+        "--repeats", type=int, help="timed runs per model (best counts); default 3 (jaxmm: 2 for kb07, grouseticks)"
+    )
     ap.add_argument("--skip", default="", help="comma-separated programs not to run: lme4, lmepy, mixedlm")
     ap.add_argument("--lmepy", default="/tmp/lmepy/bin/python", help="the interpreter with lme_python")
     ap.add_argument("--mixedlm", default="/tmp/mixedlm/bin/python", help="the interpreter with mixedlm")
@@ -203,9 +207,10 @@ def main() -> None:
         fit_s = time.perf_counter() - t
         width = lane_width(m, "cpu")
         nsamp = args.reps or max(REPS[name][0], 2 * width)
+        repeats = args.repeats or (2 if name in ("kb07_zerocorr", "grouseticks") else 3)
         row = {"formula": MODELS[name][0], "jaxmm_fit_s": fit_s, "lane_width": width, "objective": float(m.objective)}
         for use_u in (False, True):
-            row[f"jaxmm_use_u_{use_u}"] = time_jaxmm(m, nsamp, use_u, args.repeats)
+            row[f"jaxmm_use_u_{use_u}"] = time_jaxmm(m, nsamp, use_u, repeats, width)
             r = row[f"jaxmm_use_u_{use_u}"]
             print(f"jaxmm {name} use_u={use_u}: {r['ms_per_replicate']:.4f} ms/rep ({nsamp} reps)", flush=True)
         rows[name] = row
@@ -226,7 +231,7 @@ def main() -> None:
                 walls[peer] = time.perf_counter() - t
             else:
                 python = args.lmepy if peer == "lmepy" else args.mixedlm
-                peers[peer] = run_peer(peer, python, specs, nsim[peer], args.repeats, folder)
+                peers[peer] = run_peer(peer, python, specs, nsim[peer], args.repeats or 3, folder)
             walls[peer] = time.perf_counter() - t
     loads["end"] = load()
 
