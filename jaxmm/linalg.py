@@ -4,7 +4,9 @@ The k x k blocks of a random-effects term (k = 1, 2, 3 typically) and the d x d 
 solver (d = len(theta)) are far too small for LAPACK: a batched LAPACK call loops over the stack
 one matrix at a time, while these unrolled formulas are a handful of elementwise array operations
 over the whole stack, which XLA fuses and vectorises (and which vmap batches for free).
-The size k is static (known when tracing), so the Python loops below unroll at trace time.
+The size k is static (known when tracing), so the Python loops below unroll at trace time. An
+unrolled factor has about k^3 / 3 operations, so beyond UNROLL_MAX `chol_stack` and `cho_solve_stack`
+loop instead (the solver's 20 x 20 Hessian of a kb07-size model was three quarters of its program).
 
 Dense matrices of moderate size (the dense part of a crossed LMM, a GLMM's PIRLS system) are
 factored by the same column algorithms as a loop (lax.fori_loop) of vector operations: one
@@ -94,6 +96,29 @@ def chol_loop(a: Array) -> Array:
         return lax.dynamic_update_index_in_dim(el, new, j, axis=1)
 
     return lax.fori_loop(0, d, column, jnp.zeros_like(a))
+
+
+def chol_stack(a: Array) -> Array:
+    """Lower Cholesky factor of each matrix in a stack a[..., d, d] of any size, never by LAPACK (so
+    that it vectorises under vmap): `chol_small` up to UNROLL_MAX, `chol_loop` per matrix beyond.
+    A matrix that is not positive definite yields NaN entries."""
+    if a.shape[-1] <= UNROLL_MAX:
+        return chol_small(a)
+    loop = chol_loop
+    for _ in range(a.ndim - 2):
+        loop = jax.vmap(loop)
+    return loop(a)
+
+
+def cho_solve_stack(el: Array, b: Array) -> Array:
+    """Solve (L L') x = b for each factor L[..., d, d] and vector b[..., d] of a stack, never by LAPACK:
+    `cho_solve_small` up to UNROLL_MAX, forward and back substitution loops (`_substitute`) beyond."""
+    if el.shape[-1] <= UNROLL_MAX:
+        return cho_solve_small(el, b)
+    solve = lambda factor, v: _substitute(factor, _substitute(factor, v, False), True)
+    for _ in range(el.ndim - 2):
+        solve = jax.vmap(solve)
+    return solve(el, b)
 
 
 def _substitute(el: Array, b: Array, transpose: bool) -> Array:

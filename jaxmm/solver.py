@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
-from .linalg import cho_solve_small, chol_small
+from .linalg import cho_solve_stack, chol_stack
 
 
 class SolverOptions(NamedTuple):
@@ -124,8 +124,8 @@ def _tolerance(f: Array, opts: SolverOptions) -> Array:
 
 def _is_converged(f: Array, g: Array, h: Array, opts: SolverOptions) -> Array:
     """Newton decrement test (needs a positive-definite Hessian)."""
-    chol = chol_small(h)
-    decrement = g @ cho_solve_small(chol, g)
+    chol = chol_stack(h)
+    decrement = g @ cho_solve_stack(chol, g)
     return jnp.all(jnp.isfinite(chol)) & (0.5 * decrement <= _tolerance(f, opts))
 
 
@@ -157,9 +157,9 @@ def _newton_step(g: Array, h: Array, mu: Array) -> tuple[Array, Array]:
     scale = jnp.max(jnp.abs(jnp.diag(h))) + 1.0
     mus = jnp.concatenate([mu[None], jnp.maximum(mu, 1e-8 * scale) * _DAMPING_LADDER[1:]])
     eye = jnp.eye(h.shape[0], dtype=h.dtype)
-    chols = chol_small(h[None] + mus[:, None, None] * eye)
+    chols = chol_stack(h[None] + mus[:, None, None] * eye)
     pick = jnp.argmax(jnp.all(jnp.isfinite(chols), axis=(-2, -1)))
-    return -cho_solve_small(chols[pick], g), mus[pick]
+    return -cho_solve_stack(chols[pick], g), mus[pick]
 
 
 def init(theta0: Array, column_diag: np.ndarray, h0: Array | None = None, niter: Array | int = 0) -> SolverState:

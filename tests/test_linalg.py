@@ -22,7 +22,9 @@ from jax.test_util import check_grads
 from jaxmm.linalg import (
     UNROLL_MAX,
     cho_solve_small,
+    cho_solve_stack,
     chol_small,
+    chol_stack,
     cholesky,
     cholesky_inverse,
     leading_logdets,
@@ -92,6 +94,26 @@ def test_chol_small_not_positive_definite_gives_nan():
     assert np.isnan(stack[0, 1, 1])
     np.testing.assert_array_equal(stack[1], 2.0 * np.eye(2))
     assert np.isnan(scalar[0, 0])
+
+
+@pytest.mark.parametrize("k", [3, UNROLL_MAX + 1, 20])
+def test_stack_factor_and_solve_of_any_size_match_numpy_and_vectorise(k):
+    """chol_stack / cho_solve_stack (the solver's Hessian: unrolled when tiny, loops beyond) on a stack,
+    and NaN for a matrix that is not positive definite."""
+    rng = np.random.default_rng(50 + k)
+    s = random_spd(rng, k, BATCH)
+    s[0, 0] -= 100.0 * k * np.eye(k)
+    b = rng.standard_normal(BATCH + (k,))
+    with jax.enable_x64(True):
+        factors = jax.jit(lambda m, v: (chol_stack(m), cho_solve_stack(chol_stack(m), v), jax.vmap(chol_stack)(m)))
+        el, x, mapped = factors(jnp.asarray(s), b)
+    el, x = np.asarray(el), np.asarray(x)
+    assert np.isnan(el[0, 0]).any() and np.isfinite(el.reshape(-1, k, k)[1:]).all()
+    np.testing.assert_allclose(el.reshape(-1, k, k)[1:], np.linalg.cholesky(s.reshape(-1, k, k)[1:]), rtol=1e-12)
+    np.testing.assert_allclose(mapped, el, rtol=1e-14)
+    expected = np.linalg.solve(s.reshape(-1, k, k)[1:], b.reshape(-1, k)[1:, :, None])[..., 0]
+    np.testing.assert_allclose(x.reshape(-1, k)[1:], expected, rtol=1e-9)
+    np.testing.assert_array_equal(np.triu(el.reshape(-1, k, k)[1:], 1), 0.0)
 
 
 @pytest.mark.parametrize("k", SMALL_SIZES)
