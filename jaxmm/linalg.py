@@ -5,8 +5,9 @@ solver (d = len(theta)) are far too small for LAPACK: a batched LAPACK call loop
 one matrix at a time, while these unrolled formulas are a handful of elementwise array operations
 over the whole stack, which XLA fuses and vectorises (and which vmap batches for free).
 The size k is static (known when tracing), so the Python loops below unroll at trace time. An
-unrolled factor has about k^3 / 3 operations, so beyond UNROLL_MAX `chol_stack` and `cho_solve_stack`
-loop instead (the solver's 20 x 20 Hessian of a kb07-size model was three quarters of its program).
+unrolled factor has about k^3 / 3 operations, so beyond STACK_UNROLL_MAX `chol_stack` and
+`cho_solve_stack` loop instead (the solver's 20 x 20 Hessian of a kb07-size model was three quarters
+of its program).
 
 Dense matrices of moderate size (the dense part of a crossed LMM, a GLMM's PIRLS system) are
 factored by the same column algorithms as a loop (lax.fori_loop) of vector operations: one
@@ -27,6 +28,9 @@ from jax import Array, lax
 # both vectorise under vmap. Above LOOP_MAX LAPACK wins.
 UNROLL_MAX = 4
 LOOP_MAX = 48
+# A stack of matrices (the solver's Hessian in theta, or in theta and beta for a GLMM) is unrolled up
+# to STACK_UNROLL_MAX (~1,700 operations for the solver's factors and solves at 8), looped beyond.
+STACK_UNROLL_MAX = 8
 
 
 def uses_lapack(d: int) -> bool:
@@ -100,9 +104,9 @@ def chol_loop(a: Array) -> Array:
 
 def chol_stack(a: Array) -> Array:
     """Lower Cholesky factor of each matrix in a stack a[..., d, d] of any size, never by LAPACK (so
-    that it vectorises under vmap): `chol_small` up to UNROLL_MAX, `chol_loop` per matrix beyond.
+    that it vectorises under vmap): `chol_small` up to STACK_UNROLL_MAX, `chol_loop` per matrix beyond.
     A matrix that is not positive definite yields NaN entries."""
-    if a.shape[-1] <= UNROLL_MAX:
+    if a.shape[-1] <= STACK_UNROLL_MAX:
         return chol_small(a)
     loop = chol_loop
     for _ in range(a.ndim - 2):
@@ -112,8 +116,8 @@ def chol_stack(a: Array) -> Array:
 
 def cho_solve_stack(el: Array, b: Array) -> Array:
     """Solve (L L') x = b for each factor L[..., d, d] and vector b[..., d] of a stack, never by LAPACK:
-    `cho_solve_small` up to UNROLL_MAX, forward and back substitution loops (`_substitute`) beyond."""
-    if el.shape[-1] <= UNROLL_MAX:
+    `cho_solve_small` up to STACK_UNROLL_MAX, forward and back substitution loops (`_substitute`) beyond."""
+    if el.shape[-1] <= STACK_UNROLL_MAX:
         return cho_solve_small(el, b)
     solve = lambda factor, v: _substitute(factor, _substitute(factor, v, False), True)
     for _ in range(el.ndim - 2):

@@ -20,6 +20,7 @@ import scipy.linalg
 from jax.test_util import check_grads
 
 from jaxmm.linalg import (
+    STACK_UNROLL_MAX,
     UNROLL_MAX,
     cho_solve_small,
     cho_solve_stack,
@@ -96,7 +97,7 @@ def test_chol_small_not_positive_definite_gives_nan():
     assert np.isnan(scalar[0, 0])
 
 
-@pytest.mark.parametrize("k", [3, UNROLL_MAX + 1, 20])
+@pytest.mark.parametrize("k", [3, STACK_UNROLL_MAX + 1, 20])
 def test_stack_factor_and_solve_of_any_size_match_numpy_and_vectorise(k):
     """chol_stack / cho_solve_stack (the solver's Hessian: unrolled when tiny, loops beyond) on a stack,
     and NaN for a matrix that is not positive definite."""
