@@ -687,14 +687,20 @@ def _sparse_z(t: TermSpec, refs: np.ndarray, z: np.ndarray) -> sp.csr_matrix:
 
 def _blocks(structure: Structure, refs, zs, x: np.ndarray) -> Blocks:
     """The blocks from each term's level index and columns. Term 1's Z1'Z1 and Z1'X are sums over its
-    levels (np.add.at: in the order of the rows, as a sparse product sums them, to the same bits); the
+    levels, (Z1'V)_j[a, b] = sum_{i in level j} z1_ia v_ib, one column pair at a time (np.bincount: in
+    the order of the rows, as a sparse product sums them, to the same bits; no n x k1 x p temporary); the
     other terms' blocks are sparse products, formed only where there are other terms."""
     t1, z1 = structure.terms[0], zs[0]
     p = x.shape[1]
-    z1z1 = np.zeros((t1.nlevels, t1.k, t1.k))
-    np.add.at(z1z1, refs[0], z1[:, :, None] * z1[:, None, :])
-    z1x = np.zeros((t1.nlevels, t1.k, p))
-    np.add.at(z1x, refs[0], z1[:, :, None] * x[:, None, :])
+
+    def level_sums(v: np.ndarray) -> np.ndarray:
+        out = np.zeros((t1.nlevels, t1.k, v.shape[1]))
+        for a in range(t1.k):
+            for b in range(v.shape[1]):
+                out[:, a, b] = np.bincount(refs[0], z1[:, a] * v[:, b], t1.nlevels)
+        return out
+
+    z1z1, z1x = level_sums(z1), level_sums(x)
     none, k1 = np.zeros(0, dtype=np.int32), t1.k
     if len(structure.terms) == 1:
         return Blocks(z1z1, z1x, np.zeros((0, 0)), np.zeros((0, p)), x.T @ x, np.zeros((t1.nlevels, k1, 0)),
@@ -740,13 +746,15 @@ def _dense_is_cheaper(nz_level: np.ndarray, t1: TermSpec, qr: int) -> bool:
 
 def _level_blocks(z1zr: sp.spmatrix, t1: TermSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nonzero (level j, column a) blocks of Z1'Zr, each a k1-vector, sorted by level then column."""
-    coo = z1zr.tocoo()
+    coo = z1zr.tocoo()  # each (row, column) once: row j k1 + c is component c of level j
     level, comp = np.divmod(coo.row, t1.k)
-    keys = np.unique(level.astype(np.int64) * max(z1zr.shape[1], 1) + coo.col)
-    nz_level, nz_col = np.divmod(keys, max(z1zr.shape[1], 1))
-    vec = np.zeros((len(keys), t1.k))
-    where = np.searchsorted(keys, level.astype(np.int64) * max(z1zr.shape[1], 1) + coo.col)
-    np.add.at(vec, (where, comp), coo.data)
+    key = level.astype(np.int64) * max(z1zr.shape[1], 1) + coo.col
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = np.diff(key, prepend=-1) != 0  # keys are >= 0
+    nz_level, nz_col = np.divmod(key[first], max(z1zr.shape[1], 1))
+    vec = np.zeros((len(nz_level), t1.k))
+    vec[np.cumsum(first) - 1, comp[order]] += coo.data[order]
     return nz_level.astype(np.int32), nz_col.astype(np.int32), vec
 
 
