@@ -172,6 +172,14 @@ def run_lme4(specs: dict, nsim: dict, folder: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def ratio_cell(row: dict, peer: str) -> str:
+    """peer / jaxmm, with a * where fewer than 90 % of the peer's refits converged."""
+    ratio, ok = row[f"{peer}_over_jaxmm"], row[f"{peer}_converged_fraction"]
+    if ratio is None:
+        return "n/a"
+    return fmt(ratio) + "x" + ("" if ok is None or ok >= 0.9 else f" * ({100 * ok:.0f} % converged)")
+
+
 def fmt(x, digits=3) -> str:
     if x is None:
         return "n/a"
@@ -244,6 +252,9 @@ def main() -> None:
             row[f"{peer}_error"] = rec.get("error")
             jx = row[f"jaxmm_use_u_{mode[peer]}"]["ms_per_replicate"]
             row[f"{peer}_over_jaxmm"] = None if ms is None else ms / jx
+            # replicates whose refit converged (lme4: without NA); a ratio over mostly failed refits is flagged
+            ok = rec.get("converged", None if "n_failed" not in rec else rec.get("nsim", 0) - rec["n_failed"])
+            row[f"{peer}_converged_fraction"] = None if ok is None else ok / max(1, rec.get("of", rec.get("nsim", 1)))
 
     print()
     print(
@@ -254,7 +265,7 @@ def main() -> None:
     for name, row in rows.items():
         cells = [fmt(row["jaxmm_use_u_False"]["ms_per_replicate"]), fmt(row["jaxmm_use_u_True"]["ms_per_replicate"])]
         cells += [fmt(row[f"{p}_ms"]) if row[f"{p}_ms"] is not None else "n/a" for p in PEERS]
-        cells += [fmt(row[f"{p}_over_jaxmm"]) + "x" if row[f"{p}_over_jaxmm"] else "n/a" for p in PEERS]
+        cells += [ratio_cell(row, p) for p in PEERS]
         print(f"| {name} | " + " | ".join(cells) + " |")
     for peer in PEERS:
         if "not_run" in peers[peer]:
