@@ -63,10 +63,40 @@ def enable_compilation_cache() -> None:
 @contextlib.contextmanager
 def computing() -> Iterator[None]:
     """The context of jaxmm's own JAX computations: float64 enabled for them (the user's global
-    setting is left alone) and the persistent compilation cache set up before anything compiles."""
+    setting is left alone), the persistent compilation cache set up before anything compiles, and the
+    BLAS under jaxlib's LAPACK calls single-threaded (`_blas_single_threaded`)."""
     enable_compilation_cache()
-    with jax.enable_x64(True):
+    with jax.enable_x64(True), _blas_single_threaded():
         yield
+
+
+@functools.cache
+def _lapack_blas() -> tuple:
+    """The BLAS libraries of the process (threadpoolctl's controllers), SciPy's LAPACK loaded first:
+    jaxlib's LAPACK kernels call it."""
+    import scipy.linalg.cython_lapack  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+@contextlib.contextmanager
+def _blas_single_threaded() -> Iterator[None]:
+    """One BLAS thread within the block, as many as before after it. jaxlib runs a LAPACK call (a
+    Cholesky factor or triangular solve of more than linalg.LOOP_MAX rows) on one of XLA's threads, and
+    SciPy's OpenBLAS under it starts threads of its own that wait for each other by spinning: on a CPU
+    that other work shares they take turns with it, and the call slows down by one to two orders of
+    magnitude (measured at load 8-12 on 2 cores: a 1,145 x 1,145 factor 0.1-2.3 s against 34-59 ms
+    single-threaded; a kb07-size zerocorr LMM's bootstrap 3.3-3.7 s per replicate against 38-65 ms)."""
+    libraries = _lapack_blas()
+    before = [library.get_num_threads() for library in libraries]
+    for library in libraries:
+        library.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for library, threads in zip(libraries, before):
+            library.set_num_threads(threads)
 
 
 # JAX's own timers (jax.monitoring) of a compilation's three stages; the last includes loading the
@@ -374,7 +404,8 @@ def jit(fun: Callable, static_argnames: tuple[str, ...]) -> Callable:
             if compiled is None:
                 _listen()
                 hits = _jax_cache_hits[0]
-                compiled = jitted(structure).lower(*args, **kwargs, **statics).compile()
+                with _kept_out_of_jax_cache():
+                    compiled = jitted(structure).lower(*args, **kwargs, **statics).compile()
                 # An executable JAX loaded from its own cache serialises without its code (XLA's CPU
                 # client): only one XLA compiled in this process is stored.
                 if path is not None and _jax_cache_hits[0] == hits:
@@ -384,6 +415,18 @@ def jit(fun: Callable, static_argnames: tuple[str, ...]) -> Callable:
         return compiled(*args, **kwargs)
 
     return call
+
+
+@contextlib.contextmanager
+def _kept_out_of_jax_cache() -> Iterator[None]:
+    """JAX writes no program compiled in the block to its persistent cache: `jit`'s executables are
+    in the store, and a later compile that found one in JAX's cache could not store it (see `jit`)."""
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float("inf"))
+    try:
+        yield
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
 
 
 @functools.cache
