@@ -15,8 +15,8 @@ after another, with os.getloadavg() recorded before each; reading the data is no
 
   fit         LinearMixedModel(formula, df) (construction) then m.fit(REML=False): the first call
               (JAX compiles) and `--repeats` warm ones (construction + fit, compiled code reused);
-              the process's peak RSS, and its peak RSS after reading the data and importing jaxmm, after
-              the first construction and after the first fit
+              the process's peak RSS, and its peak RSS after reading the data and `import jaxmm` (which
+              loads no JAX), after the first construction and after the first fit
   bootstrap   a fit, then jaxmm.parametricbootstrap(seed, nsamp, m): the first call (the kernel
               compiles) and a second (warm); peak RSS; the lane width and the rows a lane draws at a time
   lme4        Rscript bench/lme4_large_n.R (lmer, `--repeats` + 1 fits: the first in a fresh R session,
@@ -50,7 +50,7 @@ import pandas as pd
 df = pd.read_parquet(sys.argv[1])
 import jaxmm
 rss_ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-out = {"rss_after_data_and_import_mb": rss_ready, "construct_s": [], "fit_s": []}
+out = {"jaxmm_file": jaxmm.__file__, "rss_after_data_and_import_mb": rss_ready, "construct_s": [], "fit_s": []}
 for i in range(1 + int(sys.argv[2])):
     t = time.perf_counter()
     m = jaxmm.LinearMixedModel(sys.argv[3], df)
@@ -76,7 +76,8 @@ import jaxmm
 from jaxmm.bootstrap.engine import lane_width
 m = jaxmm.fit(sys.argv[3], df, REML=False)
 rss_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-out = {"rss_after_fit_mb": rss_fit, "boot_s": [], "lane_width": lane_width(m, "cpu"), "lane_bytes": m.lane_bytes()}
+out = {"jaxmm_file": jaxmm.__file__, "rss_after_fit_mb": rss_fit, "boot_s": []}
+out.update(lane_width=lane_width(m, "cpu"), lane_bytes=m.lane_bytes())
 try:
     from jaxmm.lmm import row_chunks
     out["row_chunks"] = list(row_chunks(m.structure.n))
@@ -118,33 +119,34 @@ def make_data(rows: int, levels: tuple[int, int], seed: int) -> tuple[Path, Path
     return parquet, csv
 
 
-def measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Run cmd to completion: (wall seconds, peak RSS in MB of the process tree's largest process)."""
+def measured(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> tuple[float, float]:
+    """Run cmd in `cwd` to completion: (wall seconds, peak RSS in MB of the process tree's largest process)."""
     timer = Path("/usr/bin/time")
     start = time.perf_counter()
     if timer.exists():
-        res = subprocess.run([str(timer), "-v", *cmd], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        res = subprocess.run([str(timer), "-v", *cmd], cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - start
         if res.returncode:
             sys.stderr.write(res.stderr)
             raise subprocess.CalledProcessError(res.returncode, cmd)
         return wall, int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr).group(1)) / 1024
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    subprocess.run(cmd, cwd=cwd, env=env, check=True)
     return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def jaxmm_phases(label: str, path: Path, parquet: Path, args, loads: dict) -> dict:
-    """The fit and bootstrap phases with jaxmm from checkout `path`, each in a fresh process."""
+    """The fit and bootstrap phases with jaxmm from checkout `path`, each in a fresh process run there
+    (`python -c` puts the working directory first on sys.path)."""
     env = {**os.environ, "PYTHONPATH": str(path), "JAXMM_CACHE_DIR": ""}
     out = {"checkout": str(path)}
     tmp = DATA / f"{label}.json"
     loads[f"{label}_fit"] = load()
-    wall, peak = measured([sys.executable, "-c", _FIT, str(parquet), str(args.repeats), FORMULA, str(tmp)], env)
+    wall, peak = measured([sys.executable, "-c", _FIT, str(parquet), str(args.repeats), FORMULA, str(tmp)], env, path)
     out["fit"] = {**json.loads(tmp.read_text()), "wall_s": wall, "peak_rss_mb": peak}
     print(label, "fit", json.dumps(out["fit"]), flush=True)
     loads[f"{label}_bootstrap"] = load()
     cmd = [sys.executable, "-c", _BOOT, str(parquet), str(args.nsamp), FORMULA, str(args.seed), str(tmp)]
-    wall, peak = measured(cmd, env)
+    wall, peak = measured(cmd, env, path)
     out["bootstrap"] = {**json.loads(tmp.read_text()), "wall_s": wall, "peak_rss_mb": peak}
     print(label, "bootstrap", json.dumps(out["bootstrap"]), flush=True)
     return out
