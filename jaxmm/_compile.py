@@ -370,16 +370,25 @@ def jit(fun: Callable, static_argnames: tuple[str, ...]) -> Callable:
     `structure` (static) must be passed by keyword. With other static arguments passed positionally,
     several devices or processes (an executable is compiled for one device), or caching off, it is
     jax.jit itself."""
-    variants: dict[bool, Callable] = {}
+    variants: dict[tuple[bool, bool], Callable] = {}
     executables: dict[tuple, Callable] = {}
     parameters = list(inspect.signature(fun).parameters.values())
     defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
-    def jitted(structure) -> Callable:
+    @functools.wraps(fun)
+    def for_store(*args, **kwargs):
+        return fun(*args, **kwargs)
+
+    # A name of its own for the programs compiled for the store: JAX's cache keys include it, so no
+    # program JAX cached from plain `jax.jit` (an earlier jaxmm) is loaded instead of compiled
+    for_store.__name__ = for_store.__qualname__ = f"stored_{fun.__name__}"
+
+    def jitted(structure, stored: bool = False) -> Callable:
         options = compiler_options(structure)
-        key = options is not None
+        key = (options is not None, stored)
         if key not in variants:
-            variants[key] = jax.jit(fun, static_argnames=static_argnames, compiler_options=options)
+            target = for_store if stored else fun
+            variants[key] = jax.jit(target, static_argnames=static_argnames, compiler_options=options)
         return variants[key]
 
     @functools.wraps(fun)
@@ -405,7 +414,7 @@ def jit(fun: Callable, static_argnames: tuple[str, ...]) -> Callable:
                 _listen()
                 hits = _jax_cache_hits[0]
                 with _kept_out_of_jax_cache():
-                    compiled = jitted(structure).lower(*args, **kwargs, **statics).compile()
+                    compiled = jitted(structure, stored=True).lower(*args, **kwargs, **statics).compile()
                 # An executable JAX loaded from its own cache serialises without its code (XLA's CPU
                 # client): only one XLA compiled in this process is stored.
                 if path is not None and _jax_cache_hits[0] == hits:
