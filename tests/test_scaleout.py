@@ -47,10 +47,11 @@ def _free_port() -> int:
 
 FOUR_DEVICES = """
 import sys, warnings
-import jax, jaxmm
+import jax, jaxmm, pandas as pd
 warnings.simplefilter("ignore")
 assert len(jax.devices()) == 4, jax.devices()
-m = jaxmm.fit(sys.argv[1], jaxmm.dataset(sys.argv[2]))
+data = pd.read_parquet(sys.argv[2]) if sys.argv[2].endswith(".parquet") else jaxmm.dataset(sys.argv[2])
+m = jaxmm.fit(sys.argv[1], data)
 for devices in (1, 4):
     samp = jaxmm.parametricbootstrap(int(sys.argv[3]), int(sys.argv[4]), m, progress=False, devices=devices)
     samp.tbl.to_parquet(f"{sys.argv[5]}/{devices}.parquet")
@@ -63,6 +64,25 @@ def test_four_devices_agree_with_one(formula, dataset, nsamp, tmp_path):
     pastes' dense part (12 rows) is factored by LAPACK, whose batched kernels deadlocked with four
     devices on two cores until such lanes ran one at a time: 10,000 replicates hung 3 of 3 runs (the
     subprocess then hits its timeout)."""
+    _four_devices_agree_with_one(formula, dataset, nsamp, tmp_path)
+
+
+def test_four_devices_agree_with_one_chunked_response(tmp_path):
+    """A response of more than jaxmm.lmm.CHUNK_ROWS rows, which each lane draws and sums a chunk of rows at
+    a time (2 chunks here): 64 replicates give each device one call of 16 lanes."""
+    from jaxmm.lmm import CHUNK_ROWS
+
+    n = CHUNK_ROWS + 20_001
+    rng = np.random.default_rng(5)
+    g = rng.integers(0, 60, n)
+    x = rng.normal(size=n)
+    y = 2.0 + 0.3 * x + 0.7 * rng.normal(size=60)[g] + rng.normal(size=n)
+    pd.DataFrame({"y": y, "x": x, "g": pd.Categorical(g)}).to_parquet(tmp_path / "data.parquet")
+    _four_devices_agree_with_one("y ~ 1 + x + (1|g)", str(tmp_path / "data.parquet"), 64, tmp_path)
+
+
+def _four_devices_agree_with_one(formula: str, dataset: str, nsamp: int, tmp_path) -> None:
+    """A bootstrap on four CPU devices and on one, in a subprocess: bit-identical tables."""
     subprocess.run(
         [sys.executable, "-c", FOUR_DEVICES, formula, dataset, str(SEED), str(nsamp), str(tmp_path)],
         env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
