@@ -35,6 +35,10 @@ Everything is computed from the code that runs (the kernels may change): for eac
    multiply-add on 1e6 and 1e4 values; best of 5. The peak is the largest.
    fraction reached = (useful flops / replicate) / (seconds / replicate) / peak.
 
+It reads two private names of jaxmm, `LmmLanes._stats` (a response's sufficient statistics) and
+`solver._value_grad_hess`, besides the lane protocol (jaxmm/lanes.py): if a kernel change renames them,
+change them here.
+
 Models (ML): sleepstudy, penicillin, pastes, kb07_zerocorr and kb07_maximal (bench_ddf.kb07_like(), 56
 subjects x 32 items, (1 + spkr + prec + load || / | subj) + (... || / | item)) and insteval
 `y ~ 1 + service + (1|s) + (1|d) + (1|dept)`. Writes bench/results/flops.json and prints markdown tables.
