@@ -46,7 +46,7 @@ from ._warn import warn
 from .covariance import covariance_pattern, lambdas
 from .design import ModelMatrices, Structure, _blocks, _weighted_blocks, suffstats
 from .deviance import factorize, objective, profiled_terms
-from .glmm.laplace import random_effect_index
+from .glmm.laplace import blocked_pattern, random_effect_index
 from .mixedmodel import MixedModel
 from .predict import _matrices
 from .solver import SolverOptions, minimize
@@ -262,6 +262,7 @@ class _Problem:
                 self.data = GlmmData(
                     jnp.asarray(design.y), jnp.asarray(weights), jnp.asarray(xs), tuple(map(jnp.asarray, mats.z)),
                     jnp.asarray(random_effect_index(mats.refs, m.structure.terms)), jnp.asarray(design.offset),
+                    pattern=jax.tree.map(jnp.asarray, blocked_pattern(mats.refs, m.structure.terms)),
                 )  # fmt: skip
                 self.scale = 1.0
                 phi = phi_from_theta(m.theta, 1.0, self.layout)

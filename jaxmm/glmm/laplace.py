@@ -31,10 +31,22 @@ stopped) result two exact Newton steps are taken, which leave u~ where it is but
 first and second derivatives (the implicit function theorem: at a root the Newton map's
 derivative in u vanishes, so one step gives the first derivatives and a second the second).
 
-Dense formulation: the q x q penalised system (q = all random effects) is formed densely, its
-entries summed over the n rows by `segment_sum` (Z itself is never formed) and factored by a dense
-Cholesky: O(q^3) per PIRLS iteration, fine for q in the hundreds (verbagg: q = 340). A model with
-thousands of random effects would need the blocked factorisation of deviance.py.
+Blocked formulation, as deviance.py's for the LMM: with u = (u1, ur), u1 term 1's random effects
+(lme4's order puts the term with most levels first), the Hessian of half the penalised deviance
+
+    H = [H11 H12]   H11 = Lambda1'Z1'WZ1 Lambda1 + I: block diagonal, k1 x k1 per level j of term 1
+        [H21 H22]   H22 over [ur, beta]: Lambda_r'Z_r'WZ_r Lambda_r + I, Lambda_r'Z_r'WX, X'WX
+
+is eliminated level by level: L11_j = chol(H11_j), W = L11^-1 H12, and the Schur complement
+S = H22 - W'W over [ur, beta] is factored densely (the terms of a nested chain after term 1, each
+within one level of the next, are first eliminated from S level by level too: `Pattern.parents`).
+W changes with the weights every PIRLS iteration, so H12's blocks are summed from the rows each
+time (`segment_sum` over the fixed sparsity pattern of Z1'Zr: `Pattern`), as is W'W, by pairs of
+nonzero entries at one level. Then log|Lambda'Z'WZ Lambda + I| = sum_j log|L11_j|^2 + log det S_rr
+(S's leading block), and a Newton step solves H by block substitution. The work per iteration is
+O(n K^2) sums over the rows, O(P) over the pairs and O(qd^3) for the dense rest of S (qd = its
+random effects); memory grows with the nonzeros of the blocks and with qr^2 (S is formed densely
+over terms 2..T), not with q^2.
 """
 
 from __future__ import annotations
@@ -52,14 +64,39 @@ from jax.scipy.special import logsumexp
 from .._compile import jit
 from ..covariance import lambdas
 from ..design import Design, Structure
-from ..linalg import cho_solve, cholesky, leading_logdets, spd_inverse
+from ..linalg import (
+    cho_solve,
+    chol_small,
+    cholesky,
+    leading_logdets,
+    solve_lower_small,
+    solve_triangular,
+    solve_upper_small,
+    spd_inverse,
+)
 from ..solver import SolverOptions, SolverResult, minimize
 from .family import Family
 
 
+class Pattern(NamedTuple):
+    """Where each row's products land in the blocked penalised system (see the module docstring), from the
+    level indices alone: term 1's level per row, the nonzero entries (level j of term 1, column a of Zr)
+    of Z1'Zr, and the pairs of entries at one level, whose products make the Schur complement's fill."""
+
+    level: Array  # (n,) term 1's level j of each row
+    entry: Array  # (n, Kr) the entry each of the row's Zr columns adds to (Kr = the other terms' columns)
+    entry_level: Array  # (E,) the entry's level j
+    entry_col: Array  # (E,) the entry's column a of Zr
+    pair_a: Array  # (P,) entry e of a pair (e, e') at one level, e <= e' (so a <= b)
+    pair_b: Array  # (P,) entry e'
+    pair_target: Array  # (P,) a * qr + b, sorted
+    parents: tuple[Array, ...] = ()  # the chain of nested terms after term 1 (see `blocked_pattern`)
+
+
 class GlmmData(NamedTuple):
     """The response, prior weights and model matrices; `index[i, c]` is the random effect (of q)
-    that column c of the concatenated per-term z matrices multiplies on row i."""
+    that column c of the concatenated per-term z matrices multiplies on row i; `pattern` places
+    the rows' products in PIRLS's system (only simulation goes without it)."""
 
     y: Array  # (n,)
     weights: Array  # (n,) prior weights: the binomial trials; ones otherwise
@@ -68,6 +105,7 @@ class GlmmData(NamedTuple):
     index: Array  # (n, K), K = sum of the terms' k
     offset: Array | float = 0.0  # (n,) added to the linear predictor
     shape: Array | float = 1.0  # the family's shape alpha (Family.has_shape); unused by the others
+    pattern: Pattern | None = None
 
 
 class Mode(NamedTuple):
@@ -90,12 +128,46 @@ def random_effect_index(refs, terms) -> np.ndarray:
     return np.column_stack(index).astype(np.int32)
 
 
+def blocked_pattern(refs, terms) -> Pattern:
+    """GlmmData.pattern from each term's level index (host NumPy): the entries of Z1'Zr sorted by
+    level, then column, and all pairs of entries (e, e'), e <= e', at one level, sorted by target."""
+    t1, qr = terms[0], sum(t.nranef for t in terms[1:])
+    cols = random_effect_index(refs, terms)[:, t1.k :].astype(np.int64) - t1.nranef
+    uniq, entry = np.unique(np.asarray(refs[0], dtype=np.int64)[:, None] * qr + cols, return_inverse=True)
+    entry_level, entry_col = np.divmod(uniq, max(qr, 1))
+    # entry e pairs with itself and the later entries of its level, e..end(e) - 1
+    count = np.searchsorted(entry_level, entry_level, side="right") - np.arange(len(uniq))
+    pair_a = np.repeat(np.arange(len(uniq)), count)
+    pair_b = pair_a + np.arange(len(pair_a)) - np.repeat(np.cumsum(count) - count, count)
+    target = entry_col[pair_a] * qr + entry_col[pair_b]
+    order = np.argsort(target, kind="stable")
+    arrays = (refs[0], entry.reshape(cols.shape), entry_level, entry_col, pair_a[order], pair_b[order], target[order])
+    return Pattern(*(np.asarray(a, dtype=np.int32) for a in arrays), parents=nested_chain(refs, terms))
+
+
+def nested_chain(refs, terms) -> tuple[np.ndarray, ...]:
+    """Pattern.parents: for t = 1, 2, ... while term t is nested in term t + 1 (each of its levels
+    within one level of term t + 1), the level of term t + 1 holding each level of term t. Along
+    such a chain the Schur complement's next block stays block diagonal (no level of the terms
+    eliminated so far meets two of its levels), so it is eliminated level by level too."""
+    parents = []
+    for t, (child, parent) in enumerate(zip(refs[:-1], refs[1:])):
+        holder = np.full(terms[t].nlevels, -1, dtype=np.int64)
+        holder[child] = parent
+        if np.any(holder[child] != parent):
+            break
+        parents.append(holder.astype(np.int32))
+    return tuple(parents)
+
+
 def glmm_data(design: Design) -> GlmmData:
     mats, structure = design.matrices, design.structure
     weights = np.ones(structure.n) if design.weights is None else design.weights
     offset = 0.0 if mats.offset is None else mats.offset
     index = random_effect_index(mats.refs, structure.terms)
-    return GlmmData(design.y, weights, mats.x, mats.z, index, offset)
+    return GlmmData(
+        design.y, weights, mats.x, mats.z, index, offset, pattern=blocked_pattern(mats.refs, structure.terms)
+    )
 
 
 def z_lambda(theta: Array, data: GlmmData, structure: Structure) -> Array:
@@ -111,14 +183,6 @@ def linear_predictor(mode: Mode, zl: Array, data: GlmmData) -> Array:
 def _penalised_deviance(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> Array:
     eta = linear_predictor(mode, zl, data)
     return jnp.sum(fam.deviance(data.y, data.weights, eta, data.shape)) + mode.u @ mode.u
-
-
-def _z_gram(zl: Array, c: Array, index: Array, q: int) -> Array:
-    """Lambda'Z' diag(c) Z Lambda (q x q), summed row by row over the K x K nonzero products."""
-    values = c[:, None, None] * zl[:, :, None] * zl[:, None, :]
-    return jax.ops.segment_sum(
-        values.reshape(-1), (index[:, :, None] * q + index[:, None, :]).reshape(-1), num_segments=q * q
-    ).reshape(q, q)
 
 
 def _half_deviance_derivatives(mode: Mode, zl: Array, data: GlmmData, fam: Family) -> tuple[Array, Array, Array]:
@@ -137,37 +201,139 @@ def _penalised_gradient(mode: Mode, zl: Array, data: GlmmData, fam: Family, vary
     return jnp.concatenate([grad, data.x.T @ g]) if vary_beta else grad
 
 
-def _penalised_hessian(mode: Mode, zl: Array, data: GlmmData, fam: Family, vary_beta: bool, fisher: bool) -> Array:
-    """Hessian of half the penalised deviance in u (and beta, when vary_beta):
+class System(NamedTuple):
+    """The penalised Hessian H in (u1, ur[, beta]) with term 1 eliminated (module docstring): L11_j,
+    W1r = L11^-1 H1r (one k1-vector per entry of Z1'Zr), W1x = L11^-1 H1x; then the terms of the
+    nested chain (Pattern.parents) eliminated in turn from the Schur complement S = H22 - W'W, each
+    as (L_t, W_t): L_t per level the factor of S's block diagonal, W_t = L_t^-1 S[term t, rest]; and
+    what is left of S, over the remaining terms [and beta], to be factored densely."""
+
+    l11: Array  # (m1, k1, k1)
+    w1r: Array  # (E, k1)
+    w1x: Array  # (m1, k1, p), p = 0 without beta
+    chain: tuple[tuple[Array, Array], ...]  # per nested term, (m_t, k_t, k_t) and (m_t, k_t, rest)
+    schur: Array  # the rest: (qd [+ p], qd [+ p]), qd = the random effects of the terms after the chain
+
+
+def penalised_system(
+    mode: Mode, zl: Array, data: GlmmData, structure: Structure, fam: Family, vary_beta: bool, fisher: bool
+) -> System:
+    """H, the Hessian of half the penalised deviance in u (and beta, when vary_beta),
 
         [Lambda'Z'CZ Lambda + I   Lambda'Z'CX]
         [X'CZ Lambda              X'CX       ]
 
-    with C the Fisher weights (fisher=True: PIRLS's scoring) or the exact curvature
-    d^2(d_i/2)/deta^2 (fisher=False: Newton). For the canonical links they agree."""
-    q, p = mode.u.shape[0], mode.beta.shape[0]
+    with C the Fisher weights (fisher=True: PIRLS's scoring) or the exact curvature d^2(d_i/2)/deta^2
+    (fisher=False: Newton; for the canonical links they agree), eliminated blockwise: each block is
+    summed over the rows (`segment_sum` into the places `data.pattern` gives), H11 level by level.
+    Its cost is O(n K^2 + P k1 + qr^2), and the Schur complement's factor O((qr + p)^3)."""
+    t1, qr = structure.terms[0], structure.qrest
+    k1, pat = t1.k, data.pattern
     eta, _, curvature = _half_deviance_derivatives(mode, zl, data, fam)
     c = fam.fisher_weights(data.weights, eta, data.shape) if fisher else curvature
-    hess = _z_gram(zl, c, data.index, q) + jnp.eye(q, dtype=eta.dtype)
+    zl1, zlr = zl[:, :k1], zl[:, k1:]
+    czl1 = c[:, None] * zl1
+    h11 = jax.ops.segment_sum(czl1[:, :, None] * zl1[:, None, :], pat.level, num_segments=t1.nlevels)
+    l11 = chol_small(h11 + jnp.eye(k1, dtype=zl.dtype))
+    h1r = jax.ops.segment_sum(
+        (zlr[:, :, None] * czl1[:, None, :]).reshape(-1, k1), pat.entry.reshape(-1), num_segments=len(pat.entry_level)
+    )
+    w1r = solve_lower_small(l11[pat.entry_level], h1r[..., None])[..., 0]
+    cols = data.index[:, k1:] - t1.nranef  # each row's columns of Zr
+    czlr = c[:, None] * zlr
+    hrr = jax.ops.segment_sum(
+        (czlr[:, :, None] * zlr[:, None, :]).reshape(-1), (cols[:, :, None] * qr + cols[:, None, :]).reshape(-1),
+        num_segments=qr * qr,
+    )  # fmt: skip
+    fill = jax.ops.segment_sum(
+        jnp.sum(w1r[pat.pair_a] * w1r[pat.pair_b], axis=-1), pat.pair_target, num_segments=qr * qr,
+        indices_are_sorted=True,
+    ).reshape(qr, qr)  # fmt: skip
+    s_rr = hrr.reshape(qr, qr) - (fill + fill.T - jnp.diag(jnp.diagonal(fill))) + jnp.eye(qr, dtype=zl.dtype)
     if not vary_beta:
-        return hess
+        return System(l11, w1r, jnp.zeros((t1.nlevels, k1, 0), zl.dtype), *_eliminate_chain(s_rr, structure, pat))
+    p = data.x.shape[1]
     cx = c[:, None] * data.x
-    zx = jax.ops.segment_sum((zl[:, :, None] * cx[:, None, :]).reshape(-1, p), data.index.reshape(-1), num_segments=q)
-    return jnp.block([[hess, zx], [zx.T, data.x.T @ cx]])
+    w1x = solve_lower_small(l11, jax.ops.segment_sum(zl1[:, :, None] * cx[:, None, :], pat.level, t1.nlevels))
+    s_rx = jax.ops.segment_sum((zlr[:, :, None] * cx[:, None, :]).reshape(-1, p), cols.reshape(-1), qr)
+    s_rx = s_rx - jax.ops.segment_sum(jnp.einsum("ek,ekp->ep", w1r, w1x[pat.entry_level]), pat.entry_col, qr)
+    s_xx = data.x.T @ cx - jnp.einsum("jkp,jkq->pq", w1x, w1x)
+    schur = jnp.block([[s_rr, s_rx], [s_rx.T, s_xx]])
+    return System(l11, w1r, w1x, *_eliminate_chain(schur, structure, pat))
 
 
-def _step(mode: Mode, factor, grad: Array, vary_beta: bool) -> Mode:
-    """mode - H^-1 grad, H given by its lower Cholesky factor."""
-    step = cho_solve(factor, -grad)
-    q = mode.u.shape[0]
-    return Mode(mode.u + step[:q], mode.beta + step[q:] if vary_beta else mode.beta)
+def _eliminate_chain(schur: Array, structure: Structure, pattern: Pattern) -> tuple[tuple, Array]:
+    """The nested chain's terms eliminated level by level from S (see System): per term t, L_t from
+    S's k_t x k_t diagonal blocks, W_t = L_t^-1 S[term t, rest] and S <- S[rest, rest] - W_t'W_t."""
+    chain = []
+    for t in structure.terms[1 : 1 + len(pattern.parents)]:
+        m, k, q = t.nlevels, t.k, t.nranef
+        level = jnp.arange(m)
+        el = chol_small(schur[:q, :q].reshape(m, k, m, k)[level, :, level, :])
+        w = solve_lower_small(el, schur[:q, q:].reshape(m, k, -1))
+        chain.append((el, w))
+        schur = schur[q:, q:] - jnp.einsum("jkr,jks->rs", w, w)
+    return tuple(chain), schur
+
+
+def schur_factor(system: System) -> Array:
+    """The lower Cholesky factor L22 of the Schur complement (0 x 0 when it is empty)."""
+    return cholesky(system.schur) if system.schur.shape[-1] else system.schur
+
+
+def penalised_logdet(system: System, structure: Structure) -> Array:
+    """log|Lambda'Z'CZ Lambda + I| = sum_j log|L11_j|^2 + the chain's sum_j log|L_tj|^2 + log det of the
+    rest's leading qd x qd block (the Schur complement in the u block alone)."""
+    logdet = sum(_logdet_small(el) for el in (system.l11, *(el for el, _ in system.chain)))
+    qd = structure.qrest - sum(t.nranef for t in structure.terms[1 : 1 + len(system.chain)])
+    return logdet + leading_logdets(system.schur, (qd,))[0] if qd else logdet
+
+
+def _logdet_small(el: Array) -> Array:
+    """sum_j log|L_j|^2 over a stack of small lower factors L_j."""
+    eye = np.eye(el.shape[-1], dtype=bool)
+    return 2.0 * jnp.sum(jnp.log(jnp.where(eye, el, 1.0)))  # elementwise: no gather to differentiate
+
+
+def _step(mode: Mode, system: System, l22: Array, grad: Array, data: GlmmData, vary_beta: bool) -> Mode:
+    """mode - H^-1 grad by block elimination: with z1 = L11^-1 g1 and [dr; dx] = -S^-1 (g2 - W'z1),
+    d1 = -L11^-T (z1 + W1r dr + W1x dx)."""
+    m1, k1 = system.l11.shape[:2]
+    q1, pat = m1 * k1, data.pattern
+    qr = mode.u.shape[0] - q1
+    z1 = solve_lower_small(system.l11, grad[:q1].reshape(m1, k1, 1))[..., 0]
+    wz = jax.ops.segment_sum(jnp.sum(system.w1r * z1[pat.entry_level], axis=-1), pat.entry_col, num_segments=qr)
+    d2 = _solve_chain(system.chain, l22, grad[q1:] - jnp.concatenate([wz, jnp.einsum("jkp,jk->p", system.w1x, z1)]))
+    dr, dx = d2[:qr], d2[qr:]
+    y1 = z1 + jax.ops.segment_sum(system.w1r * dr[pat.entry_col][:, None], pat.entry_level, num_segments=m1)
+    d1 = -solve_upper_small(system.l11, (y1 + system.w1x @ dx)[..., None])[..., 0]
+    return Mode(mode.u + jnp.concatenate([d1.reshape(-1), dr]), mode.beta + dx if vary_beta else mode.beta)
+
+
+def _solve_chain(chain: tuple, l22: Array, g: Array) -> Array:
+    """-S^-1 g for the Schur complement S over [ur, beta], eliminated along the chain as term 1 is
+    (`_step`): z = L_t^-1 g_t, d_rest = -S_rest^-1 (g_rest - W_t'z), d_t = -L_t^-T (z + W_t d_rest)."""
+    if not chain:
+        return -cho_solve(l22, g)
+    (el, w), rest = chain[0], chain[1:]
+    m, k = el.shape[:2]
+    z = solve_lower_small(el, g[: m * k].reshape(m, k, 1))[..., 0]
+    d_rest = _solve_chain(rest, l22, g[m * k :] - jnp.einsum("jkr,jk->r", w, z))
+    return jnp.concatenate([-solve_upper_small(el, (z + w @ d_rest)[..., None]).reshape(-1), d_rest])
 
 
 _HALVINGS = 0.5 ** np.arange(11)
 
 
 def pirls(
-    zl: Array, beta: Array, data: GlmmData, fam: Family, vary_beta: bool, q: int, tol: float = 1e-12, maxiter: int = 100
+    zl: Array,
+    beta: Array,
+    data: GlmmData,
+    structure: Structure,
+    fam: Family,
+    vary_beta: bool,
+    tol: float = 1e-12,
+    maxiter: int = 100,
 ) -> Mode:
     """The conditional mode of u (and of beta, when vary_beta) by Fisher scoring from u = 0.
 
@@ -182,8 +348,9 @@ def pirls(
 
     def body(state):
         mode, pdev, niter, _ = state
-        hess = _penalised_hessian(mode, zl, data, fam, vary_beta, fisher=True)
-        target = _step(mode, cholesky(hess), _penalised_gradient(mode, zl, data, fam, vary_beta), vary_beta)
+        system = penalised_system(mode, zl, data, structure, fam, vary_beta, fisher=True)
+        grad = _penalised_gradient(mode, zl, data, fam, vary_beta)
+        target = _step(mode, system, schur_factor(system), grad, data, vary_beta)
         _, moved, moved_pdev = lax.while_loop(
             lambda s: (s[0] < len(_HALVINGS) - 1) & ~(s[2] <= pdev),
             lambda s: (s[0] + 1, *trial(mode, target, s[0] + 1)),
@@ -195,7 +362,7 @@ def pirls(
         done = ~ok | (pdev - new_pdev <= tol * jnp.abs(new_pdev)) | (niter + 1 >= maxiter)
         return new_mode, new_pdev, niter + 1, done
 
-    start = Mode(jnp.zeros(q, zl.dtype), beta)
+    start = Mode(jnp.zeros(sum(t.nranef for t in structure.terms), zl.dtype), beta)
     init = (start, _penalised_deviance(start, zl, data, fam), jnp.array(0), jnp.array(False))
     return lax.while_loop(lambda s: ~s[3], body, init)[0]
 
@@ -206,20 +373,19 @@ def laplace(theta: Array, beta: Array, data: GlmmData, structure: Structure, fam
 
     fast=False: beta is the fixed effects. fast=True: beta is only PIRLS's start for them (the
     mode's beta is the joint mode's), and f is a function of theta alone."""
-    q = sum(t.nranef for t in structure.terms)
     zl = z_lambda(theta, data, structure)
-    mode = lax.stop_gradient(pirls(lax.stop_gradient(zl), lax.stop_gradient(beta), data, fam, fast, q))
+    fixed_zl = lax.stop_gradient(zl)
+    mode = lax.stop_gradient(pirls(fixed_zl, lax.stop_gradient(beta), data, structure, fam, fast))
     # Two chord steps, with the exact Hessian at the mode held constant: at the mode they move
     # nothing, but carry the mode's first and second derivatives (see the module docstring).
-    hess = _penalised_hessian(mode, lax.stop_gradient(zl), data, fam, fast, fisher=False)
-    factor = cholesky(hess)
+    system = penalised_system(mode, fixed_zl, data, structure, fam, fast, fisher=False)
+    l22 = schur_factor(system)
     if not fast:
         mode = Mode(mode.u, beta)  # beta's derivatives come from the argument itself
     for _ in range(2):
-        mode = _step(mode, factor, _penalised_gradient(mode, zl, data, fam, fast), fast)
+        mode = _step(mode, system, l22, _penalised_gradient(mode, zl, data, fam, fast), data, fast)
     eta = linear_predictor(mode, zl, data)
-    gram = _z_gram(zl, fam.fisher_weights(data.weights, eta, data.shape), data.index, q) + jnp.eye(q, dtype=eta.dtype)
-    logdet = leading_logdets(gram, (q,))[0]
+    logdet = penalised_logdet(penalised_system(mode, zl, data, structure, fam, False, fisher=True), structure)
     return Laplace(jnp.sum(fam.deviance(data.y, data.weights, eta, data.shape)) + mode.u @ mode.u + logdet, mode)
 
 
@@ -368,8 +534,10 @@ def fit_glmm(
 def fisher_vcov(theta: Array, mode: Mode, data: GlmmData, structure: Structure, fam: Family) -> Array:
     """Cov(beta-hat) given theta (and data.shape): the beta block of the inverse of PIRLS's Fisher system
     in (u, beta) at `mode` (lme4's vcov(m, use.hessian = FALSE), and its only one for nAGQ = 0). Pure."""
-    info = _penalised_hessian(mode, z_lambda(theta, data, structure), data, fam, True, fisher=True)
-    return spd_inverse(info)[-mode.beta.shape[0] :, -mode.beta.shape[0] :]
+    system = penalised_system(mode, z_lambda(theta, data, structure), data, structure, fam, True, fisher=True)
+    qd = system.schur.shape[0] - structure.p
+    lx_inv = solve_triangular(schur_factor(system)[qd:, qd:], jnp.eye(structure.p, dtype=theta.dtype))
+    return lx_inv.T @ lx_inv
 
 
 _fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts", "nAGQ"))
@@ -385,4 +553,4 @@ def glm_start(data: GlmmData, structure: Structure, fam: Family) -> Array:
         beta0 = jnp.linalg.lstsq(data.x, jnp.full_like(data.y, 1.0 / jnp.mean(data.y)))[0]
     else:
         beta0 = jnp.zeros(structure.p)
-    return pirls(zl, beta0, data, fam, True, sum(t.nranef for t in structure.terms)).beta
+    return pirls(zl, beta0, data, structure, fam, True).beta

@@ -28,11 +28,13 @@ from .laplace import (
     GlmmData,
     Mode,
     _fit_glmm,
+    blocked_pattern,
     fisher_vcov,
     glm_start,
     glmm_data,
     glmm_result,
     linear_predictor,
+    nested_chain,
     require_scalar_term,
     solver_problem,
     z_lambda,
@@ -103,12 +105,14 @@ class GlmmLanes:
     family: Family
     fast: bool
     nAGQ: int
+    nested: int  # the length of the nested chain after term 1 (laplace.Pattern.parents)
 
     @property
     def vectorised(self) -> bool:
-        """PIRLS's dense (q + p) system is factored by LAPACK beyond the sizes jaxmm.linalg loops over."""
-        s = self.structure
-        return vectorisable(uses_lapack(sum(t.nranef for t in s.terms) + s.p))
+        """The dense rest of PIRLS's Schur complement (laplace.System.schur: the terms after the nested
+        chain, and beta) is factored by LAPACK beyond the sizes jaxmm.linalg loops over."""
+        chained = sum(t.nranef for t in self.structure.terms[1 : 1 + self.nested])
+        return vectorisable(uses_lapack(self.structure.qrest - chained + self.structure.p))
 
     def simulate(self, key: Array, sim: GlmmSimulation) -> Array:
         return simulate_glmm_response(key, sim.data, self.structure, self.family, sim.beta, sim.theta, sim.u)
@@ -295,15 +299,18 @@ class GeneralizedLinearMixedModel(MixedModel):
 
     # ---- the lane protocol (jaxmm/lanes.py) ------------------------------------------------
     def lanes(self) -> GlmmLanes:
-        return GlmmLanes(self.structure, self.family, self.fast, self.nAGQ)
+        nested = len(nested_chain(self.design.matrices.refs, self.structure.terms))
+        return GlmmLanes(self.structure, self.family, self.fast, self.nAGQ, nested)
 
     def lane_bytes(self) -> int:
-        """A lane's working set, roughly: PIRLS's dense (q + p)^2 system, its factor and the copies
-        the gradient keeps, and the n x K rows of Z Lambda with their per-row K x K products and the
-        11 step-halving trials' eta (q random effects, K = the terms' columns)."""
+        """A lane's working set, roughly: PIRLS's dense Schur complement over [ur, beta], its factor and
+        the copies the gradient keeps, the entries and pairs of its fill (laplace.Pattern), and the
+        n x K rows of Z Lambda with their per-row K x K products and the 11 step-halving trials' eta
+        (K = the terms' columns)."""
         s = self.structure
-        q, k = sum(t.nranef for t in s.terms), sum(t.k for t in s.terms)
-        return 8 * (8 * (q + s.p) ** 2 + 4 * s.n * (k * k + k + 11))
+        k, pattern = sum(t.k for t in s.terms), blocked_pattern(self.design.matrices.refs, s.terms)
+        fill = len(pattern.entry_level) + len(pattern.pair_a)
+        return 8 * (8 * (s.qrest + s.p) ** 2 + 4 * s.n * (k * k + k + 11) + 4 * s.terms[0].k * fill)
 
     def simulation(self, params: tuple, use_u: bool) -> GlmmSimulation:
         """The arrays `GlmmLanes.simulate` draws from, at params = (beta, theta) and the fitted shape;
