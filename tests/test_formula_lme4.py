@@ -94,7 +94,8 @@ def test_simulation_adds_the_offset_and_divides_the_noise_by_root_weights(data):
     beta, sigma = m.beta, 10.0
     sim = m.simulation((beta, sigma, np.zeros_like(m.theta)), use_u=False)
     keys = jax.random.split(jax.random.key(1), 400)
-    y = np.asarray(jax.vmap(lambda k: m.lanes().simulate(k, sim))(keys))
+    lanes = m.lanes()
+    y = np.asarray(jax.vmap(lambda k: lanes.response(lanes.simulate(k, sim)))(keys))
     mean = m.design.x @ beta + frame["off"].to_numpy()
     z = np.sqrt(frame["w"].to_numpy()) * (y - mean) / sigma
     assert abs(z.mean()) < 0.02 and z.std() == pytest.approx(1.0, abs=0.01)
