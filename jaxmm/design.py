@@ -758,15 +758,22 @@ def _level_blocks(z1zr: sp.spmatrix, t1: TermSpec) -> tuple[np.ndarray, np.ndarr
     return nz_level.astype(np.int32), nz_col.astype(np.int32), vec
 
 
+def level_pairs(level: np.ndarray, col: np.ndarray, qr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs (e, e') of the nonzero (level, column) entries of Z1'Zr at one level, e <= e', given the
+    entries' levels and columns sorted by level, then column (so the pair's columns are a <= b); sorted
+    by their target a * qr + b: (e, e', target)."""
+    # entry e (sorted by level) pairs with itself and the later entries of its level, e..end(e) - 1
+    end = np.searchsorted(level, level, side="right")
+    count = end - np.arange(len(level))
+    ea = np.repeat(np.arange(len(level)), count)
+    eb = ea + np.arange(len(ea)) - np.repeat(np.cumsum(count) - count, count)
+    target = col[ea].astype(np.int64) * qr + col[eb]
+    order = np.argsort(target, kind="stable")
+    return ea[order], eb[order], target[order]
+
+
 def _pairs(nz_level, nz_col, nz_vec, qr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All (j, a, b), a <= b, with both (j, a) and (j, b) nonzero, with their k1 x k1 outer products."""
-    # entry e (sorted by level) pairs with itself and the later entries of its level, e..end(e) - 1
-    end = np.searchsorted(nz_level, nz_level, side="right")
-    count = end - np.arange(len(nz_level))
-    ea = np.repeat(np.arange(len(nz_level)), count)
-    eb = ea + np.arange(len(ea)) - np.repeat(np.cumsum(count) - count, count)
-    target = nz_col[ea].astype(np.int64) * qr + nz_col[eb]
-    order = np.argsort(target, kind="stable")
-    ea, eb = ea[order], eb[order]
+    ea, eb, target = level_pairs(nz_level, nz_col, qr)
     outer = nz_vec[ea][:, :, None] * nz_vec[eb][:, None, :]
-    return nz_level[ea], target[order].astype(np.int32), outer
+    return nz_level[ea], target.astype(np.int32), outer

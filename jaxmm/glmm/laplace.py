@@ -63,7 +63,7 @@ from jax.scipy.special import logsumexp
 
 from .._compile import jit
 from ..covariance import lambdas
-from ..design import Design, Structure
+from ..design import Design, Structure, level_pairs
 from ..linalg import (
     cho_solve,
     chol_small,
@@ -135,13 +135,8 @@ def blocked_pattern(refs, terms) -> Pattern:
     cols = random_effect_index(refs, terms)[:, t1.k :].astype(np.int64) - t1.nranef
     uniq, entry = np.unique(np.asarray(refs[0], dtype=np.int64)[:, None] * qr + cols, return_inverse=True)
     entry_level, entry_col = np.divmod(uniq, max(qr, 1))
-    # entry e pairs with itself and the later entries of its level, e..end(e) - 1
-    count = np.searchsorted(entry_level, entry_level, side="right") - np.arange(len(uniq))
-    pair_a = np.repeat(np.arange(len(uniq)), count)
-    pair_b = pair_a + np.arange(len(pair_a)) - np.repeat(np.cumsum(count) - count, count)
-    target = entry_col[pair_a] * qr + entry_col[pair_b]
-    order = np.argsort(target, kind="stable")
-    arrays = (refs[0], entry.reshape(cols.shape), entry_level, entry_col, pair_a[order], pair_b[order], target[order])
+    pair_a, pair_b, target = level_pairs(entry_level, entry_col, qr)
+    arrays = (refs[0], entry.reshape(cols.shape), entry_level, entry_col, pair_a, pair_b, target)
     return Pattern(*(np.asarray(a, dtype=np.int32) for a in arrays), parents=nested_chain(refs, terms))
 
 
