@@ -155,14 +155,14 @@ def nested_chain(refs, terms) -> tuple[np.ndarray, ...]:
     return tuple(parents)
 
 
-def glmm_data(design: Design) -> GlmmData:
+def glmm_data(design: Design, pattern: Pattern | None = None) -> GlmmData:
+    """The design's GlmmData (host NumPy); `pattern`: its blocked_pattern where already computed."""
     mats, structure = design.matrices, design.structure
     weights = np.ones(structure.n) if design.weights is None else design.weights
     offset = 0.0 if mats.offset is None else mats.offset
     index = random_effect_index(mats.refs, structure.terms)
-    return GlmmData(
-        design.y, weights, mats.x, mats.z, index, offset, pattern=blocked_pattern(mats.refs, structure.terms)
-    )
+    pattern = blocked_pattern(mats.refs, structure.terms) if pattern is None else pattern
+    return GlmmData(design.y, weights, mats.x, mats.z, index, offset, pattern=pattern)
 
 
 def z_lambda(theta: Array, data: GlmmData, structure: Structure) -> Array:

@@ -4,6 +4,7 @@ Gauss-Hermite) objective of laplace.py by BFGS from the fitted model's Hessian."
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, NamedTuple
 
@@ -27,6 +28,7 @@ from .family import family as make_family
 from .laplace import (
     GlmmData,
     Mode,
+    Pattern,
     _fit_glmm,
     blocked_pattern,
     fisher_vcov,
@@ -34,7 +36,6 @@ from .laplace import (
     glmm_data,
     glmm_result,
     linear_predictor,
-    nested_chain,
     require_scalar_term,
     solver_problem,
     z_lambda,
@@ -211,7 +212,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         structure = self.structure
         theta0 = self.initial_theta()
         with computing(), compile_clock() as compile_s:
-            data = jax.tree.map(jnp.asarray, glmm_data(self.design))
+            data = jax.tree.map(jnp.asarray, glmm_data(self.design, self._pattern))
             beta0 = glm_start(data, structure=structure, fam=self.family)
             res = _fit_glmm(
                 jnp.asarray(theta0),
@@ -297,10 +298,15 @@ class GeneralizedLinearMixedModel(MixedModel):
             shape = f" (k = {self.shape:.5g})" if nb else f" (dispersion phi = {1 / self.shape:.5g})"
         return f"Distribution: {self.family.name}{shape}; link: {self.family.link}"
 
+    @functools.cached_property
+    def _pattern(self) -> Pattern:
+        """Where PIRLS sums the rows' products (laplace.blocked_pattern): fixed by the grouping factors,
+        so computed once per model (a refit of another response shares it)."""
+        return blocked_pattern(self.design.matrices.refs, self.structure.terms)
+
     # ---- the lane protocol (jaxmm/lanes.py) ------------------------------------------------
     def lanes(self) -> GlmmLanes:
-        nested = len(nested_chain(self.design.matrices.refs, self.structure.terms))
-        return GlmmLanes(self.structure, self.family, self.fast, self.nAGQ, nested)
+        return GlmmLanes(self.structure, self.family, self.fast, self.nAGQ, len(self._pattern.parents))
 
     def lane_bytes(self) -> int:
         """A lane's working set, roughly: PIRLS's dense Schur complement over [ur, beta], its factor and
@@ -308,7 +314,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         n x K rows of Z Lambda with their per-row K x K products and the 11 step-halving trials' eta
         (K = the terms' columns)."""
         s = self.structure
-        k, pattern = sum(t.k for t in s.terms), blocked_pattern(self.design.matrices.refs, s.terms)
+        k, pattern = sum(t.k for t in s.terms), self._pattern
         fill = len(pattern.entry_level) + len(pattern.pair_a)
         return 8 * (8 * (s.qrest + s.p) ** 2 + 4 * s.n * (k * k + k + 11) + 4 * s.terms[0].k * fill)
 
@@ -317,7 +323,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         with use_u, the spherical random effects held at the conditional modes."""
         beta, theta = params
         u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in self._require_fit().u]) if use_u else None
-        data = jax.tree.map(jnp.asarray, glmm_data(self.design)._replace(shape=self._shape))
+        data = jax.tree.map(jnp.asarray, glmm_data(self.design, self._pattern)._replace(shape=self._shape))
         beta_s, theta_s = self.design.to_fit_beta(beta), self._fit_theta(theta)
         return GlmmSimulation(data, jnp.asarray(beta_s), jnp.asarray(theta_s), u)
 
@@ -335,7 +341,8 @@ class GeneralizedLinearMixedModel(MixedModel):
         start = np.concatenate([theta, log_shape, *([] if self.fast else [beta])])
         back = jnp.asarray(self.design.beta_back)
         z_back = tuple(map(jnp.asarray, self.design.z_back))
-        refit = GlmmRefit(jax.tree.map(jnp.asarray, glmm_data(self.design)), jnp.asarray(beta), back, z_back)
+        data = jax.tree.map(jnp.asarray, glmm_data(self.design, self._pattern))
+        refit = GlmmRefit(data, jnp.asarray(beta), back, z_back)
         lanes = self.lanes()
         column_diag = solver_problem(refit.beta, refit.data, self.structure, self.family, self.fast, self.nAGQ)[1]
         init = solver.init(jnp.asarray(start), column_diag, jnp.asarray(floor_eigenvalues(state.hessian)))
