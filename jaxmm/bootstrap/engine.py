@@ -9,7 +9,10 @@ Rounds. A vmapped while-loop runs until its slowest lane finishes, so each kerne
 is stored and its lane closed; one that is not continues in the next call from its state (point,
 BFGS Hessian, damping), as if never interrupted. A lane whose replicate has no open fit left is
 refilled with the next replicate. So no call waits for a slow lane, and every call has the same
-shape: one compilation per device.
+shape: one compilation per device. The states stay on the device from call to call; a call takes
+the lanes' replicates and which of them are new or still open, and hands back one row of numbers
+per lane and model (a small model's call takes milliseconds: a transfer per field would be a
+good part of it).
 
 Scale-out: a batch is a sequence of kernel calls of a fixed number of lanes, and the calls take
 the local devices in turn; JAX dispatches them asynchronously, so the devices run side by side.
@@ -32,6 +35,7 @@ from functools import partial
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 from jax.experimental import multihost_utils
@@ -54,82 +58,99 @@ def replicate_key(key: Array, index: Array) -> Array:
     return jax.random.fold_in(key, index)
 
 
-@partial(jit, static_argnames=("structure", "simulator", "fitters", "opts", "statistic"))
-def _fit_replicates(
-    key: Array,
-    indices: Array,
-    states: tuple[SolverState, ...],
-    simulation: Any,
-    refits: tuple[Any, ...],
-    structure: Structure,
-    simulator: Lanes,
-    fitters: tuple[Lanes, ...],
-    opts: SolverOptions,
-    statistic: Callable | None,
-) -> tuple[tuple[FitResult, ...], tuple[SolverState, ...], Array | None]:
-    """Simulate replicates `indices` (by `simulator`, from `simulation`) and fit each to every model
-    of `refits` (by `fitters`), each fit continuing from its lane's solver state for at most
-    ROUND_MAXITER iterations; with `statistic`, also statistic(ReplicateFit) of the first model's
-    fit. Runs on the device its arguments are on. `structure`, the simulating model's, chooses the
-    compiler options (see _compile.jit)."""
+# A replicate's fit as the kernel returns it: one row in the fit's precision (the fields Replicates stores,
+# then whether the fit is done; the flags and iteration counts are exact in float32 up to 2^24), so that a
+# call hands back one array per target, not one per field
+_ROW_FIELDS = ("objective", "sigma", "converged", "niter", "theta", "beta", "stderror")
 
-    def one(i, lane_states):
-        y = simulator.simulate(replicate_key(key, i), simulation)
-        out = [f.fit(y, r, s, opts, s.niter + ROUND_MAXITER) for f, r, s in zip(fitters, refits, lane_states)]
-        fits, new_states = tuple(o[0] for o in out), tuple(o[1] for o in out)
-        if statistic is None:
-            return fits, new_states, None
-        return fits, new_states, statistic(fitters[0].replicate_fit(y, refits[0], fits[0]))
 
-    if all(f.vectorised for f in (simulator, *fitters)):
-        return jax.vmap(one)(indices, states)
-    return lax.map(lambda lane: one(*lane), (indices, states))
+def _fit_row(fit: FitResult, done: Array) -> Array:
+    parts = [jnp.ravel(getattr(fit, name)) for name in _ROW_FIELDS] + [jnp.ravel(done)]
+    return jnp.concatenate([part.astype(fit.theta.dtype) for part in parts])
+
+
+def _split_rows(rows: np.ndarray, ntheta: int, p: int) -> tuple[FitResult, np.ndarray]:
+    """The fields of `_fit_row`s (one row per lane) and the done flags."""
+    sizes = (1, 1, 1, 1, ntheta, p, p)
+    columns = np.split(rows[:, :-1], np.cumsum(sizes)[:-1], axis=1)
+    fields = {name: c[:, 0] if k < 4 else c for k, (name, c) in enumerate(zip(_ROW_FIELDS, columns))}
+    fields["converged"] = fields["converged"] != 0.0
+    return FitResult(**fields, hessian=None), rows[:, -1] != 0.0
 
 
 def _take(tree, rows):
     return jax.tree.map(lambda a: a[rows], tree)
 
 
-def _put(tree, rows, values) -> None:
-    """tree[rows] = values, leaf by leaf (host arrays; values broadcast)."""
-    for leaf, value in zip(jax.tree.leaves(tree), jax.tree.leaves(values)):
-        leaf[rows] = value
+def _select(flag: Array, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
+
+
+@partial(jit, static_argnames=("structure", "simulator", "fitters", "opts", "statistic"))
+def _fit_replicates(
+    key: Array,
+    indices: Array,
+    fresh: Array,
+    open_: Array,
+    states: tuple[SolverState, ...],
+    simulation: Any,
+    refits: tuple[Any, ...],
+    starts: tuple[SolverState, ...],
+    structure: Structure,
+    simulator: Lanes,
+    fitters: tuple[Lanes, ...],
+    opts: SolverOptions,
+    statistic: Callable | None,
+) -> tuple[tuple[Array, ...], tuple[SolverState, ...], Array | None]:
+    """Simulate replicates `indices` (by `simulator`, from `simulation`) and fit each to every model
+    of `refits` (by `fitters`), each fit continuing from its lane's solver state for at most
+    ROUND_MAXITER iterations; with `statistic`, also statistic(ReplicateFit) of the first model's
+    fit. A lane that is `fresh` starts every fit from `starts`; a fit that is not open (open_:
+    targets x lanes) keeps its state. Returns per target the lanes' `_fit_row`s and solver states.
+    Runs on the device its arguments are on. `structure`, the simulating model's, chooses the
+    compiler options (see _compile.jit)."""
+
+    def one(i, restart, live, lane_states):
+        y = simulator.simulate(replicate_key(key, i), simulation)
+        lane_states = tuple(_select(restart, start, s) for start, s in zip(starts, lane_states))
+        out = [f.fit(y, r, s, opts, s.niter + ROUND_MAXITER) for f, r, s in zip(fitters, refits, lane_states)]
+        rows = tuple(_fit_row(fit, state.done) for fit, state in out)
+        new_states = tuple(_select(flag, state, s) for flag, (_, state), s in zip(live, out, lane_states))
+        if statistic is None:
+            return rows, new_states, None
+        return rows, new_states, statistic(fitters[0].replicate_fit(y, refits[0], out[0][0]))
+
+    lanes = (indices, fresh, open_.T, states)
+    if all(f.vectorised for f in (simulator, *fitters)):
+        return jax.vmap(one)(*lanes)
+    return lax.map(lambda lane: one(*lane), lanes)
 
 
 @dataclass
 class LanePool:
-    """The lanes in flight: the replicate each holds (its position in the run's list; -1 idle) and, per
-    target, every lane's solver state (host arrays with a leading lane axis) and whether its fit
-    to that target is still open. A closed or idle lane's states are done: they take no iteration."""
+    """The lanes in flight: the replicate each holds (its position in the run's list; -1 idle), whether
+    its fit to each target is still open, and whether it was refilled since the last call (its fits
+    then start afresh). The lanes' solver states stay on the devices, between the kernel's calls."""
 
     replicate: np.ndarray  # (batch,)
-    states: list[SolverState]
     open: np.ndarray  # (targets, batch) bool
+    fresh: np.ndarray  # (batch,) bool
 
     @classmethod
-    def idle(cls, batch: int, targets: list[Target]) -> LanePool:
-        states = []
-        for t in targets:
-            state = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], batch, axis=0), t.start)
-            state.done[:] = True
-            states.append(state)
-        return cls(np.full(batch, -1), states, np.zeros((len(targets), batch), dtype=bool))
+    def idle(cls, batch: int, targets: int) -> LanePool:
+        return cls(np.full(batch, -1), np.zeros((targets, batch), dtype=bool), np.zeros(batch, dtype=bool))
 
-    def refill(self, upcoming: int, remaining: int, targets: list[Target]) -> int:
+    def refill(self, upcoming: int, remaining: int) -> int:
         """Give idle lanes the next replicates, from position `upcoming`; returns how many."""
         fresh = np.flatnonzero(self.replicate < 0)[:remaining]
         self.replicate[fresh] = np.arange(upcoming, upcoming + len(fresh))
-        for t, states in zip(targets, self.states):
-            _put(states, fresh, t.start)
         self.open[:, fresh] = True
+        self.fresh[fresh] = True
         return len(fresh)
 
-    def update(self, j: int, new_states: SolverState) -> np.ndarray:
-        """Take target j's states from a call; close the open fits that are done. Returns their lanes."""
-        finished = self.open[j] & new_states.done
-        going = self.open[j] & ~finished
-        _put(self.states[j], going, _take(new_states, going))
-        self.states[j].done[finished] = True
+    def update(self, j: int, done: np.ndarray) -> np.ndarray:
+        """Close target j's open fits that are `done`; returns their lanes."""
+        finished = self.open[j] & done
         self.open[j] &= ~finished
         return np.flatnonzero(finished)
 
@@ -166,23 +187,33 @@ def run(
     from tqdm.auto import tqdm
 
     batch, call_lanes = lanes_shape
-    shared = [jax.device_put((key, simulation, tuple(t.refit for t in targets)), d) for d in devices]
+    starts = tuple(t.start for t in targets)
+    shared = [jax.device_put((key, simulation, tuple(t.refit for t in targets), starts), d) for d in devices]
+    # every call's lanes start done (idle): a state that takes no iteration until its lane is refilled
+    idle = tuple(jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], call_lanes, axis=0), s) for s in starts)
+    idle = tuple(s._replace(done=np.ones(call_lanes, dtype=bool)) for s in idle)
+    parts = [slice(c, c + call_lanes) for c in range(0, batch, call_lanes)]
+    states = [jax.device_put(idle, devices[j % len(devices)]) for j in range(len(parts))]
     fitters = tuple(t.lanes for t in targets)
     outs = [Replicates.empty(len(replicates), t.model) for t in targets]
+    sizes = [(t.model.structure.ntheta, int(np.sum(t.model.design.estimable))) for t in targets]
     stat_out = None
-    pool = LanePool.idle(batch, targets)
+    pool = LanePool.idle(batch, len(targets))
     upcoming = 0
 
-    def call(part: slice, device: int):
-        """The kernel on lanes `part`, dispatched asynchronously to devices[device]."""
-        key, simulation, refits = shared[device]
+    def call(j: int, part: slice):
+        """The kernel on lanes `part`, dispatched asynchronously to the device of its states."""
+        key, simulation, refits, starts = shared[j % len(devices)]
         indices = replicates[np.maximum(pool.replicate[part], 0)]
-        states = tuple(_take(s, part) for s in pool.states)
         return _fit_replicates(
             key,
-            *jax.device_put((indices, states), devices[device]),
+            indices,
+            pool.fresh[part].copy(),  # copies: a CPU device may read a NumPy array's memory when the call runs
+            pool.open[:, part].copy(),
+            states[j],
             simulation,
             refits,
+            starts,
             structure=simulator.structure,
             simulator=simulator,
             fitters=fitters,
@@ -192,20 +223,23 @@ def run(
 
     with tqdm(total=len(replicates), disable=not shows_progress(progress), unit="rep", desc="bootstrap") as bar:
         while True:
-            upcoming += pool.refill(upcoming, len(replicates) - upcoming, targets)
+            upcoming += pool.refill(upcoming, len(replicates) - upcoming)
             if not (pool.replicate >= 0).any():
                 break
-            parts = range(0, batch, call_lanes)
-            results = jax.device_get([call(slice(c, c + call_lanes), j % len(devices)) for j, c in enumerate(parts)])
-            fits, states, stat = jax.tree.map(lambda *parts: np.concatenate(parts), *results)
-            for j, (t, res, out) in enumerate(zip(targets, fits, outs)):
-                done = pool.update(j, states[j])
-                out.store(pool.replicate[done], _take(res, done), t.model)
+            results = [call(j, part) for j, part in enumerate(parts)]
+            pool.fresh[:] = False
+            states = [new_states for _, new_states, _ in results]
+            rows, stat = jax.device_get(([r for r, _, _ in results], [s for _, _, s in results]))
+            for j, (t, out, (ntheta, p)) in enumerate(zip(targets, outs, sizes)):
+                fits, done = _split_rows(np.concatenate([r[j] for r in rows]), ntheta, p)
+                closed = pool.update(j, done)
+                out.store(pool.replicate[closed], _take(fits, closed), t.model)
                 if statistic is not None and j == 0:
+                    stat = np.concatenate(stat)
                     if stat_out is None:
                         dtype = np.result_type(stat.dtype, np.float64)
                         stat_out = np.full((len(replicates), *stat.shape[1:]), np.nan, dtype=dtype)
-                    stat_out[pool.replicate[done]] = stat[done]
+                    stat_out[pool.replicate[closed]] = stat[closed]
             complete = pool.release()
             bar.update(len(complete))
             if finished is not None and len(complete):
