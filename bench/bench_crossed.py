@@ -1,7 +1,7 @@
 """The bootstrap of crossed and nested LMMs and of a small GLMM against lme4's bootMer, with the
 lanes side by side (vmap; jaxmm.linalg's looped factors keep LAPACK out of these kernels) and one
-at a time (lax.map), both forced in the same run; jaxmm's default is the first where the dense
-part has at most 48 rows (all but the kb07-size models).
+at a time (lax.map), both forced in the same run; jaxmm's default is the first for the LMMs whose dense
+part has at most 48 rows (all but the kb07-size models), the second for GLMMs (lanes.vectorisable).
 
     PYTHONPATH=. python bench/bench_crossed.py [--nsamp 4000] [--lme4-nsim 200] [--kb07-lme4-nsim 20]
 
@@ -62,9 +62,11 @@ def per_replicate(m, nsamp: int) -> float:
 
 
 def lanes_side_by_side(flag: bool | None) -> None:
-    """Force every kernel to run its lanes side by side (True) or one at a time (False); None: jaxmm's choice."""
+    """Force every kernel to run its lanes side by side (True; where its program calls no LAPACK, whose
+    batched calls can deadlock: lanes.vectorisable) or one at a time (False); None: jaxmm's choice."""
     for module in (jaxmm.lmm, jaxmm.glmm.model):
-        module.vectorisable = jaxmm.lanes.vectorisable if flag is None else (lambda calls_lapack: flag)
+        forced = lambda calls_lapack, inner_loops=False: flag and not calls_lapack
+        module.vectorisable = jaxmm.lanes.vectorisable if flag is None else forced
     jax.clear_caches()
 
 
@@ -80,7 +82,7 @@ def main() -> None:
     for name, m in fits.items():
         n = args.nsamp // SHARE.get(name, 1)
         rows[name] = {"nsamp": n, "load_before": load()}
-        # side by side only where no LAPACK call would be batched (which can deadlock: lanes.vectorisable)
+        lanes_side_by_side(True)
         modes = ((True, "vectorised_ms"), (False, "serial_ms")) if m.lanes().vectorised else ((False, "serial_ms"),)
         rows[name]["vectorised_ms"] = float("nan")
         for flag, key in modes:

@@ -94,11 +94,19 @@ class Lanes(Protocol):
     def replicate_fit(self, y: Any, refit: Any, fit: FitResult) -> ReplicateFit: ...
 
 
-def vectorisable(calls_lapack: bool) -> bool:
-    """Whether lanes may run side by side (vmap) rather than one after another (lax.map): unless
-    their program calls LAPACK on a CPU (accelerators do not use LAPACK). jaxlib 0.10's batched
-    LAPACK kernels split a large batch into pieces on XLA's CPU thread pool and block their thread
-    until the pieces are done; two such calls at once can hold every thread of the pool, and
-    nothing runs the pieces. Seen on 2 cores: pastes' bootstrap on 4 CPU devices (3 runs of 3),
-    verbagg's on one. One lane at a time, each call factors one matrix, which is never split."""
-    return not calls_lapack or jax.default_backend() != "cpu"
+def vectorisable(calls_lapack: bool, inner_loops: bool = False) -> bool:
+    """Whether lanes may run side by side (vmap) rather than one after another (lax.map): always on an
+    accelerator (which uses no LAPACK and needs wide batches); on a CPU, unless their program calls LAPACK
+    or a lane's objective iterates in loops of its own (`inner_loops`: a GLMM's PIRLS).
+
+    LAPACK: jaxlib 0.10's batched LAPACK kernels split a large batch into pieces on XLA's CPU thread
+    pool and block their thread until the pieces are done; two such calls at once can hold every
+    thread of the pool, and nothing runs the pieces. Seen on 2 cores: pastes' bootstrap on 4 CPU
+    devices (3 runs of 3), verbagg's on one. One lane at a time, each call factors one matrix, which
+    is never split.
+
+    Inner loops: under vmap a while loop runs until its slowest lane is done, every lane computing
+    each iteration; the objective's own loops (PIRLS's iterations and step halvings, at every
+    evaluation) multiply that wait, and a batch's working set is its lanes' together. One at a time,
+    each lane iterates as often as it needs (measured: GlmmLanes.vectorised)."""
+    return jax.default_backend() != "cpu" or not (calls_lapack or inner_loops)

@@ -110,10 +110,27 @@ class GlmmLanes:
 
     @property
     def vectorised(self) -> bool:
-        """The dense rest of PIRLS's Schur complement (laplace.System.schur: the terms after the nested
-        chain, and beta) is factored by LAPACK beyond the sizes jaxmm.linalg loops over."""
+        """On a CPU, never: PIRLS runs while loops inside every evaluation of the objective
+        (lanes.vectorisable). Both ways forced in one run per model on a 2-core CPU, best of 2-3 warm
+        bootstraps, ms per replicate (load 3-5; n rows, q random effects, d the dense rest of PIRLS's
+        Schur complement with beta, which LAPACK factors beyond jaxmm.linalg's loop sizes):
+
+            model                                n     q    d   side by side  one at a time
+            cbpp, binomial                      56    15    4           1.58           1.18
+            cbpp, fast=True                     56    15    4           1.31           1.38
+            cbpp, nAGQ = 9                      56    15    4           2.11           2.03
+            cbpp, one Bernoulli row per animal 842    15    4           11.6           9.11
+            grouseticks, Poisson, 3 terms      403   584    4           86.4           40.5
+            grouseticks, fast=True             403   584    4           71.4           40.0
+            grouseticks, (1|brood)             403   118    4           1.85           1.82
+            penicillin's diameter, Poisson     144    30    7           5.25           5.14
+            verbagg, Bernoulli, 2 crossed     7584   340   30            361            202
+
+        One at a time is faster or level everywhere: no size (n, q, d) makes side by side win. It
+        loses most where a lane's PIRLS iteration forms dense blocks (grouseticks: 181 x 181 over brood
+        and location, 0.26 MB a lane) or runs over many rows (verbagg)."""
         chained = sum(t.nranef for t in self.structure.terms[1 : 1 + self.nested])
-        return vectorisable(uses_lapack(self.structure.qrest - chained + self.structure.p))
+        return vectorisable(uses_lapack(self.structure.qrest - chained + self.structure.p), inner_loops=True)
 
     def simulate(self, key: Array, sim: GlmmSimulation) -> Array:
         return simulate_glmm_response(key, sim.data, self.structure, self.family, sim.beta, sim.theta, sim.u)
