@@ -107,7 +107,7 @@ def _fit_suffstats(mats: ModelMatrices, x_t: Array, y: Array, structure: Structu
     return suffstats(mats._replace(x=x_t.T), structure, y)
 
 
-@partial(jit, static_argnames=("structure", "opts"))
+@partial(jit, static_argnames=("structure", "opts"), once=True)
 def _fit_model(
     mats: ModelMatrices,
     x_t: Array,

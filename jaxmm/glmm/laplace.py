@@ -535,10 +535,10 @@ def fisher_vcov(theta: Array, mode: Mode, data: GlmmData, structure: Structure, 
     return lx_inv.T @ lx_inv
 
 
-_fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts", "nAGQ"))
+_fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts", "nAGQ"), once=True)
 
 
-@partial(jit, static_argnames=("structure", "fam"))
+@partial(jit, static_argnames=("structure", "fam"), once=True)
 def glm_start(data: GlmmData, structure: Structure, fam: Family) -> Array:
     """beta of the GLM without random effects: PIRLS in (u, beta) at theta = 0, where u stays 0, from
     beta = 0, or for the inverse link (mu = 1/eta, eta = 0 outside its domain) from the least-squares
