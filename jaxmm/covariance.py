@@ -87,15 +87,17 @@ def column_diag(terms: tuple[TermSpec, ...]) -> np.ndarray:
 
 
 def lambdas(theta: Array, terms: tuple[TermSpec, ...]) -> tuple[Array, ...]:
-    """The k x k lower-triangular factor lambda_t of each term, filled column-major from theta. Pure JAX.
+    """The k x k lower-triangular factor lambda_t of each term, filled column-major from theta. Pure JAX;
+    for a NumPy theta, NumPy (a fitted model's, on the host: no program to compile), the same numbers.
 
     vec(lambda_t) = P_t theta_t with P_t a constant 0/1 placement matrix: a product rather than a
     scatter, which XLA's CPU backend would turn into a loop (slower to compile and to differentiate)."""
+    xp = np if isinstance(theta, np.ndarray) else jnp
     out, offset = [], 0
     for t in terms:
         place = np.zeros((t.k * t.k, t.ntheta))
         place[np.asarray(t.theta_rows) * t.k + np.asarray(t.theta_cols), np.arange(t.ntheta)] = 1.0
-        out.append((jnp.asarray(place, theta.dtype) @ theta[offset : offset + t.ntheta]).reshape(t.k, t.k))
+        out.append((xp.asarray(place, theta.dtype) @ theta[offset : offset + t.ntheta]).reshape(t.k, t.k))
         offset += t.ntheta
     return tuple(out)
 

@@ -104,7 +104,9 @@ class SolverState(NamedTuple):
     final: Array  # the candidate is the last, polishing Newton step
 
 
-_DAMPING_LADDER = 10.0 ** jnp.arange(0, 12)
+# On the host (a JAX array would compile two programs when the module is imported), in float32 as it
+# has always been: 1e11 is 99999997952 there
+_DAMPING_LADDER = 10.0 ** np.arange(0, 12, dtype=np.float32)
 
 
 def _value_grad_hess(fun: Callable[[Array], Array], theta: Array) -> tuple[Array, Array, Array]:

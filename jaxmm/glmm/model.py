@@ -229,10 +229,11 @@ class GeneralizedLinearMixedModel(MixedModel):
         structure = self.structure
         theta0 = self.initial_theta()
         with computing(), compile_clock() as compile_s:
-            data = jax.tree.map(jnp.asarray, glmm_data(self.design, self._pattern))
+            # host arrays: the compiled calls take them as they are (jnp.asarray would compile a program each)
+            data = glmm_data(self.design, self._pattern)
             beta0 = glm_start(data, structure=structure, fam=self.family)
             res = _fit_glmm(
-                jnp.asarray(theta0),
+                theta0,
                 beta0,
                 data,
                 structure=structure,
@@ -247,7 +248,7 @@ class GeneralizedLinearMixedModel(MixedModel):
                 se=np.sqrt(np.diagonal(vcov)),
                 unscaled_vcov=vcov,
                 u=modes_by_term(np.asarray(res.u), structure),
-                lambdas=self._lambdas(lambdas(res.theta, structure.terms)),
+                lambdas=self._lambdas(lambdas(np.asarray(res.theta), structure.terms)),
                 theta_fit=np.asarray(res.theta),
                 hessian=np.asarray(res.hessian),
             )
