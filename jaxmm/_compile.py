@@ -297,19 +297,22 @@ class ExecutableStore:
     def __init__(self, folder: Path, max_bytes: int = 2 * 1024**3):
         self.folder, self.max_bytes = folder, max_bytes
 
-    def path(self, fun: Callable, statics: dict, treedef, types: tuple) -> Path | None:
-        """Where the executable of this call lives; None where a static argument has no stable description."""
+    def path(self, fun: Callable, statics: dict, treedef, types: tuple, device) -> Path | None:
+        """Where the executable of this call on local device `device` (an executable runs on the device it was
+        compiled for) lives; None where a static argument has no stable description."""
         try:
             described = ", ".join(f"{k}={_stable(v)}" for k, v in statics.items())
         except _Unstable:
             return None
         config = tuple(getattr(jax.config, name) for name in _TRACING_CONFIG)
         array_types = ", ".join(f"{d}{s}{'w' if w else ''}" for s, d, w in types)
-        key = repr((fun.__module__, fun.__qualname__, described, str(treedef), array_types, config, _software()))
+        key = repr(
+            (fun.__module__, fun.__qualname__, described, str(treedef), array_types, config, device.id, _software())
+        )
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()}.jaxexe"
 
-    def load(self, path: Path):
-        """The executable stored at `path`, or None where there is none or it does not load."""
+    def load(self, path: Path, device):
+        """The executable stored at `path`, loaded for `device`, or None where there is none or it does not load."""
         try:
             raw = path.read_bytes()
         except OSError:
@@ -325,7 +328,7 @@ class ExecutableStore:
             from jax.experimental.serialize_executable import deserialize_and_load
 
             _bind_lapack()
-            compiled = deserialize_and_load(*pickle.loads(body))
+            compiled = deserialize_and_load(*pickle.loads(body), execution_devices=[device])
         except Exception:  # stored by other software despite the digest, or unreadable: compile again
             return None
         with contextlib.suppress(OSError):
@@ -388,9 +391,11 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
     are kept in the `executable_store()` (see the module docstring): a call with a signature new to the
     process loads its executable from there, or compiles it (trace, lower, XLA) and stores it.
 
-    `structure` (static) must be passed by keyword. With other static arguments passed positionally,
-    several devices or processes (an executable is compiled for one device), or caching off, it is
-    jax.jit itself."""
+    An executable runs on one device: each call's is that of the device its committed array arguments are on
+    (JAX's default device where none is committed: a fit), so the bootstrap's calls on several local devices
+    (`jax_num_cpu_devices`, bootstrap/engine.py) each have their own. `structure` (static) must be passed by
+    keyword. With other static arguments passed positionally, arguments committed to several devices, several
+    processes, or caching off, it is jax.jit itself."""
     variants: dict[tuple[bool, bool], Callable] = {}
     executables: dict[tuple, Callable] = {}
     parameters = list(inspect.signature(fun).parameters.values())
@@ -419,18 +424,21 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
         positional = {p.name for p in parameters[: len(args)]}
         given = all(name in kwargs or name in defaults for name in static_argnames)
         plain = store is None or positional & set(static_argnames) or not given or jax.config.jax_disable_jit
-        if plain or not _one_device():
+        if plain or jax.process_count() > 1:
             return jitted(structure)(*args, **kwargs)
         statics = {name: kwargs.pop(name) if name in kwargs else defaults[name] for name in static_argnames}
         leaves, treedef = jax.tree.flatten((args, kwargs))
+        device = _call_device(leaves)
+        if device is None:
+            return jitted(structure)(*args, **kwargs, **statics)
         types = tuple(map(_leaf_type, leaves))
         config = tuple(getattr(jax.config, name) for name in _TRACING_CONFIG)
-        key = (tuple(statics.values()), treedef, types, config)
+        key = (tuple(statics.values()), treedef, types, config, device)
         compiled = executables.get(key)
         if compiled is None:
             start = time.time()  # JAX's timers' clock (compile_clock takes the union with theirs)
-            path = store.path(fun, statics, treedef, types)
-            compiled = None if path is None else store.load(path)
+            path = store.path(fun, statics, treedef, types, device)
+            compiled = None if path is None else store.load(path, device)
             if compiled is None:
                 _listen()
                 target = jitted(structure, stored=True)  # first: it may probe XLA's options (`_available`)
@@ -460,6 +468,10 @@ def _kept_out_of_jax_cache() -> Iterator[None]:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
 
 
-@functools.cache
-def _one_device() -> bool:
-    return jax.device_count() == 1 and jax.process_count() == 1
+def _call_device(leaves: list):
+    """The device a call with these argument leaves runs on: the one its committed arrays are on, or JAX's
+    default device where none is committed (None where they are on several, or a default is set)."""
+    devices = {d for leaf in leaves if isinstance(leaf, jax.Array) and leaf.committed for d in leaf.devices()}
+    if len(devices) > 1 or (not devices and jax.config.jax_default_device is not None):
+        return None
+    return devices.pop() if devices else jax.devices()[0]

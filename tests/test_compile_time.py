@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -65,6 +66,40 @@ def _scaled(x, structure):
     return x * structure.n
 
 
+# A fresh process on `devices` CPU devices: fit dyestuff, bootstrap it over every device, print what JAX traced
+# and the table's bits.
+_FRESH_BOOTSTRAP = """
+import json, sys, jax
+jax.config.update("jax_num_cpu_devices", int(sys.argv[1]))
+import jaxmm
+traced = []
+jax.monitoring.register_event_time_span_listener(
+    lambda event, start, end, fun_name=None, **kw: traced.append(fun_name) if event.endswith("trace_duration") else None
+)
+m = jaxmm.fit("yield ~ 1 + (1|batch)", jaxmm.dataset("dyestuff").iloc[:29])
+tbl = jaxmm.parametricbootstrap(3, 1100, m, progress=False).tbl
+print(json.dumps({"traced": traced, "devices": jax.device_count(), "bits": tbl.to_numpy().tobytes().hex()}))
+"""
+
+
+def _fresh_bootstrap(cache, devices: int) -> dict:
+    env = {**os.environ, "JAXMM_CACHE_DIR": str(cache)}
+    cmd = [sys.executable, "-c", _FRESH_BOOTSTRAP, str(devices)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_a_process_with_several_devices_loads_an_executable_per_device(tmp_path):
+    """Each device's calls run an executable compiled for it (the bootstrap kernel: two, one per device), and a
+    later process loads them all instead of tracing; the table is the one of a single device."""
+    cold, warm, single = _fresh_bootstrap(tmp_path, 2), _fresh_bootstrap(tmp_path, 2), _fresh_bootstrap("", 1)
+    assert cold["devices"] == warm["devices"] == 2
+    kernels = [[name for name in run["traced"] if name.endswith("_fit_replicates")] for run in (cold, warm)]
+    assert kernels[0] and all(name == "stored__fit_replicates" for name in kernels[0]) and kernels[1] == []
+    assert not [name for name in warm["traced"] if name.endswith("_fit_model")]
+    assert cold["bits"] == warm["bits"] == single["bits"]
+
+
 def test_a_corrupt_entry_is_compiled_again(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXMM_CACHE_DIR", str(tmp_path))
     structure = jaxmm.LinearMixedModel("yield ~ 1 + (1|batch)", jaxmm.dataset("dyestuff")).structure
@@ -76,10 +111,10 @@ def test_a_corrupt_entry_is_compiled_again(tmp_path, monkeypatch):
         for damaged in (good[: len(good) // 2], good[:-1] + bytes([good[-1] ^ 1]), b""):
             entry.write_bytes(damaged)
             store = _compile.executable_store()
-            assert store.load(entry) is None
+            assert store.load(entry, jax.devices()[0]) is None
             # a new wrapper (a new process, as far as the in-memory executables go) compiles and stores again
             assert np.array_equal(_compile.jit(_scaled, ("structure",))(x, structure=structure), 30.0 * x)
-            assert store.load(entry) is not None
+            assert store.load(entry, jax.devices()[0]) is not None
 
 
 def test_a_static_argument_without_a_stable_description_is_compiled_not_stored(tmp_path, monkeypatch):
