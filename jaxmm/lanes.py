@@ -22,8 +22,8 @@ y is the simulated response in the form the kind's `fit` reads: its n values, or
 (an LMM's fit needs only sums over the rows, which it forms a chunk of rows at a time, drawing each chunk
 there: jaxmm.lmm.LmmDraw); `lanes.response(y)` gives its n values (`simulated_responses`).
 A fit that is not done when `until` iterations are reached is continued in the engine's next call
-from the returned state, damping and BFGS Hessian included. A new kind of model implements these
-(see ARCHITECTURE.md); the engine does not change.
+from the returned state, damping and BFGS Hessian included; its FitResult is not read (a lane need not
+compute it). A new kind of model implements these (see ARCHITECTURE.md); the engine does not change.
 """
 
 from __future__ import annotations
@@ -108,5 +108,6 @@ def vectorisable(calls_lapack: bool, inner_loops: bool = False) -> bool:
     Inner loops: under vmap a while loop runs until its slowest lane is done, every lane computing
     each iteration; the objective's own loops (PIRLS's iterations and step halvings, at every
     evaluation) multiply that wait, and a batch's working set is its lanes' together. One at a time,
-    each lane iterates as often as it needs (measured: GlmmLanes.vectorised)."""
+    each lane iterates as often as it needs and skips what only a finished fit computes (lax.cond:
+    solver.finish's probes, GlmmLanes.fit's result; measured: GlmmLanes.vectorised)."""
     return jax.default_backend() != "cpu" or not (calls_lapack or inner_loops)

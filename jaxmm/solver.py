@@ -334,7 +334,11 @@ def _check_boundary(fun, theta: Array, f: Array, column_diag: np.ndarray, opts: 
     probes = theta + _PROBE * np.eye(len(theta), dtype=theta.dtype)[is_diag]
     small = is_diag & (theta > 0.0) & (theta < opts.xtol_zero_abs)
     zeroed = jnp.where(small, 0.0, theta)
-    values = jax.vmap(fun)(jnp.concatenate([probes, zeroed[None]]))
+    points = jnp.concatenate([probes, zeroed[None]])
+    # Most fits have no diagonal element below the probe: their f is not evaluated again (a lane run
+    # on its own skips it; lanes side by side evaluate it where any lane needs it)
+    needed = converged & jnp.any(theta[is_diag] < _PROBE)
+    values = lax.cond(needed, jax.vmap(fun), lambda p: jnp.full(p.shape[:1], jnp.inf, p.dtype), points)
     f_probe, f_zero = values[:-1], values[-1]
     improves = (theta[is_diag] < _PROBE) & (f_probe < f - _tolerance(f, opts))
     better = converged & jnp.any(improves)

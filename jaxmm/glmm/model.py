@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax import Array
+from jax import Array, lax
 
 from .. import solver
 from .._compile import compile_clock, computing
@@ -146,12 +146,21 @@ class GlmmLanes:
         fun, column_diag = solver_problem(*problem)
         state = solver.run(fun, state, column_diag, opts, exact=False, until=until)
         res, state = solver.finish(fun, state, column_diag, opts)
-        g = glmm_result(res, *problem)
-        vcov = fisher_vcov(g.theta, Mode(g.u, g.beta), data._replace(shape=g.shape), self.structure, self.family)
-        se = jnp.sqrt(jnp.diagonal(refit.back @ vcov @ refit.back.T))
-        sigma = self.family.sigma(g.shape).astype(y.dtype)
-        beta, theta = refit.back @ g.beta, transform_theta(g.theta, refit.z_back, self.structure.terms)
-        return FitResult(g.objective, theta, beta, se, sigma, g.converged, g.niter, g.hessian), state
+
+        def result() -> FitResult:
+            g = glmm_result(res, *problem)
+            vcov = fisher_vcov(g.theta, Mode(g.u, g.beta), data._replace(shape=g.shape), self.structure, self.family)
+            se = jnp.sqrt(jnp.diagonal(refit.back @ vcov @ refit.back.T))
+            sigma = self.family.sigma(g.shape).astype(y.dtype)
+            beta, theta = refit.back @ g.beta, transform_theta(g.theta, refit.z_back, self.structure.terms)
+            return FitResult(g.objective, theta, beta, se, sigma, g.converged, g.niter, g.hessian)
+
+        def nothing() -> FitResult:
+            return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(result))
+
+        # The result (a Laplace evaluation at the optimum and the Fisher system there) only for a fit that
+        # is done: one that continues in the next round reports nothing (lanes.py); zeros stand in
+        return lax.cond(state.done, result, nothing), state
 
     def replicate_fit(self, y: Array, refit: GlmmRefit, fit: FitResult) -> ReplicateFit:
         raise NotImplementedError("a statistic of a generalized linear mixed model's replicates")
