@@ -21,7 +21,9 @@ model (insteval) the fusion emitters' code runs faster (8.1 s vs 10.6 s per fit)
 
 A small model's own fit (`jit(..., once=True)`: a program that runs once per fit, not once per
 bootstrap replicate) is also compiled without LLVM's optimisations (XLA's backend optimisation level
-0): they were most of its compile, and its code runs in milliseconds either way. Measured side by
+0) where theta has at most UNOPTIMISED_NTHETA components: they were most of its compile, and its code
+runs in milliseconds either way (a kb07-size maximal model's, 20 components, ran 0.6 -> 1.2 s
+unoptimised, to compile in 3 s CPU instead of 6: it keeps them). Measured side by
 side (process CPU seconds of a first fit, cache empty): sleepstudy 2.4 -> 1.35 s, cbpp 8.2 -> 5.8 s,
 grouseticks 16.8 -> 10.2 s; the fit itself runs slower (grouseticks 0.16 -> 0.33 s, sleepstudy's
 4-8 ms unchanged). Nor does XLA move loop-invariant code out of its while loops there (nor simplify
@@ -52,6 +54,7 @@ import jaxlib
 import numpy as np
 
 SMALL_DENSE = 256
+UNOPTIMISED_NTHETA = 8
 _CLASSIC_CPU = {"xla_cpu_use_fusion_emitters": False}
 # No LLVM optimisations, nor XLA's passes that move loop-invariant code out of while loops and then
 # simplify the loops (together a third of a GLMM fit's HLO passes: each scatter is a loop on a CPU)
@@ -196,10 +199,11 @@ def _available(options: tuple) -> bool:
 
 def compiler_options(structure, once: bool = False) -> dict | None:
     """XLA's options for a program of a model of shape `structure` (see the module docstring); `once`:
-    a program that runs once per fit (compiled unoptimised where the model is small)."""
+    a program that runs once per fit (compiled unoptimised where the model and its theta are small)."""
     if jax.default_backend() != "cpu" or not is_small(structure):
         return None
-    candidates = (_UNOPTIMISED_CPU, _CLASSIC_CPU) if once else (_CLASSIC_CPU,)
+    unoptimised = once and structure.ntheta <= UNOPTIMISED_NTHETA
+    candidates = (_UNOPTIMISED_CPU, _CLASSIC_CPU) if unoptimised else (_CLASSIC_CPU,)
     return next((options for options in candidates if _available(tuple(options.items()))), None)
 
 
