@@ -93,3 +93,16 @@ def test_blocked_matches_dense_on_random_designs(seed, ng, nh, nested, family, s
     ntheta = m.structure.ntheta
     thetas = [np.linspace(0.3, 1.1, ntheta), np.full(ntheta, 0.05)]
     _compare(formula, frame, family, thetas, fast=seed % 2 == 0)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["laplace", "fast"])
+@pytest.mark.parametrize("slopes", ["(1 + x|g) + (1|h)", "(1|g) + (1 + x|h)"])
+def test_three_level_nesting_matches_dense(slopes, fast):
+    """(1|obs) + g + h, each row its own obs level, g nested in h (grouseticks' index in brood in
+    location): a chain of two nested terms after term 1, the first eliminated with its product summed
+    per level of the second (laplace._nested_gram), with a slope on either."""
+    frame = _crossed("poisson", 7, ng=40, nh=8, n=150, nested=True).assign(obs=lambda d: [f"o{i}" for i in d.index])
+    formula = f"y ~ 1 + x + (1|obs) + {slopes}"
+    ntheta = GeneralizedLinearMixedModel(formula, frame, "poisson").structure.ntheta
+    m = _compare(formula, frame, "poisson", [np.linspace(0.4, 0.9, ntheta)], fast)
+    assert len(m._pattern.parents) == 2 and m.structure.terms[0].nlevels == 150

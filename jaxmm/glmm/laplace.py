@@ -62,7 +62,7 @@ from jax import Array, lax
 from jax.scipy.special import logsumexp
 
 from .._compile import jit
-from ..covariance import lambdas
+from ..covariance import TermSpec, lambdas
 from ..design import Design, Structure, level_pairs
 from ..linalg import (
     cho_solve,
@@ -259,16 +259,40 @@ def penalised_system(
 
 def _eliminate_chain(schur: Array, structure: Structure, pattern: Pattern) -> tuple[tuple, Array]:
     """The nested chain's terms eliminated level by level from S (see System): per term t, L_t from
-    S's k_t x k_t diagonal blocks, W_t = L_t^-1 S[term t, rest] and S <- S[rest, rest] - W_t'W_t."""
-    chain = []
-    for t in structure.terms[1 : 1 + len(pattern.parents)]:
+    S's k_t x k_t diagonal blocks, W_t = L_t^-1 S[term t, rest] and S <- S[rest, rest] - W_t'W_t
+    (`_nested_gram` where term t + 1 holds each level of term t)."""
+    chain, parents = [], pattern.parents
+    for c, t in enumerate(structure.terms[1 : 1 + len(parents)], start=1):
         m, k, q = t.nlevels, t.k, t.nranef
         level = jnp.arange(m)
         el = chol_small(schur[:q, :q].reshape(m, k, m, k)[level, :, level, :])
         w = solve_lower_small(el, schur[:q, q:].reshape(m, k, -1))
         chain.append((el, w))
-        schur = schur[q:, q:] - jnp.einsum("jkr,jks->rs", w, w)
+        gram = _nested_gram(w, parents[c], structure.terms[c + 1]) if c < len(parents) else _gram(w)
+        schur = schur[q:, q:] - gram
     return tuple(chain), schur
+
+
+def _gram(w: Array) -> Array:
+    """W'W for W stacked per level, (m, k, r)."""
+    return jnp.einsum("jkr,jks->rs", w, w)
+
+
+def _nested_gram(w: Array, holder: Array, parent: TermSpec) -> Array:
+    """W'W for W = L_t^-1 S[term t, rest] when the rest starts with the `parent` term, holder[j] the level
+    of it holding level j of term t: W's row j is zero in the parent's columns but at holder[j]'s
+    (no level of the terms eliminated so far meets two of its levels), so that block of W'W is block
+    diagonal, summed per level, and its rows' products with the other columns too, rather than one
+    dense product (grouseticks: brood's 118 levels x location's 63, each PIRLS iteration)."""
+    m, k = w.shape[:2]
+    mp, kp, qp = parent.nlevels, parent.k, parent.nranef
+    own = w[:, :, :qp].reshape(m, k, mp, kp)[jnp.arange(m), :, holder, :]  # (m, k, kp): the holder's block
+    other = w[:, :, qp:]
+    diagonal = jax.ops.segment_sum(jnp.einsum("jka,jkb->jab", own, own), holder, mp)
+    across = jax.ops.segment_sum(jnp.einsum("jka,jkr->jar", own, other), holder, mp).reshape(qp, -1)
+    levels = jnp.arange(mp)
+    block = jnp.zeros((mp, kp, mp, kp), w.dtype).at[levels, :, levels, :].set(diagonal).reshape(qp, qp)
+    return jnp.block([[block, across], [across.T, _gram(other)]])
 
 
 def schur_factor(system: System) -> Array:
