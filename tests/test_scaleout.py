@@ -10,17 +10,20 @@ Both run in subprocesses, so that this process keeps its single CPU device:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
 
 import jaxmm
+from jaxmm import _compile
 
 ROOT = Path(__file__).resolve().parents[1]
 DY = "yield ~ 1 + (1|batch)"
@@ -128,8 +131,38 @@ def test_two_processes_equal_one_process(tmp_path):
     np.testing.assert_array_equal(gathered.converged, single.converged)
 
 
-@pytest.mark.parametrize("devices", [0, 2, "cpu", [None]])
+# A fresh process without a device count of its own: jaxmm shows JAX a CPU device per core at its first fit; a
+# short bootstrap runs on the first device alone (starting another costs more than it saves), one after the
+# other devices have started uses them all; the tables are those of one device.
+LAZY_DEVICES = """
+import json, os, jax, numpy as np, jaxmm
+from jaxmm.bootstrap import engine
+used, kernel = [], engine._fit_replicates
+engine._fit_replicates = lambda *a, **k: used.append(next(iter(a[4][0].theta.devices())).id) or kernel(*a, **k)
+m = jaxmm.fit("yield ~ 1 + (1|batch)", jaxmm.dataset("dyestuff"))
+runs = {}
+for name, devices in (("short", None), ("all", jax.device_count()), ("after", None), ("one", 1)):
+    used.clear()
+    tbl = jaxmm.parametricbootstrap(5, 3000, m, progress=False, devices=devices).tbl
+    runs[name] = {"devices": sorted(set(used)), "bits": tbl.to_numpy().tobytes().hex()}
+print(json.dumps({"count": jax.device_count(), "cores": len(os.sched_getaffinity(0)), "runs": runs}))
+"""
+
+
+def test_cpu_devices_per_core_and_lazily_started():
+    env = {k: v for k, v in _env().items() if k != "JAX_NUM_CPU_DEVICES"}
+    out = subprocess.run([sys.executable, "-c", LAZY_DEVICES], env=env, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["count"] == min(result["cores"], _compile.MAX_CPU_DEVICES)
+    runs = result["runs"]
+    assert runs["short"]["devices"] == [0] and runs["one"]["devices"] == [0]
+    assert runs["all"]["devices"] == runs["after"]["devices"] == list(range(result["count"]))
+    assert len({run["bits"] for run in runs.values()}) == 1
+
+
+@pytest.mark.parametrize("devices", [0, "too many", "cpu", [None]])
 def test_bad_devices(devices):
     m = jaxmm.fit(DY, jaxmm.dataset("dyestuff"))
+    devices = len(jax.local_devices()) + 1 if devices == "too many" else devices
     with pytest.raises(ValueError, match="devices"):
         jaxmm.parametricbootstrap(SEED, 10, m, devices=devices)

@@ -22,7 +22,7 @@ from ..replicates import Replicates
 from ..results import MixedModelBootstrap
 from ..solver import solver_options
 from .checkpoint import Checkpoint
-from .engine import gather, is_count, lane_width, local_devices, process_share, replicate_key, run
+from .engine import gather, is_count, lane_width, local_devices, memory_budget, process_share, replicate_key, run
 
 _PRECISIONS = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32)}
 
@@ -76,9 +76,12 @@ def parametricbootstrap(
     batch_size: lanes in flight over all devices, rounded up to a multiple of lane_width(m) times
     the number of devices (the default: one call of lane_width(m) lanes per device); they are
     fitted lane_width(m) at a time, by the same compiled program.
-    devices: the local devices to spread the lanes over: all (default), a count, or a list from
-    jax.local_devices(). Under jax.distributed, each process fits its share on its own devices
-    and every process returns the whole table.
+    devices: the local devices to spread the lanes over: all (default; as many as the memory budget holds a
+    call of lanes for), a count, or a list from jax.local_devices(). On a CPU, jaxmm shows JAX one device per
+    core where JAX has not started before jaxmm's first fit and the user has not chosen a count
+    (jaxmm._compile.use_cpu_cores; JAX_NUM_CPU_DEVICES=1 keeps one), so the cores fit lanes side by side.
+    Under jax.distributed, each process fits its share on its own devices and every process returns the
+    whole table.
 
     checkpoint: a file path: the finished replicates are written to it as they finish (every few
     seconds, and when the run ends or is interrupted); the same call again resumes from it and
@@ -228,6 +231,9 @@ def simulate_and_refit(
         finished(numbers[rows], [out.take(rows) for out in outs], None if stat is None else stat[rows])
 
     call_lanes = min(lane_width(mm, chosen[0].platform) for mm in models)
+    if devices is None:  # by default, as many devices as the memory budget holds a call of (lane_width's)
+        per_call = call_lanes * max(mm.lane_bytes() for mm in models)
+        chosen = chosen[: max(1, memory_budget() // per_call)]
     step = call_lanes * len(chosen)  # one call per device
     batch = step * -(-int(batch_size or step) // step)
     with computing():
@@ -247,6 +253,7 @@ def simulate_and_refit(
             show,
             statistic,
             None if finished is None else report,
+            lazy=devices is None,
         )
         if jax.process_count() > 1:
             parts = [Replicates(**gather(vars(part), nsamp)) for part in parts]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +41,7 @@ import numpy as np
 from jax import Array, lax
 from jax.experimental import multihost_utils
 
-from .._compile import jit
+from .._compile import compile_clock, jit
 from ..design import Structure
 from ..lanes import FitResult, Lanes, Target
 from ..replicates import Replicates
@@ -140,18 +141,19 @@ class LanePool:
     def idle(cls, batch: int, targets: int) -> LanePool:
         return cls(np.full(batch, -1), np.zeros((targets, batch), dtype=bool), np.zeros(batch, dtype=bool))
 
-    def refill(self, upcoming: int, remaining: int) -> int:
-        """Give idle lanes the next replicates, from position `upcoming`; returns how many."""
-        fresh = np.flatnonzero(self.replicate < 0)[:remaining]
+    def refill(self, upcoming: int, remaining: int, usable: np.ndarray) -> int:
+        """Give idle `usable` lanes the next replicates, from position `upcoming`; returns how many."""
+        fresh = np.flatnonzero((self.replicate < 0) & usable)[:remaining]
         self.replicate[fresh] = np.arange(upcoming, upcoming + len(fresh))
         self.open[:, fresh] = True
         self.fresh[fresh] = True
         return len(fresh)
 
-    def update(self, j: int, done: np.ndarray) -> np.ndarray:
-        """Close target j's open fits that are `done`; returns their lanes."""
-        finished = self.open[j] & done
-        self.open[j] &= ~finished
+    def update(self, j: int, done: np.ndarray, lanes: np.ndarray) -> np.ndarray:
+        """Close target j's open fits that are `done` (a flag for each of `lanes`); returns their positions in
+        `lanes`."""
+        finished = self.open[j, lanes] & done
+        self.open[j, lanes[finished]] = False
         return np.flatnonzero(finished)
 
     def release(self) -> np.ndarray:
@@ -174,6 +176,7 @@ def run(
     progress: bool,
     statistic: Callable | None,
     finished: Callable[[np.ndarray, list[Replicates], np.ndarray | None], None] | None = None,
+    lazy: bool = False,
 ) -> tuple[list[Replicates], np.ndarray | None]:
     """Fit `replicates` (replicate numbers; row j of the results is replicates[j]), simulated by
     `simulator` from `simulation`, to every target through one compiled batch shape, refilling the
@@ -183,7 +186,10 @@ def run(
     The `batch` lanes, lanes_shape = (batch, call_lanes), go through the kernel `call_lanes` at a
     time, the calls taking the devices in turn (JAX runs them side by side): every call runs the
     same one-device program, so a replicate's numbers depend neither on the batch size nor on the
-    number of devices."""
+    number of devices. `lazy`: the first device runs the first round alone; the others join (each compiles or
+    loads its own executable, on a call of idle lanes) only where the rest of the run, as that round predicts
+    it, would take longer on the first device alone than their start costs (`_worth_more_devices`), so that a
+    short run pays no other device's start."""
     from tqdm.auto import tqdm
 
     batch, call_lanes = lanes_shape
@@ -200,6 +206,8 @@ def run(
     stat_out = None
     pool = LanePool.idle(batch, len(targets))
     upcoming = 0
+    in_use = 1 if lazy else len(devices)
+    first_round = True
 
     def call(j: int, part: slice):
         """The kernel on lanes `part`, dispatched asynchronously to the device of its states."""
@@ -223,28 +231,64 @@ def run(
 
     with tqdm(total=len(replicates), disable=not shows_progress(progress), unit="rep", desc="bootstrap") as bar:
         while True:
-            upcoming += pool.refill(upcoming, len(replicates) - upcoming)
+            running = [j for j in range(len(parts)) if j % len(devices) < in_use]
+            usable = np.zeros(batch, dtype=bool)
+            for j in running:
+                usable[parts[j]] = True
+            upcoming += pool.refill(upcoming, len(replicates) - upcoming, usable)
             if not (pool.replicate >= 0).any():
                 break
-            results = [call(j, part) for j, part in enumerate(parts)]
-            pool.fresh[:] = False
-            states = [new_states for _, new_states, _ in results]
-            rows, stat = jax.device_get(([r for r, _, _ in results], [s for _, _, s in results]))
+            round_start = time.perf_counter()
+            with compile_clock() as compile_s:
+                results = [(j, call(j, parts[j])) for j in running]
+                pool.fresh[:] = False
+                for j, (_, new_states, _) in results:
+                    states[j] = new_states
+                rows, stat = jax.device_get(([r for _, (r, _, _) in results], [s for _, (_, _, s) in results]))
+            round_s, start_s = time.perf_counter() - round_start, compile_s()
+            lanes = np.concatenate([np.arange(batch)[parts[j]] for j, _ in results])
             for j, (t, out, (ntheta, p)) in enumerate(zip(targets, outs, sizes)):
                 fits, done = _split_rows(np.concatenate([r[j] for r in rows]), ntheta, p)
-                closed = pool.update(j, done)
-                out.store(pool.replicate[closed], _take(fits, closed), t.model)
+                at = pool.update(j, done, lanes)
+                out.store(pool.replicate[lanes[at]], _take(fits, at), t.model)
                 if statistic is not None and j == 0:
                     stat = np.concatenate(stat)
                     if stat_out is None:
                         dtype = np.result_type(stat.dtype, np.float64)
                         stat_out = np.full((len(replicates), *stat.shape[1:]), np.nan, dtype=dtype)
-                    stat_out[pool.replicate[closed]] = stat[closed]
+                    stat_out[pool.replicate[lanes[at]]] = stat[at]
             complete = pool.release()
+            left = len(replicates) - upcoming + int((pool.replicate >= 0).sum())
+            kernel = (simulator, fitters, opts, statistic, call_lanes)
+            if first_round and start_s > 0.0:
+                _START_S.update({(kernel, d.id): start_s / in_use for d in devices[:in_use]})
+            if first_round and in_use < len(devices):
+                others = [d.id for d in devices[in_use:] if (kernel, d.id) not in _START_S]
+                cost = _START_S.get((kernel, devices[0].id), start_s) if others else 0.0
+                if _worth_more_devices(cost, round_s - start_s, len(complete), left):
+                    idle = [j for j in range(len(parts)) if j % len(devices) >= in_use]
+                    with compile_clock() as started_s:
+                        jax.block_until_ready([call(j, parts[j]) for j in idle])
+                    _START_S.update({(kernel, d): started_s() / len(others) for d in others})
+                    in_use = len(devices)
+            first_round = False
             bar.update(len(complete))
             if finished is not None and len(complete):
                 finished(complete, outs, stat_out)
     return outs, stat_out
+
+
+# The seconds a kernel's start (compiling or loading its executable) took, by (kernel, device id): what
+# starting it costs on another device, and, for a device that has started it, that it costs nothing again
+_START_S: dict[tuple, float] = {}
+
+
+def _worth_more_devices(start_s: float, round_s: float, completed: int, left: int) -> bool:
+    """Whether starting the other devices, each of which compiles or loads its executable (about what the first
+    device's took, `start_s`), costs less than what running beside the first device saves: at least half the
+    rest of the run, which at the first round's pace (`completed` replicates in `round_s`) is `left`
+    replicates long."""
+    return completed > 0 and 0.5 * left / completed * round_s > start_s
 
 
 def shows_progress(progress: bool) -> bool:
