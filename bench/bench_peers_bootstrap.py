@@ -4,6 +4,7 @@ replicate in steady state, side by side in one run (issue 24).
     PYTHONPATH=. python bench/bench_peers_bootstrap.py                    # ~10 min on 2 shared cores
     PYTHONPATH=. python bench/bench_peers_bootstrap.py --models sleepstudy,penicillin --reps 1000 --peer-reps 100
     PYTHONPATH=. python bench/bench_peers_bootstrap.py --skip lme4,mixedlm    # some programs only
+    PYTHONPATH=. python bench/bench_peers_bootstrap.py --devices 2           # jaxmm on both cores (2 CPU devices)
 
 Models (all ML / Laplace):
   dyestuff       yield ~ 1 + (1|batch)
@@ -54,6 +55,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import jax
 import numpy as np
 from _common import RESULTS, ROOT, code_version, load, run_meta
 from bench_ddf import kb07_like
@@ -109,18 +111,19 @@ def jaxmm_model(name: str):
     return jaxmm.fit(formula, d, family=family, weights=weights)
 
 
-def time_jaxmm(m, nsamp: int, use_u: bool, repeats: int, width: int) -> dict:
-    """Best of `repeats` warm runs, ms per replicate. One untimed run of one lane width compiles first: the
-    kernel's shape is fixed per model (lane_width), whatever nsamp."""
+def time_jaxmm(m, nsamp: int, use_u: bool, repeats: int, width: int, devices: int | None = None) -> dict:
+    """Best of `repeats` warm runs, ms per replicate. One untimed run of one lane width per device compiles
+    first: the kernel's shape is fixed per model (lane_width), whatever nsamp. `devices`: parametricbootstrap's
+    (None: jaxmm's choice, which starts a second CPU device only for a run long enough to repay it)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a replicate that does not converge is counted below, not printed
         t = time.perf_counter()
-        jaxmm.parametricbootstrap(1, width, m, progress=False, use_u=use_u)
+        jaxmm.parametricbootstrap(1, width * (devices or 1), m, progress=False, use_u=use_u, devices=devices)
         first = time.perf_counter() - t
         times, unconverged, niter = [], 0, []
         for seed in range(2, 2 + repeats):
             t = time.perf_counter()
-            samp = jaxmm.parametricbootstrap(seed, nsamp, m, progress=False, use_u=use_u)
+            samp = jaxmm.parametricbootstrap(seed, nsamp, m, progress=False, use_u=use_u, devices=devices)
             times.append(time.perf_counter() - t)
             unconverged += int((~samp.converged).sum())
             niter.append(float(np.mean(samp.replicates.niter)))
@@ -198,7 +201,10 @@ def main() -> None:
     ap.add_argument("--lmepy", default="/tmp/lmepy/bin/python", help="the interpreter with lme_python")
     ap.add_argument("--mixedlm", default="/tmp/mixedlm/bin/python", help="the interpreter with mixedlm")
     ap.add_argument("--out", default=str(RESULTS / "peers_bootstrap.json"))
+    ap.add_argument("--devices", type=int, help="jaxmm's CPU devices (default: jaxmm's choice; 2: both cores)")
     args = ap.parse_args()
+    if args.devices:
+        jax.config.update("jax_num_cpu_devices", args.devices)  # before JAX starts
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = set(names) - set(MODELS)
     if unknown:
@@ -217,8 +223,9 @@ def main() -> None:
         nsamp = args.reps or max(REPS[name][0], 2 * width)
         repeats = args.repeats or (2 if name in ("kb07_zerocorr", "grouseticks") else 3)
         row = {"formula": MODELS[name][0], "jaxmm_fit_s": fit_s, "lane_width": width, "objective": float(m.objective)}
+        row["jaxmm_devices"] = args.devices or "jaxmm's choice"
         for use_u in (False, True):
-            row[f"jaxmm_use_u_{use_u}"] = time_jaxmm(m, nsamp, use_u, repeats, width)
+            row[f"jaxmm_use_u_{use_u}"] = time_jaxmm(m, nsamp, use_u, repeats, width, args.devices)
             r = row[f"jaxmm_use_u_{use_u}"]
             print(f"jaxmm {name} use_u={use_u}: {r['ms_per_replicate']:.4f} ms/rep ({nsamp} reps)", flush=True)
         rows[name] = row
