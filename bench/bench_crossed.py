@@ -109,8 +109,9 @@ def main() -> None:
             f"{row['ratio']:.0f}x |"
         )
     meta = run_meta({"start": start_load, "end": load()}, version)
-    result = {"run": meta, "lme4": lme4["_meta"], "models": rows}
-    (RESULTS / "crossed.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    result = {"run": meta, "jaxmm_devices": args.devices or "jaxmm's choice", "lme4": lme4["_meta"], "models": rows}
+    out = RESULTS / ("crossed.json" if not args.devices else f"crossed_{args.devices}_devices.json")
+    out.write_text(json.dumps(result, indent=2, default=float) + "\n")
 
 
 if __name__ == "__main__":
