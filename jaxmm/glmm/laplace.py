@@ -200,13 +200,14 @@ class System(NamedTuple):
     """The penalised Hessian H in (u1, ur[, beta]) with term 1 eliminated (module docstring): L11_j,
     W1r = L11^-1 H1r (one k1-vector per entry of Z1'Zr), W1x = L11^-1 H1x; then the terms of the
     nested chain (Pattern.parents) eliminated in turn from the Schur complement S = H22 - W'W, each
-    as (L_t, W_t): L_t per level the factor of S's block diagonal, W_t = L_t^-1 S[term t, rest]; and
-    what is left of S, over the remaining terms [and beta], to be factored densely."""
+    as (L_t, W_t): L_t per level the factor of S's block diagonal, W_t = L_t^-1 S[term t, rest] (its
+    block at the next term's level holding each level, and its columns after that term:
+    `_eliminate_chain`); and what is left of S, over the remaining terms [and beta], to be factored densely."""
 
     l11: Array  # (m1, k1, k1)
     w1r: Array  # (E, k1)
     w1x: Array  # (m1, k1, p), p = 0 without beta
-    chain: tuple[tuple[Array, Array], ...]  # per nested term, (m_t, k_t, k_t) and (m_t, k_t, rest)
+    chain: tuple[tuple[Array, Array, Array], ...]  # per nested term: L_t, and W_t held and after
     schur: Array  # the rest: (qd [+ p], qd [+ p]), qd = the random effects of the terms after the chain
 
 
@@ -259,40 +260,49 @@ def penalised_system(
 
 def _eliminate_chain(schur: Array, structure: Structure, pattern: Pattern) -> tuple[tuple, Array]:
     """The nested chain's terms eliminated level by level from S (see System): per term t, L_t from
-    S's k_t x k_t diagonal blocks, W_t = L_t^-1 S[term t, rest] and S <- S[rest, rest] - W_t'W_t
-    (`_nested_gram` where term t + 1 holds each level of term t)."""
-    chain, parents = [], pattern.parents
-    for c, t in enumerate(structure.terms[1 : 1 + len(parents)], start=1):
+    S's k_t x k_t diagonal blocks, W_t = L_t^-1 S[term t, rest] and S <- S[rest, rest] - W_t'W_t.
+
+    Where term t + 1 holds each level j of term t (Pattern.parents), W_t's row j is zero in term t + 1's
+    columns but at its holder's block (no level of the terms eliminated so far meets two of its levels):
+    W_t is kept as that block, `held` (m_t, k_t, k_t+1), and its columns after term t + 1, `after`, and
+    the held part of W_t'W_t is summed per level, block diagonal (grouseticks: brood's 118 levels, each
+    one location's, rather than a dense 118 x 63 W_t and a 63 x 63 product each PIRLS iteration)."""
+    chain = []
+    for c, holder in enumerate(_holders(pattern), start=1):
+        t = structure.terms[c]
         m, k, q = t.nlevels, t.k, t.nranef
         level = jnp.arange(m)
         el = chol_small(schur[:q, :q].reshape(m, k, m, k)[level, :, level, :])
-        w = solve_lower_small(el, schur[:q, q:].reshape(m, k, -1))
-        chain.append((el, w))
-        gram = _nested_gram(w, parents[c], structure.terms[c + 1]) if c < len(parents) else _gram(w)
-        schur = schur[q:, q:] - gram
+        rows = schur[:q, q:].reshape(m, k, -1)
+        if holder is None:
+            parent, held, after = None, rows[:, :, :0], rows
+        else:
+            parent = structure.terms[c + 1]
+            held = rows[:, :, : parent.nranef].reshape(m, k, parent.nlevels, parent.k)[level, :, holder, :]
+            after = rows[:, :, parent.nranef :]
+        held, after = solve_lower_small(el, held), solve_lower_small(el, after)
+        chain.append((el, held, after))
+        schur = schur[q:, q:] - _chain_gram(held, after, holder, parent)
     return tuple(chain), schur
 
 
-def _gram(w: Array) -> Array:
-    """W'W for W stacked per level, (m, k, r)."""
-    return jnp.einsum("jkr,jks->rs", w, w)
+def _holders(pattern: Pattern) -> tuple[Array | None, ...]:
+    """Per term of the nested chain, the level of the next term holding each of its levels (None for the
+    last, whose next term, if any, is not nested)."""
+    return (*pattern.parents[1:], None) if pattern.parents else ()
 
 
-def _nested_gram(w: Array, holder: Array, parent: TermSpec) -> Array:
-    """W'W for W = L_t^-1 S[term t, rest] when the rest starts with the `parent` term, holder[j] the level
-    of it holding level j of term t: W's row j is zero in the parent's columns but at holder[j]'s
-    (no level of the terms eliminated so far meets two of its levels), so that block of W'W is block
-    diagonal, summed per level, and its rows' products with the other columns too, rather than one
-    dense product (grouseticks: brood's 118 levels x location's 63, each PIRLS iteration)."""
-    m, k = w.shape[:2]
+def _chain_gram(held: Array, after: Array, holder: Array | None, parent: TermSpec | None) -> Array:
+    """W_t'W_t from W_t's held blocks and its columns after the holding term (see `_eliminate_chain`)."""
+    gram_after = jnp.einsum("jkr,jks->rs", after, after)
+    if holder is None:
+        return gram_after
     mp, kp, qp = parent.nlevels, parent.k, parent.nranef
-    own = w[:, :, :qp].reshape(m, k, mp, kp)[jnp.arange(m), :, holder, :]  # (m, k, kp): the holder's block
-    other = w[:, :, qp:]
-    diagonal = jax.ops.segment_sum(jnp.einsum("jka,jkb->jab", own, own), holder, mp)
-    across = jax.ops.segment_sum(jnp.einsum("jka,jkr->jar", own, other), holder, mp).reshape(qp, -1)
+    diagonal = jax.ops.segment_sum(jnp.einsum("jka,jkb->jab", held, held), holder, mp)
+    across = jax.ops.segment_sum(jnp.einsum("jka,jkr->jar", held, after), holder, mp).reshape(qp, -1)
     levels = jnp.arange(mp)
-    block = jnp.zeros((mp, kp, mp, kp), w.dtype).at[levels, :, levels, :].set(diagonal).reshape(qp, qp)
-    return jnp.block([[block, across], [across.T, _gram(other)]])
+    block = jnp.zeros((mp, kp, mp, kp), held.dtype).at[levels, :, levels, :].set(diagonal).reshape(qp, qp)
+    return jnp.block([[block, across], [across.T, gram_after]])
 
 
 def schur_factor(system: System) -> Array:
@@ -303,7 +313,7 @@ def schur_factor(system: System) -> Array:
 def penalised_logdet(system: System, structure: Structure) -> Array:
     """log|Lambda'Z'CZ Lambda + I| = sum_j log|L11_j|^2 + the chain's sum_j log|L_tj|^2 + log det of the
     rest's leading qd x qd block (the Schur complement in the u block alone)."""
-    logdet = sum(_logdet_small(el) for el in (system.l11, *(el for el, _ in system.chain)))
+    logdet = sum(_logdet_small(el) for el in (system.l11, *(step[0] for step in system.chain)))
     qd = structure.qrest - sum(t.nranef for t in structure.terms[1 : 1 + len(system.chain)])
     return logdet + leading_logdets(system.schur, (qd,))[0] if qd else logdet
 
@@ -322,23 +332,31 @@ def _step(mode: Mode, system: System, l22: Array, grad: Array, data: GlmmData, v
     qr = mode.u.shape[0] - q1
     z1 = solve_lower_small(system.l11, grad[:q1].reshape(m1, k1, 1))[..., 0]
     wz = jax.ops.segment_sum(jnp.sum(system.w1r * z1[pat.entry_level], axis=-1), pat.entry_col, num_segments=qr)
-    d2 = _solve_chain(system.chain, l22, grad[q1:] - jnp.concatenate([wz, jnp.einsum("jkp,jk->p", system.w1x, z1)]))
+    g2 = grad[q1:] - jnp.concatenate([wz, jnp.einsum("jkp,jk->p", system.w1x, z1)])
+    d2 = _solve_chain(system.chain, _holders(pat), l22, g2)
     dr, dx = d2[:qr], d2[qr:]
     y1 = z1 + jax.ops.segment_sum(system.w1r * dr[pat.entry_col][:, None], pat.entry_level, num_segments=m1)
     d1 = -solve_upper_small(system.l11, (y1 + system.w1x @ dx)[..., None])[..., 0]
     return Mode(mode.u + jnp.concatenate([d1.reshape(-1), dr]), mode.beta + dx if vary_beta else mode.beta)
 
 
-def _solve_chain(chain: tuple, l22: Array, g: Array) -> Array:
+def _solve_chain(chain: tuple, holders: tuple, l22: Array, g: Array) -> Array:
     """-S^-1 g for the Schur complement S over [ur, beta], eliminated along the chain as term 1 is
-    (`_step`): z = L_t^-1 g_t, d_rest = -S_rest^-1 (g_rest - W_t'z), d_t = -L_t^-T (z + W_t d_rest)."""
+    (`_step`): z = L_t^-1 g_t, d_rest = -S_rest^-1 (g_rest - W_t'z), d_t = -L_t^-T (z + W_t d_rest), with
+    W_t held per level of the next term where it holds term t's (`_eliminate_chain`)."""
     if not chain:
         return -cho_solve(l22, g)
-    (el, w), rest = chain[0], chain[1:]
+    (el, held, after), rest, holder = chain[0], chain[1:], holders[0]
     m, k = el.shape[:2]
     z = solve_lower_small(el, g[: m * k].reshape(m, k, 1))[..., 0]
-    d_rest = _solve_chain(rest, l22, g[m * k :] - jnp.einsum("jkr,jk->r", w, z))
-    return jnp.concatenate([-solve_upper_small(el, (z + w @ d_rest)[..., None]).reshape(-1), d_rest])
+    mp, kp = (0, 0) if holder is None else rest[0][0].shape[:2]
+    wz = jax.ops.segment_sum(jnp.einsum("jka,jk->ja", held, z), holder, mp).reshape(-1) if mp else g[:0]
+    wz = jnp.concatenate([wz, jnp.einsum("jkr,jk->r", after, z)])
+    d_rest = _solve_chain(rest, holders[1:], l22, g[m * k :] - wz)
+    wd = after @ d_rest[mp * kp :]
+    if mp:
+        wd = wd + jnp.einsum("jka,ja->jk", held, d_rest[: mp * kp].reshape(mp, kp)[holder])
+    return jnp.concatenate([-solve_upper_small(el, (z + wd)[..., None]).reshape(-1), d_rest])
 
 
 _HALVINGS = 0.5 ** np.arange(11)
