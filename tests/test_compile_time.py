@@ -77,7 +77,7 @@ jax.monitoring.register_event_time_span_listener(
     lambda event, start, end, fun_name=None, **kw: traced.append(fun_name) if event.endswith("trace_duration") else None
 )
 m = jaxmm.fit("yield ~ 1 + (1|batch)", jaxmm.dataset("dyestuff").iloc[:29])
-tbl = jaxmm.parametricbootstrap(3, 1100, m, progress=False).tbl
+tbl = jaxmm.parametricbootstrap(3, 1100, m, progress=False, devices=jax.device_count()).tbl
 print(json.dumps({"traced": traced, "devices": jax.device_count(), "bits": tbl.to_numpy().tobytes().hex()}))
 """
 

@@ -188,7 +188,7 @@ def run(
     same one-device program, so a replicate's numbers depend neither on the batch size nor on the
     number of devices. `lazy`: the first device runs the first round alone; the others join (each compiles or
     loads its own executable, on a call of idle lanes) only where the rest of the run, as that round predicts
-    it, would take longer on the first device alone than their start costs (`_worth_more_devices`), so that a
+    it, would take longer on the first device alone than their start costs (`_start_devices`), so that a
     short run pays no other device's start."""
     from tqdm.auto import tqdm
 
@@ -258,20 +258,14 @@ def run(
                         stat_out = np.full((len(replicates), *stat.shape[1:]), np.nan, dtype=dtype)
                     stat_out[pool.replicate[lanes[at]]] = stat[at]
             complete = pool.release()
-            left = len(replicates) - upcoming + int((pool.replicate >= 0).sum())
-            kernel = (simulator, fitters, opts, statistic, call_lanes)
-            if first_round and start_s > 0.0:
-                _START_S.update({(kernel, d.id): start_s / in_use for d in devices[:in_use]})
-            if first_round and in_use < len(devices):
-                others = [d.id for d in devices[in_use:] if (kernel, d.id) not in _START_S]
-                cost = _START_S.get((kernel, devices[0].id), start_s) if others else 0.0
-                if _worth_more_devices(cost, round_s - start_s, len(complete), left):
-                    idle = [j for j in range(len(parts)) if j % len(devices) >= in_use]
-                    with compile_clock() as started_s:
-                        jax.block_until_ready([call(j, parts[j]) for j in idle])
-                    _START_S.update({(kernel, d): started_s() / len(others) for d in others})
+            if first_round:
+                left = len(replicates) - upcoming + int((pool.replicate >= 0).sum())
+                pace = (round_s - start_s) / max(len(complete), 1)  # seconds per replicate on the devices in use
+                kernel = (simulator, fitters, opts, statistic, call_lanes)
+                idle = [(j, parts[j]) for j in range(len(parts)) if j % len(devices) >= in_use]
+                if _start_devices(kernel, devices, in_use, start_s, pace * left, call, idle):
                     in_use = len(devices)
-            first_round = False
+                first_round = False
             bar.update(len(complete))
             if finished is not None and len(complete):
                 finished(complete, outs, stat_out)
@@ -283,12 +277,25 @@ def run(
 _START_S: dict[tuple, float] = {}
 
 
-def _worth_more_devices(start_s: float, round_s: float, completed: int, left: int) -> bool:
-    """Whether starting the other devices, each of which compiles or loads its executable (about what the first
-    device's took, `start_s`), costs less than what running beside the first device saves: at least half the
-    rest of the run, which at the first round's pace (`completed` replicates in `round_s`) is `left`
-    replicates long."""
-    return completed > 0 and 0.5 * left / completed * round_s > start_s
+def _start_devices(
+    kernel: tuple, devices: list, in_use: int, start_s: float, rest_s: float, call: Callable, idle: list
+) -> bool:
+    """After a run's first round on the first `in_use` devices (which took `start_s` seconds to compile or load
+    `kernel`'s executables): start the other devices, by a `call` of each of their `idle` (part number, lanes)
+    parts (its lanes idle: it compiles or loads the device's executable and changes no lane), where that costs
+    less than running beside the first ones saves: at least half the rest of the run, `rest_s` seconds at the
+    first round's pace. A device's start costs about what the first device's took, or nothing where it has
+    started this kernel before (`_START_S`). Returns whether they started."""
+    if start_s > 0.0:
+        _START_S.update({(kernel, d.id): start_s / in_use for d in devices[:in_use]})
+    others = [d.id for d in devices[in_use:] if (kernel, d.id) not in _START_S]
+    cost = _START_S.get((kernel, devices[0].id), start_s) if others else 0.0
+    if in_use == len(devices) or 0.5 * rest_s <= cost:
+        return False
+    with compile_clock() as started_s:
+        jax.block_until_ready([call(j, part) for j, part in idle])
+    _START_S.update({(kernel, d): started_s() / len(others) for d in others})
+    return True
 
 
 def shows_progress(progress: bool) -> bool:
