@@ -83,6 +83,10 @@ class Lanes(Protocol):
     def vectorised(self) -> bool:
         """Whether lanes may run side by side under vmap (see `vectorisable`)."""
 
+    @property
+    def calls_lapack(self) -> bool:
+        """Whether the kernel's program calls LAPACK on a CPU (see `vectorisable`, `one_device_at_a_time`)."""
+
     def simulate(self, key: Array, simulation: Any) -> Any: ...
 
     def response(self, y: Any) -> Array: ...
@@ -111,3 +115,11 @@ def vectorisable(calls_lapack: bool, inner_loops: bool = False) -> bool:
     each lane iterates as often as it needs and skips what only a finished fit computes (lax.cond:
     solver.finish's probes, GlmmLanes.fit's result; measured: GlmmLanes.vectorised)."""
     return jax.default_backend() != "cpu" or not (calls_lapack or inner_loops)
+
+
+def one_device_at_a_time(lanes: tuple[Lanes, ...], platform: str) -> bool:
+    """Whether a bootstrap of these lanes must keep to one device: on a CPU, where a kernel calls LAPACK. Two
+    devices' calls at once, each factoring its lanes' matrices one at a time, hang in jaxlib 0.10's LAPACK
+    kernels as two batched calls do (see `vectorisable`; seen: the kb07-size maximal LMM on 2 CPU devices,
+    both calls blocked, no CPU used, 2 runs of 2)."""
+    return platform == "cpu" and any(lane.calls_lapack for lane in lanes)

@@ -308,10 +308,14 @@ class LmmLanes:
     structure: Structure
 
     @property
-    def vectorised(self) -> bool:
+    def calls_lapack(self) -> bool:
         """The dense part (Zr, X, y) is factored by LAPACK beyond the sizes jaxmm.linalg loops over."""
         s = self.structure
-        return vectorisable(uses_lapack(s.qrest + s.p + 1))
+        return uses_lapack(s.qrest + s.p + 1)
+
+    @property
+    def vectorised(self) -> bool:
+        return vectorisable(self.calls_lapack)
 
     def simulate(self, key: Array, sim: LmmSimulation) -> LmmDraw:
         return LmmDraw(key, sim, self.structure)

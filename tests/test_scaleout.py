@@ -160,6 +160,35 @@ def test_cpu_devices_per_core_and_lazily_started():
     assert len({run["bits"] for run in runs.values()}) == 1
 
 
+# A crossed LMM whose dense part (g2's 50 levels, X, y; g1's 60 come first) exceeds jaxmm.linalg.LOOP_MAX: its
+# kernel calls LAPACK.
+LAPACK_ON_TWO_DEVICES = """
+import json, jax, numpy as np, pandas as pd, jaxmm
+from jaxmm.bootstrap import engine
+rng = np.random.default_rng(2)
+g1, g2 = np.repeat(np.arange(60), 50), np.tile(np.arange(50), 60)
+y = 1.0 + rng.normal(size=60)[g1] + 0.5 * rng.normal(size=50)[g2] + rng.normal(size=3000)
+data = pd.DataFrame({"y": y, "g1": pd.Categorical(g1), "g2": pd.Categorical(g2)})
+m = jaxmm.fit("y ~ 1 + (1|g1) + (1|g2)", data)
+used, kernel = [], engine._fit_replicates
+engine._fit_replicates = lambda *a, **k: used.append(next(iter(a[4][0].theta.devices())).id) or kernel(*a, **k)
+two = jaxmm.parametricbootstrap(4, 40, m, progress=False, devices=2).tbl
+one = jaxmm.parametricbootstrap(4, 40, m, progress=False, devices=1).tbl
+print(json.dumps({"lapack": m.lanes().calls_lapack, "devices": sorted(set(used)), "same": one.equals(two)}))
+"""
+
+
+def test_a_kernel_calling_lapack_keeps_to_one_cpu_device():
+    """Two CPU devices' LAPACK calls at once hang jaxlib's thread pool (the kb07-size maximal LMM did): such a
+    model's bootstrap runs on one device even where more are asked for, and finishes."""
+    env = {**_env(), "JAX_NUM_CPU_DEVICES": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", LAPACK_ON_TWO_DEVICES], env=env, capture_output=True, text=True, timeout=240
+    )
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result == {"lapack": True, "devices": [0], "same": True}
+
+
 @pytest.mark.parametrize("devices", [0, "too many", "cpu", [None]])
 def test_bad_devices(devices):
     m = jaxmm.fit(DY, jaxmm.dataset("dyestuff"))

@@ -17,6 +17,7 @@ from jax import Array
 
 from .._compile import computing
 from .._warn import warn
+from ..lanes import one_device_at_a_time
 from ..mixedmodel import MixedModel
 from ..replicates import Replicates
 from ..results import MixedModelBootstrap
@@ -77,11 +78,12 @@ def parametricbootstrap(
     the number of devices (the default: one call of lane_width(m) lanes per device); they are
     fitted lane_width(m) at a time, by the same compiled program.
     devices: the local devices to spread the lanes over: all (default; as many as the memory budget holds a
-    call of lanes for), a count, or a list from jax.local_devices(). On a CPU, jaxmm shows JAX one device per
-    core where JAX has not started before jaxmm's first fit and the user has not chosen a count
-    (jaxmm._compile.use_cpu_cores; JAX_NUM_CPU_DEVICES=1 keeps one), so the cores fit lanes side by side.
-    Under jax.distributed, each process fits its share on its own devices and every process returns the
-    whole table.
+    call of lanes for), a count, or a list from jax.local_devices(); on a CPU, one where the model's kernel
+    calls LAPACK (a dense part of more than 48 rows: jaxmm.lanes.one_device_at_a_time). On a CPU, jaxmm
+    shows JAX one device per core where JAX has not started before jaxmm's first fit and the user has not
+    chosen a count (jaxmm._compile.use_cpu_cores; JAX_NUM_CPU_DEVICES=1 keeps one), so the cores fit lanes
+    side by side. Under jax.distributed, each process fits its share on its own devices and every process
+    returns the whole table.
 
     checkpoint: a file path: the finished replicates are written to it as they finish (every few
     seconds, and when the run ends or is interrupted); the same call again resumes from it and
@@ -231,7 +233,9 @@ def simulate_and_refit(
         finished(numbers[rows], [out.take(rows) for out in outs], None if stat is None else stat[rows])
 
     call_lanes = min(lane_width(mm, chosen[0].platform) for mm in models)
-    if devices is None:  # by default, as many devices as the memory budget holds a call of (lane_width's)
+    if one_device_at_a_time((sim_model.lanes(), *(mm.lanes() for mm in models)), chosen[0].platform):
+        chosen = chosen[:1]
+    elif devices is None:  # by default, as many devices as the memory budget holds a call of (lane_width's)
         per_call = call_lanes * max(mm.lane_bytes() for mm in models)
         chosen = chosen[: max(1, memory_budget() // per_call)]
     step = call_lanes * len(chosen)  # one call per device

@@ -129,8 +129,14 @@ class GlmmLanes:
         One at a time is faster or level everywhere: no size (n, q, d) makes side by side win. It
         loses most where a lane's PIRLS iteration forms dense blocks (grouseticks: 181 x 181 over brood
         and location, 0.26 MB a lane) or runs over many rows (verbagg)."""
+        return vectorisable(self.calls_lapack, inner_loops=True)
+
+    @property
+    def calls_lapack(self) -> bool:
+        """The dense rest of PIRLS's Schur complement (laplace.System.schur: the terms after the nested chain,
+        and beta) is factored by LAPACK beyond the sizes jaxmm.linalg loops over."""
         chained = sum(t.nranef for t in self.structure.terms[1 : 1 + self.nested])
-        return vectorisable(uses_lapack(self.structure.qrest - chained + self.structure.p), inner_loops=True)
+        return uses_lapack(self.structure.qrest - chained + self.structure.p)
 
     def simulate(self, key: Array, sim: GlmmSimulation) -> Array:
         return simulate_glmm_response(key, sim.data, self.structure, self.family, sim.beta, sim.theta, sim.u)
