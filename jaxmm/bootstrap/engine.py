@@ -275,6 +275,8 @@ def run(
 # The seconds a kernel's start (compiling or loading its executable) took, by (kernel, device id): what
 # starting it costs on another device, and, for a device that has started it, that it costs nothing again
 _START_S: dict[tuple, float] = {}
+# A kernel's compile on a CPU, about: 2.2 s (sleepstudy) to 9 s (the kb07-size maximal LMM) on 2 cores
+_LEAST_START_S = 3.0
 
 
 def _start_devices(
@@ -284,12 +286,13 @@ def _start_devices(
     `kernel`'s executables): start the other devices, by a `call` of each of their `idle` (part number, lanes)
     parts (its lanes idle: it compiles or loads the device's executable and changes no lane), where that costs
     less than running beside the first ones saves: at least half the rest of the run, `rest_s` seconds at the
-    first round's pace. A device's start costs about what the first device's took, or nothing where it has
-    started this kernel before (`_START_S`). Returns whether they started."""
+    first round's pace. A device's start costs what the first device's took, at least
+    _LEAST_START_S (the first may have loaded an executable the others must compile: the store holds one per
+    device), or nothing where it has started this kernel before (`_START_S`). Returns whether they started."""
     if start_s > 0.0:
         _START_S.update({(kernel, d.id): start_s / in_use for d in devices[:in_use]})
     others = [d.id for d in devices[in_use:] if (kernel, d.id) not in _START_S]
-    cost = _START_S.get((kernel, devices[0].id), start_s) if others else 0.0
+    cost = max(_START_S.get((kernel, devices[0].id), start_s), _LEAST_START_S) if others else 0.0
     if in_use == len(devices) or 0.5 * rest_s <= cost:
         return False
     with compile_clock() as started_s:
