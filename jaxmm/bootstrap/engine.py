@@ -62,19 +62,21 @@ def replicate_key(key: Array, index: Array) -> Array:
 # A replicate's fit as the kernel returns it: one row in the fit's precision (the fields Replicates stores,
 # then whether the fit is done; the flags and iteration counts are exact in float32 up to 2^24), so that a
 # call hands back one array per target, not one per field
-_ROW_FIELDS = ("objective", "sigma", "converged", "niter", "theta", "beta", "stderror")
+_ROW_SCALARS = ("objective", "sigma", "converged", "niter")
+_ROW_VECTORS = ("theta", "beta", "stderror")
 
 
 def _fit_row(fit: FitResult, done: Array) -> Array:
-    parts = [jnp.ravel(getattr(fit, name)) for name in _ROW_FIELDS] + [jnp.ravel(done)]
+    parts = [jnp.ravel(getattr(fit, name)) for name in (*_ROW_SCALARS, *_ROW_VECTORS)] + [jnp.ravel(done)]
     return jnp.concatenate([part.astype(fit.theta.dtype) for part in parts])
 
 
 def _split_rows(rows: np.ndarray, ntheta: int, p: int) -> tuple[FitResult, np.ndarray]:
-    """The fields of `_fit_row`s (one row per lane) and the done flags."""
-    sizes = (1, 1, 1, 1, ntheta, p, p)
-    columns = np.split(rows[:, :-1], np.cumsum(sizes)[:-1], axis=1)
-    fields = {name: c[:, 0] if k < 4 else c for k, (name, c) in enumerate(zip(_ROW_FIELDS, columns))}
+    """The fields of `_fit_row`s (one row per lane; theta has ntheta values, beta and stderror p) and the done
+    flags."""
+    fields = {name: rows[:, k] for k, name in enumerate(_ROW_SCALARS)}
+    ends = np.cumsum((len(_ROW_SCALARS), ntheta, p, p))
+    fields.update({name: rows[:, a:b] for name, a, b in zip(_ROW_VECTORS, ends[:-1], ends[1:])})
     fields["converged"] = fields["converged"] != 0.0
     return FitResult(**fields, hessian=None), rows[:, -1] != 0.0
 
@@ -196,10 +198,10 @@ def run(
     starts = tuple(t.start for t in targets)
     shared = [jax.device_put((key, simulation, tuple(t.refit for t in targets), starts), d) for d in devices]
     # every call's lanes start done (idle): a state that takes no iteration until its lane is refilled
-    idle = tuple(jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], call_lanes, axis=0), s) for s in starts)
-    idle = tuple(s._replace(done=np.ones(call_lanes, dtype=bool)) for s in idle)
+    waiting = tuple(jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], call_lanes, axis=0), s) for s in starts)
+    waiting = tuple(s._replace(done=np.ones(call_lanes, dtype=bool)) for s in waiting)
     parts = [slice(c, c + call_lanes) for c in range(0, batch, call_lanes)]
-    states = [jax.device_put(idle, devices[j % len(devices)]) for j in range(len(parts))]
+    states = [jax.device_put(waiting, devices[j % len(devices)]) for j in range(len(parts))]
     fitters = tuple(t.lanes for t in targets)
     outs = [Replicates.empty(len(replicates), t.model) for t in targets]
     sizes = [(t.model.structure.ntheta, int(np.sum(t.model.design.estimable))) for t in targets]
