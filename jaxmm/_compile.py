@@ -41,6 +41,7 @@ import enum
 import functools
 import hashlib
 import inspect
+import io
 import os
 import pickle
 import platform
@@ -314,33 +315,30 @@ def _leaf_type(leaf) -> tuple:
 class ExecutableStore:
     """Compiled executables on disk, one file per call signature, named by the SHA-256 of the
     function's name, its static arguments (`_stable`), its arguments' pytree structure and array types,
-    the JAX settings that change tracing and `_software()`. A file holds a checksum and the pickled
-    executable (jax.experimental.serialize_executable); one that fails to load (corrupt, truncated,
-    written by other software) is compiled again and replaced. Loading unpickles it: the folder must
-    be as trusted as the Python code that runs (as JAX's own cache). The oldest files (by last use)
-    are removed beyond `max_bytes`."""
+    the JAX settings that change tracing and `_software()`. A file holds a checksum and an executable
+    serialised by `_serialised`; one that fails to load (corrupt, truncated, written by other software) is
+    compiled again and replaced. Loading unpickles it: the folder must be as trusted as the Python code that
+    runs (as JAX's own cache). The oldest files (by last use) are removed beyond `max_bytes`."""
 
-    _MAGIC = b"jaxmm-executable-2\n"
+    _MAGIC = b"jaxmm-executable-3\n"
 
     def __init__(self, folder: Path, max_bytes: int = 2 * 1024**3):
         self.folder, self.max_bytes = folder, max_bytes
 
-    def path(self, fun: Callable, statics: dict, treedef, types: tuple, device) -> Path | None:
-        """Where the executable of this call on local device `device` (an executable runs on the device it was
-        compiled for) lives; None where a static argument has no stable description."""
+    def path(self, fun: Callable, statics: dict, treedef, types: tuple) -> Path | None:
+        """Where the executable of this call lives (for every device: `_loaded` places it on one); None where a
+        static argument has no stable description."""
         try:
             described = ", ".join(f"{k}={_stable(v)}" for k, v in statics.items())
         except _Unstable:
             return None
         config = tuple(getattr(jax.config, name) for name in _TRACING_CONFIG)
         array_types = ", ".join(f"{d}{s}{'w' if w else ''}" for s, d, w in types)
-        key = repr(
-            (fun.__module__, fun.__qualname__, described, str(treedef), array_types, config, device.id, _software())
-        )
+        key = repr((fun.__module__, fun.__qualname__, described, str(treedef), array_types, config, _software()))
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()}.jaxexe"
 
-    def load(self, path: Path, device):
-        """The executable stored at `path`, loaded for `device`, or None where there is none or it does not load."""
+    def read(self, path: Path) -> bytes | None:
+        """The serialised executable stored at `path`, or None where there is none or its checksum fails."""
         try:
             raw = path.read_bytes()
         except OSError:
@@ -352,26 +350,13 @@ class ExecutableStore:
         )
         if head != self._MAGIC or hashlib.sha256(body).digest() != digest:
             return None
-        try:
-            from jax.experimental.serialize_executable import deserialize_and_load
-
-            _bind_lapack()
-            compiled = deserialize_and_load(*pickle.loads(body), execution_devices=[device])
-        except Exception:  # stored by other software despite the digest, or unreadable: compile again
-            return None
         with contextlib.suppress(OSError):
             os.utime(path)  # last use, for `_evict`
-        return compiled
+        return body
 
-    def save(self, path: Path, compiled) -> None:
-        """Store `compiled` at `path` (written to a temporary file and renamed: readers never see half
-        a file); a folder that cannot be written to is no error (the next process compiles again)."""
-        from jax.experimental.serialize_executable import serialize
-
-        try:
-            body = pickle.dumps(serialize(compiled))
-        except Exception:  # an executable this backend cannot serialise
-            return
+    def write(self, path: Path, body: bytes) -> None:
+        """Store a serialised executable at `path` (written to a temporary file and renamed: readers never see
+        half a file); a folder that cannot be written to is no error (the next process compiles again)."""
         temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -408,6 +393,41 @@ def _bind_lapack() -> None:
     linalg.initialize_lapack()
 
 
+def _serialised(compiled) -> bytes | None:
+    """`compiled` as bytes (jax.experimental.serialize_executable: its code and pytrees), or None where this
+    backend cannot serialise it."""
+    from jax.experimental.serialize_executable import serialize
+
+    try:
+        return pickle.dumps(serialize(compiled))
+    except Exception:
+        return None
+
+
+def _loaded(body: bytes, device):
+    """The executable serialised in `body` (`_serialised`), loaded to run on `device`, whichever device of the
+    backend it was compiled for: its code is the same for all of them, only its device assignment is not, and
+    that is given again here (as JAX compiles for one device). None where it does not load (written by other
+    software despite the checksum, or unreadable): the caller compiles."""
+    from jax._src import compiler
+    from jax.experimental import serialize_executable
+
+    class OnDevice(serialize_executable._JaxPjrtUnpickler):
+        def persistent_load(self, pid):
+            if pid[0] == "exec":
+                options = compiler.get_compile_options(1, 1, device_assignment=[device], backend=self.backend)
+                return self.backend.deserialize_executable(pid[1], self.execution_devices, options)
+            return device if pid[0] == "device" else super().persistent_load(pid)
+
+    try:
+        _bind_lapack()
+        serialised, in_tree, out_tree = pickle.loads(body)
+        unloaded, args_info, no_kwargs = OnDevice(io.BytesIO(serialised), device.client, [device]).load()
+        return jax.stages.Compiled(unloaded.load(), [], in_tree.unflatten(args_info), out_tree, no_kwargs=no_kwargs)
+    except Exception:
+        return None
+
+
 def executable_store() -> ExecutableStore | None:
     """The store in JAXMM_CACHE_DIR's `executables` folder; None where caching is off."""
     folder = cache_folder()
@@ -421,11 +441,13 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
 
     An executable runs on one device: each call's is that of the device its committed array arguments are on
     (JAX's default device where none is committed: a fit), so the bootstrap's calls on several local devices
-    (`jax_num_cpu_devices`, bootstrap/engine.py) each have their own. `structure` (static) must be passed by
-    keyword. With other static arguments passed positionally, arguments committed to several devices, several
+    (`jax_num_cpu_devices`, bootstrap/engine.py) each have their own, all loaded from one compiled program
+    (`_loaded`): another device costs a load, not a compile. `structure` (static) must be passed by keyword.
+    With other static arguments passed positionally, arguments committed to several devices, several
     processes, or caching off, it is jax.jit itself."""
     variants: dict[tuple[bool, bool], Callable] = {}
-    executables: dict[tuple, Callable] = {}
+    executables: dict[tuple, Callable] = {}  # by signature and device
+    serialised: dict[tuple, bytes] = {}  # by signature: what other devices load
     parameters = list(inspect.signature(fun).parameters.values())
     defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
@@ -461,12 +483,13 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
             return jitted(structure)(*args, **kwargs, **statics)
         types = tuple(map(_leaf_type, leaves))
         config = tuple(getattr(jax.config, name) for name in _TRACING_CONFIG)
-        key = (tuple(statics.values()), treedef, types, config, device)
-        compiled = executables.get(key)
+        signature = (tuple(statics.values()), treedef, types, config)
+        compiled = executables.get((signature, device))
         if compiled is None:
             start = time.time()  # JAX's timers' clock (compile_clock takes the union with theirs)
-            path = store.path(fun, statics, treedef, types, device)
-            compiled = None if path is None else store.load(path, device)
+            path = store.path(fun, statics, treedef, types)
+            body = serialised.get(signature) or (None if path is None else store.read(path))
+            compiled = None if body is None else _loaded(body, device)
             if compiled is None:
                 _listen()
                 target = jitted(structure, stored=True)  # first: it may probe XLA's options (`_available`)
@@ -475,10 +498,13 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
                     compiled = target.lower(*args, **kwargs, **statics).compile()
                 # An executable JAX loaded from its own cache serialises without its code (XLA's CPU
                 # client): only one XLA compiled in this process is stored.
-                if path is not None and _jax_cache_hits[0] == hits:
-                    store.save(path, compiled)
+                body = _serialised(compiled) if _jax_cache_hits[0] == hits else None
+                if path is not None and body is not None:
+                    store.write(path, body)
+            if body is not None:
+                serialised[signature] = body
             _record_compile(start, time.time())
-            executables[key] = compiled
+            executables[signature, device] = compiled
         return compiled(*args, **kwargs)
 
     return call

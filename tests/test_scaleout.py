@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -24,6 +25,7 @@ import pytest
 
 import jaxmm
 from jaxmm import _compile
+from jaxmm.bootstrap import engine
 
 ROOT = Path(__file__).resolve().parents[1]
 DY = "yield ~ 1 + (1|batch)"
@@ -158,6 +160,21 @@ def test_cpu_devices_per_core_and_lazily_started():
     assert runs["short"]["devices"] == [0] and runs["one"]["devices"] == [0]
     assert runs["all"]["devices"] == runs["after"]["devices"] == list(range(result["count"]))
     assert len({run["bits"] for run in runs.values()}) == 1
+
+
+def test_other_devices_start_where_the_rest_of_the_run_repays_a_load():
+    """Another device loads the executable the first one compiled or loaded: its start costs what the first
+    device's took, at most a load (engine._MOST_LOAD_S) where that was a compile, and nothing once made. It
+    joins where half the rest of the run is more than that."""
+    devices = [SimpleNamespace(id=0), SimpleNamespace(id=1)]
+    compiled, loaded = ("compiled", object()), ("loaded", object())
+    most = engine._MOST_LOAD_S
+    assert not engine._others_repay_their_start(compiled, devices, 1, 8.0, 1.9 * most)
+    assert engine._others_repay_their_start(compiled, devices, 1, 8.0, 2.1 * most)
+    assert engine._others_repay_their_start(compiled, devices, 1, 8.0, 0.001)  # started before: free
+    assert not engine._others_repay_their_start(loaded, devices, 1, 0.1, 0.19)
+    assert engine._others_repay_their_start(loaded, devices, 1, 0.1, 0.21)
+    assert not engine._others_repay_their_start(loaded, devices, 2, 0.1, 100.0)  # all in use already
 
 
 # A crossed LMM whose dense part (g2's 50 levels, X, y; g1's 60 come first) exceeds jaxmm.linalg.LOOP_MAX: its

@@ -91,9 +91,8 @@ def parametricbootstrap(
     nsamp, parameters or settings) is refused. One process only.
 
     Reproducibility: replicate i's numbers are bit-identical whatever nsamp, batch_size, the
-    replicate's lane, the number of devices or the run's split into processes. Each device
-    compiles the kernel once (on a CPU shown as N devices: N compilations; the persistent cache
-    keeps them for later sessions).
+    replicate's lane, the number of devices or the run's split into processes. The kernel is
+    compiled once, and each device loads it (the persistent cache keeps it for later sessions).
     """
     check_fitted("m", m)
     try:

@@ -9,7 +9,7 @@ Rounds. A vmapped while-loop runs until its slowest lane finishes, so each kerne
 is stored and its lane closed; one that is not continues in the next call from its state (point,
 BFGS Hessian, damping), as if never interrupted. A lane whose replicate has no open fit left is
 refilled with the next replicate. So no call waits for a slow lane, and every call has the same
-shape: one compilation per device. The states stay on the device from call to call; a call takes
+shape: one compilation, loaded on each device. The states stay on the device from call to call; a call takes
 the lanes' replicates and which of them are new or still open, and hands back one row of numbers
 per lane and model (a small model's call takes milliseconds: a transfer per field would be a
 good part of it).
@@ -188,10 +188,10 @@ def run(
     The `batch` lanes, lanes_shape = (batch, call_lanes), go through the kernel `call_lanes` at a
     time, the calls taking the devices in turn (JAX runs them side by side): every call runs the
     same one-device program, so a replicate's numbers depend neither on the batch size nor on the
-    number of devices. `lazy`: the first device runs the first round alone; the others join (each compiles or
-    loads its own executable, on a call of idle lanes) only where the rest of the run, as that round predicts
-    it, would take longer on the first device alone than their start costs (`_start_devices`), so that a
-    short run pays no other device's start."""
+    number of devices. `lazy`: the first device runs the first round alone; the others join from the next
+    round (each loads the kernel's executable as its first call is dispatched, while the first device runs its
+    own) only where the rest of the run, as that round predicts it, would take longer on the first device alone
+    than their start costs (`_others_repay_their_start`), so that a short run pays no other device's start."""
     from tqdm.auto import tqdm
 
     batch, call_lanes = lanes_shape
@@ -264,8 +264,7 @@ def run(
                 left = len(replicates) - upcoming + int((pool.replicate >= 0).sum())
                 pace = (round_s - start_s) / max(len(complete), 1)  # seconds per replicate on the devices in use
                 kernel = (simulator, fitters, opts, statistic, call_lanes)
-                idle = [(j, parts[j]) for j in range(len(parts)) if j % len(devices) >= in_use]
-                if _start_devices(kernel, devices, in_use, start_s, pace * left, call, idle):
+                if _others_repay_their_start(kernel, devices, in_use, start_s, pace * left):
                     in_use = len(devices)
                 first_round = False
             bar.update(len(complete))
@@ -274,32 +273,26 @@ def run(
     return outs, stat_out
 
 
-# The seconds a kernel's start (compiling or loading its executable) took, by (kernel, device id): what
-# starting it costs on another device, and, for a device that has started it, that it costs nothing again
-_START_S: dict[tuple, float] = {}
-# A kernel's compile on a CPU, about: 2.2 s (sleepstudy) to 9 s (the kb07-size maximal LMM) on 2 cores
-_LEAST_START_S = 3.0
+# The (kernel, device id) pairs started in this process: starting them again costs nothing
+_STARTED: set[tuple] = set()
+# Loading a kernel's executable on another device takes about this at most: 0.1-0.3 s per MB, and the kernels
+# are 1-3 MB
+_MOST_LOAD_S = 0.5
 
 
-def _start_devices(
-    kernel: tuple, devices: list, in_use: int, start_s: float, rest_s: float, call: Callable, idle: list
-) -> bool:
+def _others_repay_their_start(kernel: tuple, devices: list, in_use: int, start_s: float, rest_s: float) -> bool:
     """After a run's first round on the first `in_use` devices (which took `start_s` seconds to compile or load
-    `kernel`'s executables): start the other devices, by a `call` of each of their `idle` (part number, lanes)
-    parts (its lanes idle: it compiles or loads the device's executable and changes no lane), where that costs
-    less than running beside the first ones saves: at least half the rest of the run, `rest_s` seconds at the
-    first round's pace. A device's start costs what the first device's took, at least
-    _LEAST_START_S (the first may have loaded an executable the others must compile: the store holds one per
-    device), or nothing where it has started this kernel before (`_START_S`). Returns whether they started."""
-    if start_s > 0.0:
-        _START_S.update({(kernel, d.id): start_s / in_use for d in devices[:in_use]})
-    others = [d.id for d in devices[in_use:] if (kernel, d.id) not in _START_S]
-    cost = max(_START_S.get((kernel, devices[0].id), start_s), _LEAST_START_S) if others else 0.0
+    `kernel`'s executable): whether the other devices should join, because their start costs less than running
+    beside the first ones saves, at least half the rest of the run (`rest_s` seconds at the first round's pace).
+    Each loads the executable the first device compiled or loaded (`_compile.jit`): about what the first
+    device's start took where it loaded too, at most _MOST_LOAD_S where it compiled, and nothing where it has
+    started this kernel before. (Its load runs while the first devices compute the round.)"""
+    _STARTED.update((kernel, d.id) for d in devices[:in_use])
+    others = [d for d in devices[in_use:] if (kernel, d.id) not in _STARTED]
+    cost = len(others) * min(start_s / in_use, _MOST_LOAD_S)
     if in_use == len(devices) or 0.5 * rest_s <= cost:
         return False
-    with compile_clock() as started_s:
-        jax.block_until_ready([call(j, part) for j, part in idle])
-    _START_S.update({(kernel, d): started_s() / len(others) for d in others})
+    _STARTED.update((kernel, d.id) for d in others)
     return True
 
 
