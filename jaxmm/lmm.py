@@ -514,10 +514,10 @@ class LinearMixedModel(MixedModel):
         design = self.design
         ranef = None
         if use_u:  # b of matrices.z's columns: b_fit = T_t b
-            ranef = tuple(jnp.asarray(b.to_numpy() @ t.T) for b, t in zip(self.ranef().values(), design.z_transforms))
-        mats = jax.tree.map(jnp.asarray, design.matrices)
-        beta_s, theta_s = jnp.asarray(design.to_fit_beta(beta)), jnp.asarray(self._fit_theta(theta))
-        return LmmSimulation(mats, beta_s, jnp.asarray(sigma), theta_s, ranef)
+            ranef = tuple(b.to_numpy() @ t.T for b, t in zip(self.ranef().values(), design.z_transforms))
+        beta_s, theta_s = design.to_fit_beta(beta), self._fit_theta(theta)
+        # device_put as jnp.asarray would (a Python sigma weakly typed), without a program compiled per array
+        return jax.device_put(LmmSimulation(design.matrices, beta_s, sigma, theta_s, ranef))
 
     def refit_target(self, params: tuple | None, dtype: np.dtype) -> Target:
         """The model as a target of replicate fits in `dtype`, started near theta = params[2] (the
@@ -528,27 +528,21 @@ class LinearMixedModel(MixedModel):
         state = self._require_fit()
         theta = state.theta_fit if params is None else self._fit_theta(params[2])
         start = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
-        blocks = jax.tree.map(jnp.asarray, self.design.blocks)
-        centre = self.design.to_fit_beta(state.beta)
-        refit = LmmRefit(
-            jax.tree.map(jnp.asarray, self.design.matrices),
-            _as_floats(blocks, dtype),
-            jnp.asarray(self.REML),
-            jnp.asarray(centre),
-            jnp.asarray(self.design.beta_back),
-            jnp.asarray(self._criterion_shift()),
-            tuple(map(jnp.asarray, self.design.z_transforms)),
-            tuple(map(jnp.asarray, self.design.z_back)),
+        design, blocks = self.design, self.design.blocks
+        centre = design.to_fit_beta(state.beta)
+        fields = (design.matrices, _as_floats(blocks, dtype), self.REML, centre, design.beta_back)
+        refit = jax.device_put(  # see `simulation`
+            LmmRefit(*fields, self._criterion_shift(), tuple(design.z_transforms), tuple(design.z_back))
         )
         if np.array_equal(start, state.theta_fit):  # the fit's own final Hessian: nothing more to compile
             h0 = floor_eigenvalues(state.hessian)
         else:
             # same criterion of theta, better conditioned
-            y_c = self.design.y - self.design.offset - self.design.matrices.x @ centre
-            stats = suffstats(self.design.matrices, self.structure, jnp.asarray(y_c))
+            y_c = design.y - design.offset - design.matrices.x @ centre
+            stats = suffstats(design.matrices, self.structure, jnp.asarray(y_c))
             reml = jnp.asarray(self.REML)
             h0 = floor_eigenvalues(
                 objective_hessian(jnp.asarray(start), blocks, stats, structure=self.structure, reml=reml)
             )
-        x0, h0 = jnp.asarray(start.astype(dtype)), jnp.asarray(h0.astype(dtype))
-        return Target(self, self.lanes(), refit, jax.device_get(solver.init(x0, self.structure.column_diag, h0)))
+        start_state = solver.init(start.astype(dtype), self.structure.column_diag, h0.astype(dtype))  # NumPy
+        return Target(self, self.lanes(), refit, start_state)

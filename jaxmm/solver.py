@@ -139,7 +139,13 @@ def canonical_signs(theta: Array, column_diag: np.ndarray) -> Array:
 def _column_signs(theta: Array, column_diag: np.ndarray) -> Array:
     # column_diag -1: a component without the symmetry (a fixed effect of a GLMM), never flipped
     flips = (column_diag >= 0) & (theta[column_diag] < 0.0)
-    return jnp.where(flips, -1.0, 1.0).astype(theta.dtype)
+    return _array_module(theta).where(flips, -1.0, 1.0).astype(theta.dtype)
+
+
+def _array_module(a):
+    """NumPy for a NumPy array (a start state made on the host, where each JAX operation would be a program
+    to compile), else jax.numpy."""
+    return np if isinstance(a, np.ndarray) else jnp
 
 
 def _bfgs_update(h: Array, s: Array, y: Array) -> Array:
@@ -169,19 +175,20 @@ def init(theta0: Array, column_diag: np.ndarray, h0: Array | None = None, niter:
 
     h0: the Hessian BFGS starts from (a fit `step`ped with exact=False); None for Newton, which
     computes the exact Hessian at every accepted point. niter: iterations already spent (a fit
-    restarted from a new point keeps its count)."""
-    false = jnp.array(False)
+    restarted from a new point keeps its count). A NumPy theta0 (and h0) gives NumPy arrays."""
+    xp = _array_module(theta0)
+    false = xp.asarray(False)
     return SolverState(
         theta=theta0,
-        f=jnp.array(jnp.inf, theta0.dtype),
-        g=jnp.zeros_like(theta0),
-        h=jnp.eye(theta0.shape[0], dtype=theta0.dtype) if h0 is None else h0,
+        f=xp.asarray(np.inf, theta0.dtype),
+        g=xp.zeros_like(theta0),
+        h=xp.eye(theta0.shape[0], dtype=theta0.dtype) if h0 is None else h0,
         candidate=canonical_signs(theta0, column_diag),
-        mu=jnp.zeros((), theta0.dtype),
-        predicted=jnp.zeros((), theta0.dtype),
-        step=jnp.zeros_like(theta0),
+        mu=xp.zeros((), theta0.dtype),
+        predicted=xp.zeros((), theta0.dtype),
+        step=xp.zeros_like(theta0),
         signs=_column_signs(theta0, column_diag),
-        niter=jnp.asarray(niter),
+        niter=xp.asarray(niter),
         done=false,
         converged=false,
         final=false,

@@ -355,10 +355,11 @@ class GeneralizedLinearMixedModel(MixedModel):
         """The arrays `GlmmLanes.simulate` draws from, at params = (beta, theta) and the fitted shape;
         with use_u, the spherical random effects held at the conditional modes."""
         beta, theta = params
-        u = jnp.concatenate([jnp.asarray(u_t).reshape(-1) for u_t in self._require_fit().u]) if use_u else None
-        data = jax.tree.map(jnp.asarray, glmm_data(self.design, self._pattern)._replace(shape=self._shape))
+        u = np.concatenate([np.asarray(u_t).reshape(-1) for u_t in self._require_fit().u]) if use_u else None
+        data = glmm_data(self.design, self._pattern)._replace(shape=self._shape)
         beta_s, theta_s = self.design.to_fit_beta(beta), self._fit_theta(theta)
-        return GlmmSimulation(data, jnp.asarray(beta_s), jnp.asarray(theta_s), u)
+        # device_put as jnp.asarray would (a Python scalar weakly typed), without a program compiled per array
+        return jax.device_put(GlmmSimulation(data, beta_s, theta_s, u))
 
     def refit_target(self, params: tuple | None, dtype: np.dtype) -> Target:
         """The model as a target of replicate fits (always in float64), started at params = (beta,
@@ -372,11 +373,8 @@ class GeneralizedLinearMixedModel(MixedModel):
         theta = np.where(self.lowerbd == 0.0, np.maximum(theta, 0.1), theta)
         log_shape = [np.log(self._shape)] if self.family.has_shape else []
         start = np.concatenate([theta, log_shape, *([] if self.fast else [beta])])
-        back = jnp.asarray(self.design.beta_back)
-        z_back = tuple(map(jnp.asarray, self.design.z_back))
-        data = jax.tree.map(jnp.asarray, glmm_data(self.design, self._pattern))
-        refit = GlmmRefit(data, jnp.asarray(beta), back, z_back)
-        lanes = self.lanes()
+        data = glmm_data(self.design, self._pattern)
+        refit = jax.device_put(GlmmRefit(data, beta, self.design.beta_back, tuple(self.design.z_back)))  # simulation
         column_diag = solver_problem(refit.beta, refit.data, self.structure, self.family, self.fast, self.nAGQ)[1]
-        init = solver.init(jnp.asarray(start), column_diag, jnp.asarray(floor_eigenvalues(state.hessian)))
-        return Target(self, lanes, refit, jax.device_get(init))
+        start_state = solver.init(start, column_diag, floor_eigenvalues(state.hessian))  # NumPy
+        return Target(self, self.lanes(), refit, start_state)
