@@ -442,7 +442,8 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
     An executable runs on one device: each call's is that of the device its committed array arguments are on
     (JAX's default device where none is committed: a fit), so the bootstrap's calls on several local devices
     (`jax_num_cpu_devices`, bootstrap/engine.py) each have their own, all loaded from one compiled program
-    (`_loaded`): another device costs a load, not a compile. `structure` (static) must be passed by keyword.
+    (`_loaded`): another device costs a load, not a compile, which `call.loader` can run in another thread.
+    `structure` (static) must be passed by keyword.
     With other static arguments passed positionally, arguments committed to several devices, several
     processes, or caching off, it is jax.jit itself."""
     variants: dict[tuple[bool, bool], Callable] = {}
@@ -467,26 +468,36 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
             variants[key] = jax.jit(target, static_argnames=static_argnames, compiler_options=options)
         return variants[key]
 
-    @functools.wraps(fun)
-    def call(*args, structure, **kwargs):
-        kwargs["structure"] = structure
+    def resolve(args: tuple, kwargs: dict) -> tuple | None:
+        """(statics, the other keyword arguments, treedef and types of the arguments, device, signature) of a
+        call, or None where it is jax.jit's (see above)."""
         store = executable_store()
         positional = {p.name for p in parameters[: len(args)]}
         given = all(name in kwargs or name in defaults for name in static_argnames)
         plain = store is None or positional & set(static_argnames) or not given or jax.config.jax_disable_jit
         if plain or jax.process_count() > 1:
-            return jitted(structure)(*args, **kwargs)
-        statics = {name: kwargs.pop(name) if name in kwargs else defaults[name] for name in static_argnames}
-        leaves, treedef = jax.tree.flatten((args, kwargs))
+            return None
+        statics = {name: kwargs.get(name, defaults.get(name)) for name in static_argnames}
+        rest = {name: value for name, value in kwargs.items() if name not in statics}
+        leaves, treedef = jax.tree.flatten((args, rest))
         device = _call_device(leaves)
         if device is None:
-            return jitted(structure)(*args, **kwargs, **statics)
+            return None
         types = tuple(map(_leaf_type, leaves))
         config = tuple(getattr(jax.config, name) for name in _TRACING_CONFIG)
-        signature = (tuple(statics.values()), treedef, types, config)
+        return statics, rest, treedef, types, device, (tuple(statics.values()), treedef, types, config)
+
+    @functools.wraps(fun)
+    def call(*args, structure, **kwargs):
+        kwargs["structure"] = structure
+        resolved = resolve(args, kwargs)
+        if resolved is None:
+            return jitted(structure)(*args, **kwargs)
+        statics, kwargs, treedef, types, device, signature = resolved
         compiled = executables.get((signature, device))
         if compiled is None:
             start = time.time()  # JAX's timers' clock (compile_clock takes the union with theirs)
+            store = executable_store()
             path = store.path(fun, statics, treedef, types)
             body = serialised.get(signature) or (None if path is None else store.read(path))
             compiled = None if body is None else _loaded(body, device)
@@ -507,6 +518,27 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
             executables[signature, device] = compiled
         return compiled(*args, **kwargs)
 
+    def loader(*args, structure, **kwargs) -> Callable[[], None] | None:
+        """A function that loads the executable of this call (`call`'s arguments) for its device and keeps it,
+        to run in another thread: it neither traces nor compiles, which depend on the calling thread's JAX
+        settings (jax.enable_x64 is one). None where the executable is loaded for that device already, or is not
+        at hand serialised (compiled or loaded by this process for another device)."""
+        resolved = resolve(args, {**kwargs, "structure": structure})
+        if resolved is None:
+            return None
+        device, signature = resolved[4:]
+        body = serialised.get(signature)
+        if body is None or (signature, device) in executables:
+            return None
+
+        def load() -> None:
+            compiled = _loaded(body, device)
+            if compiled is not None:  # else the device's first call compiles
+                executables.setdefault((signature, device), compiled)
+
+        return load
+
+    call.loader = loader
     return call
 
 

@@ -134,19 +134,26 @@ def test_two_processes_equal_one_process(tmp_path):
 
 
 # A fresh process without a device count of its own: jaxmm shows JAX a CPU device per core at its first fit; a
-# short bootstrap runs on the first device alone (starting another costs more than it saves), one after the
-# other devices have started uses them all; the tables are those of one device.
+# short bootstrap runs on the first device alone (starting another costs more than it saves); with starts made
+# free (engine._MOST_LOAD_S = 0) the others load the first one's executable in a thread; one after the other
+# devices have started uses them all; the tables are those of one device.
 LAZY_DEVICES = """
 import json, os, jax, numpy as np, jaxmm
 from jaxmm.bootstrap import engine
-used, kernel = [], engine._fit_replicates
-engine._fit_replicates = lambda *a, **k: used.append(next(iter(a[4][0].theta.devices())).id) or kernel(*a, **k)
+used, loaded, kernel = [], [], engine._fit_replicates
+device = lambda args: next(iter(args[4][0].theta.devices())).id
+engine._fit_replicates = lambda *a, **k: used.append(device(a)) or kernel(*a, **k)
+def loader(*a, **k):
+    load = kernel.loader(*a, **k)
+    return None if load is None else (lambda: loaded.append(device(a)) or load())
+engine._fit_replicates.loader = loader
 m = jaxmm.fit("yield ~ 1 + (1|batch)", jaxmm.dataset("dyestuff"))
-runs = {}
-for name, devices in (("short", None), ("all", jax.device_count()), ("after", None), ("one", 1)):
-    used.clear()
+runs, most_load_s = {}, engine._MOST_LOAD_S
+for name, devices in (("short", None), ("free", None), ("all", jax.device_count()), ("after", None), ("one", 1)):
+    used.clear(), loaded.clear()
+    engine._MOST_LOAD_S = 0.0 if name == "free" else most_load_s
     tbl = jaxmm.parametricbootstrap(5, 3000, m, progress=False, devices=devices).tbl
-    runs[name] = {"devices": sorted(set(used)), "bits": tbl.to_numpy().tobytes().hex()}
+    runs[name] = {"devices": sorted(set(used)), "loaded": loaded[:], "bits": tbl.to_numpy().tobytes().hex()}
 print(json.dumps({"count": jax.device_count(), "cores": len(os.sched_getaffinity(0)), "runs": runs}))
 """
 
@@ -158,7 +165,9 @@ def test_cpu_devices_per_core_and_lazily_started():
     assert result["count"] == min(result["cores"], _compile.MAX_CPU_DEVICES)
     runs = result["runs"]
     assert runs["short"]["devices"] == [0] and runs["one"]["devices"] == [0]
+    assert runs["free"]["loaded"] == list(range(1, result["count"]))  # in the thread, without tracing
     assert runs["all"]["devices"] == runs["after"]["devices"] == list(range(result["count"]))
+    assert all(not run["loaded"] for name, run in runs.items() if name != "free")
     assert len({run["bits"] for run in runs.values()}) == 1
 
 

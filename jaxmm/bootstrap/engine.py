@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -188,10 +189,11 @@ def run(
     The `batch` lanes, lanes_shape = (batch, call_lanes), go through the kernel `call_lanes` at a
     time, the calls taking the devices in turn (JAX runs them side by side): every call runs the
     same one-device program, so a replicate's numbers depend neither on the batch size nor on the
-    number of devices. `lazy`: the first device runs the first round alone; the others join from the next
-    round (each loads the kernel's executable as its first call is dispatched, while the first device runs its
-    own) only where the rest of the run, as that round predicts it, would take longer on the first device alone
-    than their start costs (`_others_repay_their_start`), so that a short run pays no other device's start."""
+    number of devices. `lazy`: the first device runs the first round alone; the others start (load the kernel's
+    executable the first one compiled or loaded, in a thread, while the first device goes on) and join once
+    started, only where the rest of the run, as that round predicts it, would take longer on the first device
+    alone than their start costs (`_others_repay_their_start`), so that a short run pays no other device's
+    start. (The thread only loads: tracing and compiling depend on the calling thread's JAX settings.)"""
     from tqdm.auto import tqdm
 
     batch, call_lanes = lanes_shape
@@ -211,27 +213,24 @@ def run(
     in_use = 1 if lazy else len(devices)
     first_round = True
 
-    def call(j: int, part: slice):
-        """The kernel on lanes `part`, dispatched asynchronously to the device of its states."""
+    def arguments(j: int, part: slice) -> tuple[tuple, dict]:
+        """The kernel's arguments for lanes `part`, on the device of its states."""
         key, simulation, refits, starts = shared[j % len(devices)]
         indices = replicates[np.maximum(pool.replicate[part], 0)]
-        return _fit_replicates(
-            key,
-            indices,
-            pool.fresh[part].copy(),  # copies: a CPU device may read a NumPy array's memory when the call runs
-            pool.open[:, part].copy(),
-            states[j],
-            simulation,
-            refits,
-            starts,
-            structure=simulator.structure,
-            simulator=simulator,
-            fitters=fitters,
-            opts=opts,
-            statistic=statistic,
+        fresh = pool.fresh[part].copy()  # copies: a CPU device may read a NumPy array's memory when the call runs
+        args = (key, indices, fresh, pool.open[:, part].copy(), states[j], simulation, refits, starts)
+        return args, dict(
+            structure=simulator.structure, simulator=simulator, fitters=fitters, opts=opts, statistic=statistic
         )
 
-    with tqdm(total=len(replicates), disable=not shows_progress(progress), unit="rep", desc="bootstrap") as bar:
+    def call(j: int, part: slice):
+        """The kernel on lanes `part`, dispatched asynchronously to the device of its states."""
+        args, kwargs = arguments(j, part)
+        return _fit_replicates(*args, **kwargs)
+
+    starting = None  # the other devices' start, in `loader`'s thread
+    bar = tqdm(total=len(replicates), disable=not shows_progress(progress), unit="rep", desc="bootstrap")
+    with bar, ThreadPoolExecutor(max_workers=1) as loader:
         while True:
             running = [j for j in range(len(parts)) if j % len(devices) < in_use]
             usable = np.zeros(batch, dtype=bool)
@@ -265,12 +264,27 @@ def run(
                 pace = (round_s - start_s) / max(len(complete), 1)  # seconds per replicate on the devices in use
                 kernel = (simulator, fitters, opts, statistic, call_lanes)
                 if _others_repay_their_start(kernel, devices, in_use, start_s, pace * left):
-                    in_use = len(devices)
+                    # each other device's executable (part j's, j < len(devices), is device j's), in `loader`'s thread
+                    calls = [arguments(j, parts[j]) for j in range(in_use, len(devices))]
+                    loads = [load for a, k in calls if (load := _fit_replicates.loader(*a, **k)) is not None]
+                    if loads:
+                        starting = loader.submit(_run_all, loads)
+                    else:  # loaded already, or to be compiled by their first calls
+                        in_use = len(devices)
                 first_round = False
+            if starting is not None and starting.done():
+                starting.result()  # raises what the start raised
+                in_use, starting = len(devices), None
             bar.update(len(complete))
             if finished is not None and len(complete):
                 finished(complete, outs, stat_out)
     return outs, stat_out
+
+
+def _run_all(functions: list[Callable[[], None]]) -> None:
+    """Call each function, in order."""
+    for function in functions:
+        function()
 
 
 # The (kernel, device id) pairs started in this process: starting them again costs nothing
@@ -286,7 +300,7 @@ def _others_repay_their_start(kernel: tuple, devices: list, in_use: int, start_s
     beside the first ones saves, at least half the rest of the run (`rest_s` seconds at the first round's pace).
     Each loads the executable the first device compiled or loaded (`_compile.jit`): about what the first
     device's start took where it loaded too, at most _MOST_LOAD_S where it compiled, and nothing where it has
-    started this kernel before. (Its load runs while the first devices compute the round.)"""
+    started this kernel before."""
     _STARTED.update((kernel, d.id) for d in devices[:in_use])
     others = [d for d in devices[in_use:] if (kernel, d.id) not in _STARTED]
     cost = len(others) * min(start_s / in_use, _MOST_LOAD_S)
