@@ -9,11 +9,14 @@ replicates continued over several compiled calls:
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
 import jaxmm
+from jaxmm._compile import computing
 from jaxmm.bootstrap import ROUND_MAXITER
+from jaxmm.bootstrap.api import seed_key
 
 SS = "reaction ~ 1 + days + (1 + days|subj)"
 NSAMP = 40  # as in test_bootstrap.py, so that the default batch shape is compiled once
@@ -58,3 +61,11 @@ def test_a_run_is_a_prefix_of_a_longer_one(runs):
 def test_batch_size_changes_no_bit(runs, size):
     np.testing.assert_array_equal(_bits(runs[size]), _bits(runs["default"]))
     np.testing.assert_array_equal(runs[size].replicates.niter, runs["default"].replicates.niter)
+
+
+@pytest.mark.parametrize("seed", [0, 42, -1, 2**32, 2**32 + 7, 2**63 - 1, -(2**63)])
+def test_a_seed_gives_the_key_of_jax_random_key(seed):
+    with computing():
+        expected = jax.random.key_data(jax.random.key(seed))
+        got = jax.random.key_data(seed_key(seed))
+    np.testing.assert_array_equal(got, expected)

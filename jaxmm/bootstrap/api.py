@@ -285,11 +285,21 @@ def _is_typed_key(key) -> bool:
     return jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
 
 
+def seed_key(seed: int) -> Array:
+    """jax.random.key(seed) for a 64-bit seed. With JAX's default generator, threefry, the key is the seed's
+    64 bits, high word first, and is made here in NumPy: jax.random.key compiles a program for it, a good part
+    of a fresh process's short bootstrap (tests check the two agree)."""
+    if jax.config.jax_default_prng_impl != "threefry2x32":
+        return jax.random.key(seed)
+    bits = int(np.array(seed, dtype=np.int64).view(np.uint64))
+    return jax.random.wrap_key_data(np.array([bits >> 32, bits & 0xFFFFFFFF], dtype=np.uint32))
+
+
 def _as_key(rng) -> Array:
     if is_count(rng):
         if not -(2**63) <= int(rng) < 2**63:
             raise ValueError(f"rng must be an int seed from -2**63 to 2**63 - 1 (a 64-bit integer), got {rng}")
-        return jax.random.key(int(rng))
+        return seed_key(int(rng))
     if isinstance(rng, jax.Array) and (_is_typed_key(rng) or rng.shape == (2,)):
         return rng
     raise ValueError(f"rng must be an int seed or a JAX PRNG key, got {rng!r}")
