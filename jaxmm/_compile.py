@@ -521,18 +521,22 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
     def loader(*args, structure, **kwargs) -> Callable[[], None] | None:
         """A function that loads the executable of this call (`call`'s arguments) for its device and keeps it,
         to run in another thread: it neither traces nor compiles, which depend on the calling thread's JAX
-        settings (jax.enable_x64 is one). None where the executable is loaded for that device already, or is not
-        at hand serialised (compiled or loaded by this process for another device)."""
+        settings (jax.enable_x64 is one), and does nothing where the executable is loaded already. None where
+        there is none to load: neither compiled or loaded by this process (for another device) nor stored."""
         resolved = resolve(args, {**kwargs, "structure": structure})
         if resolved is None:
             return None
-        device, signature = resolved[4:]
-        body = serialised.get(signature)
-        if body is None or (signature, device) in executables:
+        statics, _, treedef, types, device, signature = resolved
+        store = executable_store()
+        path = store.path(fun, statics, treedef, types)
+        if signature not in serialised and (path is None or not path.exists()):
             return None
 
         def load() -> None:
-            compiled = _loaded(body, device)
+            if (signature, device) in executables:
+                return
+            body = serialised.get(signature) or store.read(path)
+            compiled = None if body is None else _loaded(body, device)
             if compiled is not None:  # else the device's first call compiles
                 executables.setdefault((signature, device), compiled)
 

@@ -133,12 +133,14 @@ def test_two_processes_equal_one_process(tmp_path):
     np.testing.assert_array_equal(gathered.converged, single.converged)
 
 
-# A fresh process without a device count of its own: jaxmm shows JAX a CPU device per core at its first fit; a
-# short bootstrap runs on the first device alone (starting another costs more than it saves); with starts made
-# free (engine._MOST_LOAD_S = 0) the others load the first one's executable in a thread; one after the other
-# devices have started uses them all; the tables are those of one device.
+# A fresh process without a device count of its own: jaxmm shows JAX a CPU device per core at its first fit. With
+# the store empty, a short bootstrap runs on the first device alone (it compiles the kernel; loading it on another
+# costs more than the rest of the run saves); the next one's other devices load it at once, in a thread, and join;
+# one on every device uses them all. With the store holding the kernel, a fresh process's first bootstrap loads it
+# on every device at once. With starts made free (engine._MOST_LOAD_S = 0), the other devices load the kernel the
+# first compiled after its first round. The tables are those of one device.
 LAZY_DEVICES = """
-import json, os, jax, numpy as np, jaxmm
+import json, os, sys, jax, numpy as np, jaxmm
 from jaxmm.bootstrap import engine
 used, loaded, kernel = [], [], engine._fit_replicates
 device = lambda args: next(iter(args[4][0].theta.devices())).id
@@ -147,43 +149,49 @@ def loader(*a, **k):
     load = kernel.loader(*a, **k)
     return None if load is None else (lambda: loaded.append(device(a)) or load())
 engine._fit_replicates.loader = loader
+engine._MOST_LOAD_S = float(sys.argv[1])
 m = jaxmm.fit("yield ~ 1 + (1|batch)", jaxmm.dataset("dyestuff"))
-runs, most_load_s = {}, engine._MOST_LOAD_S
-for name, devices in (("short", None), ("free", None), ("all", jax.device_count()), ("after", None), ("one", 1)):
+runs = {}
+for name, devices in zip(sys.argv[2:], (None, None, jax.device_count(), 1)):
     used.clear(), loaded.clear()
-    engine._MOST_LOAD_S = 0.0 if name == "free" else most_load_s
     tbl = jaxmm.parametricbootstrap(5, 3000, m, progress=False, devices=devices).tbl
-    runs[name] = {"devices": sorted(set(used)), "loaded": loaded[:], "bits": tbl.to_numpy().tobytes().hex()}
+    runs[name] = {"devices": sorted(set(used)), "loaded": sorted(loaded), "bits": tbl.to_numpy().tobytes().hex()}
 print(json.dumps({"count": jax.device_count(), "cores": len(os.sched_getaffinity(0)), "runs": runs}))
 """
 
 
-def test_cpu_devices_per_core_and_lazily_started():
-    env = {k: v for k, v in _env().items() if k != "JAX_NUM_CPU_DEVICES"}
-    out = subprocess.run([sys.executable, "-c", LAZY_DEVICES], env=env, capture_output=True, text=True, timeout=300)
+def _lazy_devices(cache, most_load_s: float, *names: str) -> tuple[int, dict]:
+    env = {**{k: v for k, v in _env().items() if k != "JAX_NUM_CPU_DEVICES"}, "JAXMM_CACHE_DIR": str(cache)}
+    cmd = [sys.executable, "-c", LAZY_DEVICES, str(most_load_s), *names]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     result = json.loads(out.stdout.splitlines()[-1])
     assert result["count"] == min(result["cores"], _compile.MAX_CPU_DEVICES)
-    runs = result["runs"]
-    assert runs["short"]["devices"] == [0] and runs["one"]["devices"] == [0]
-    assert runs["free"]["loaded"] == list(range(1, result["count"]))  # in the thread, without tracing
-    assert runs["all"]["devices"] == runs["after"]["devices"] == list(range(result["count"]))
-    assert all(not run["loaded"] for name, run in runs.items() if name != "free")
-    assert len({run["bits"] for run in runs.values()}) == 1
+    return result["count"], result["runs"]
 
 
-def test_other_devices_start_where_the_rest_of_the_run_repays_a_load():
-    """Another device loads the executable the first one compiled or loaded: its start costs what the first
-    device's took, at most a load (engine._MOST_LOAD_S) where that was a compile, and nothing once made. It
-    joins where half the rest of the run is more than that."""
-    devices = [SimpleNamespace(id=0), SimpleNamespace(id=1)]
-    compiled, loaded = ("compiled", object()), ("loaded", object())
+def test_cpu_devices_per_core_and_lazily_started(tmp_path):
+    count, first = _lazy_devices(tmp_path / "store", engine._MOST_LOAD_S, "short", "next", "all", "one")
+    _, fresh = _lazy_devices(tmp_path / "store", engine._MOST_LOAD_S, "stored")
+    _, free = _lazy_devices(tmp_path / "other", 0.0, "free")
+    others, all_devices = list(range(1, count)), list(range(count))
+    assert first["short"]["devices"] == first["one"]["devices"] == [0] and first["short"]["loaded"] == []
+    assert first["next"]["loaded"] == fresh["stored"]["loaded"] == free["free"]["loaded"] == others
+    assert first["all"]["devices"] == all_devices and first["all"]["loaded"] == first["one"]["loaded"] == []
+    assert len({run["bits"] for runs in (first, fresh, free) for run in runs.values()}) == 1
+
+
+def test_other_devices_start_where_the_rest_of_the_run_repays_their_loads():
+    """Where the first device compiled the kernel (8 s), each other device loads it, at most
+    engine._MOST_LOAD_S, and they join where half the rest of the run is more than that; a load as quick as
+    the first device's start where that was quicker."""
+    two, four = [SimpleNamespace(id=i) for i in range(2)], [SimpleNamespace(id=i) for i in range(4)]
     most = engine._MOST_LOAD_S
-    assert not engine._others_repay_their_start(compiled, devices, 1, 8.0, 1.9 * most)
-    assert engine._others_repay_their_start(compiled, devices, 1, 8.0, 2.1 * most)
-    assert engine._others_repay_their_start(compiled, devices, 1, 8.0, 0.001)  # started before: free
-    assert not engine._others_repay_their_start(loaded, devices, 1, 0.1, 0.19)
-    assert engine._others_repay_their_start(loaded, devices, 1, 0.1, 0.21)
-    assert not engine._others_repay_their_start(loaded, devices, 2, 0.1, 100.0)  # all in use already
+    assert not engine._others_repay_their_start(two, 8.0, 1.9 * most)
+    assert engine._others_repay_their_start(two, 8.0, 2.1 * most)
+    assert not engine._others_repay_their_start(four, 8.0, 5.9 * most)
+    assert engine._others_repay_their_start(four, 8.0, 6.1 * most)
+    assert not engine._others_repay_their_start(two, 0.1, 0.19)
+    assert engine._others_repay_their_start(two, 0.1, 0.21)
 
 
 # A crossed LMM whose dense part (g2's 50 levels, X, y; g1's 60 come first) exceeds jaxmm.linalg.LOOP_MAX: its

@@ -189,11 +189,12 @@ def run(
     The `batch` lanes, lanes_shape = (batch, call_lanes), go through the kernel `call_lanes` at a
     time, the calls taking the devices in turn (JAX runs them side by side): every call runs the
     same one-device program, so a replicate's numbers depend neither on the batch size nor on the
-    number of devices. `lazy`: the first device runs the first round alone; the others start (load the kernel's
-    executable the first one compiled or loaded, in a thread, while the first device goes on) and join once
-    started, only where the rest of the run, as that round predicts it, would take longer on the first device
-    alone than their start costs (`_others_repay_their_start`), so that a short run pays no other device's
-    start. (The thread only loads: tracing and compiling depend on the calling thread's JAX settings.)"""
+    number of devices. `lazy`: the first device starts alone, and the others join once they have loaded the
+    kernel's executable, in a thread, while the first device goes on: at once where it is at hand (stored, or
+    loaded by this process), a load beside the first device's own; else (the first device compiles it) only
+    where the rest of the run, as the first round predicts it, would take longer on the first device alone
+    than their loads (`_others_repay_their_start`), so that a short run pays no other device's start. (The
+    thread only loads: tracing and compiling depend on the calling thread's JAX settings.)"""
     from tqdm.auto import tqdm
 
     batch, call_lanes = lanes_shape
@@ -228,9 +229,18 @@ def run(
         args, kwargs = arguments(j, part)
         return _fit_replicates(*args, **kwargs)
 
-    starting = None  # the other devices' start, in `loader`'s thread
+    def loads() -> list[Callable[[], None]] | None:
+        """Functions that load the kernel's executable for each device not in use (part j, j < len(devices), is
+        device j's), to run in another thread; None where one of them has none to load (it would compile)."""
+        found = [_fit_replicates.loader(*a, **k) for a, k in (arguments(j, parts[j]) for j in range(1, len(devices)))]
+        return None if None in found else found
+
     bar = tqdm(total=len(replicates), disable=not shows_progress(progress), unit="rep", desc="bootstrap")
     with bar, ThreadPoolExecutor(max_workers=1) as loader:
+        # The other devices' start, in `loader`'s thread: at once where their executable is at hand (a load,
+        # beside the first device's), else after the first round where it repays their start
+        at_hand = loads() if in_use < len(devices) else None
+        starting = None if at_hand is None else loader.submit(_run_all, at_hand)
         while True:
             running = [j for j in range(len(parts)) if j % len(devices) < in_use]
             usable = np.zeros(batch, dtype=bool)
@@ -259,19 +269,16 @@ def run(
                         stat_out = np.full((len(replicates), *stat.shape[1:]), np.nan, dtype=dtype)
                     stat_out[pool.replicate[lanes[at]]] = stat[at]
             complete = pool.release()
-            if first_round:
+            if first_round and starting is None and in_use < len(devices):
                 left = len(replicates) - upcoming + int((pool.replicate >= 0).sum())
                 pace = (round_s - start_s) / max(len(complete), 1)  # seconds per replicate on the devices in use
-                kernel = (simulator, fitters, opts, statistic, call_lanes)
-                if _others_repay_their_start(kernel, devices, in_use, start_s, pace * left):
-                    # each other device's executable (part j's, j < len(devices), is device j's), in `loader`'s thread
-                    calls = [arguments(j, parts[j]) for j in range(in_use, len(devices))]
-                    loads = [load for a, k in calls if (load := _fit_replicates.loader(*a, **k)) is not None]
-                    if loads:
-                        starting = loader.submit(_run_all, loads)
-                    else:  # loaded already, or to be compiled by their first calls
+                if _others_repay_their_start(devices, start_s, pace * left):
+                    later = loads()
+                    if later is None:  # executables that cannot be moved: their first calls compile them
                         in_use = len(devices)
-                first_round = False
+                    else:
+                        starting = loader.submit(_run_all, later)
+            first_round = False
             if starting is not None and starting.done():
                 starting.result()  # raises what the start raised
                 in_use, starting = len(devices), None
@@ -287,27 +294,17 @@ def _run_all(functions: list[Callable[[], None]]) -> None:
         function()
 
 
-# The (kernel, device id) pairs started in this process: starting them again costs nothing
-_STARTED: set[tuple] = set()
 # Loading a kernel's executable on another device takes about this at most: 0.1-0.3 s per MB, and the kernels
 # are 1-3 MB
 _MOST_LOAD_S = 0.5
 
 
-def _others_repay_their_start(kernel: tuple, devices: list, in_use: int, start_s: float, rest_s: float) -> bool:
-    """After a run's first round on the first `in_use` devices (which took `start_s` seconds to compile or load
-    `kernel`'s executable): whether the other devices should join, because their start costs less than running
-    beside the first ones saves, at least half the rest of the run (`rest_s` seconds at the first round's pace).
-    Each loads the executable the first device compiled or loaded (`_compile.jit`): about what the first
-    device's start took where it loaded too, at most _MOST_LOAD_S where it compiled, and nothing where it has
-    started this kernel before."""
-    _STARTED.update((kernel, d.id) for d in devices[:in_use])
-    others = [d for d in devices[in_use:] if (kernel, d.id) not in _STARTED]
-    cost = len(others) * min(start_s / in_use, _MOST_LOAD_S)
-    if in_use == len(devices) or 0.5 * rest_s <= cost:
-        return False
-    _STARTED.update((kernel, d.id) for d in others)
-    return True
+def _others_repay_their_start(devices: list, start_s: float, rest_s: float) -> bool:
+    """After a run's first round on the first device alone (which took `start_s` seconds to compile the kernel's
+    executable: none was at hand to load): whether the other devices should start, because that costs less than
+    running beside the first one saves, at least half the rest of the run (`rest_s` seconds at the first round's
+    pace). Each loads the executable the first device compiled (`_compile.jit`), at most _MOST_LOAD_S."""
+    return 0.5 * rest_s > (len(devices) - 1) * min(start_s, _MOST_LOAD_S)
 
 
 def shows_progress(progress: bool) -> bool:
