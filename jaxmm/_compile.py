@@ -354,9 +354,10 @@ class ExecutableStore:
             os.utime(path)  # last use, for `_evict`
         return body
 
-    def write(self, path: Path, body: bytes) -> None:
+    def write(self, path: Path, body: bytes) -> bool:
         """Store a serialised executable at `path` (written to a temporary file and renamed: readers never see
-        half a file); a folder that cannot be written to is no error (the next process compiles again)."""
+        half a file); whether it was stored (a folder that cannot be written to is no error: the next process
+        compiles again)."""
         temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -366,6 +367,8 @@ class ExecutableStore:
         except OSError:
             with contextlib.suppress(OSError):
                 temporary.unlink()
+            return False
+        return True
 
     def _evict(self) -> None:
         files = []
@@ -448,7 +451,7 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
     processes, or caching off, it is jax.jit itself."""
     variants: dict[tuple[bool, bool], Callable] = {}
     executables: dict[tuple, Callable] = {}  # by signature and device
-    serialised: dict[tuple, bytes] = {}  # by signature: what other devices load
+    unstored: dict[tuple, bytes] = {}  # serialised executables by signature, where the store has none to read
     parameters = list(inspect.signature(fun).parameters.values())
     defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
@@ -499,7 +502,7 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
             start = time.time()  # JAX's timers' clock (compile_clock takes the union with theirs)
             store = executable_store()
             path = store.path(fun, statics, treedef, types)
-            body = serialised.get(signature) or (None if path is None else store.read(path))
+            body = unstored.get(signature) or (None if path is None else store.read(path))
             compiled = None if body is None else _loaded(body, device)
             if compiled is None:
                 _listen()
@@ -510,10 +513,8 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
                 # An executable JAX loaded from its own cache serialises without its code (XLA's CPU
                 # client): only one XLA compiled in this process is stored.
                 body = _serialised(compiled) if _jax_cache_hits[0] == hits else None
-                if path is not None and body is not None:
-                    store.write(path, body)
-            if body is not None:
-                serialised[signature] = body
+                if body is not None and (path is None or not store.write(path, body)):
+                    unstored[signature] = body  # for other devices
             _record_compile(start, time.time())
             executables[signature, device] = compiled
         return compiled(*args, **kwargs)
@@ -522,20 +523,20 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
         """A function that loads the executable of this call (`call`'s arguments) for its device and keeps it,
         to run in another thread: it neither traces nor compiles, which depend on the calling thread's JAX
         settings (jax.enable_x64 is one), and does nothing where the executable is loaded already. None where
-        there is none to load: neither compiled or loaded by this process (for another device) nor stored."""
+        there is none to load: neither stored nor compiled by this process (for another device)."""
         resolved = resolve(args, {**kwargs, "structure": structure})
         if resolved is None:
             return None
         statics, _, treedef, types, device, signature = resolved
         store = executable_store()
         path = store.path(fun, statics, treedef, types)
-        if signature not in serialised and (path is None or not path.exists()):
+        if signature not in unstored and (path is None or not path.exists()):
             return None
 
         def load() -> None:
             if (signature, device) in executables:
                 return
-            body = serialised.get(signature) or store.read(path)
+            body = unstored.get(signature) or store.read(path)
             compiled = None if body is None else _loaded(body, device)
             if compiled is not None:  # else the device's first call compiles
                 executables.setdefault((signature, device), compiled)

@@ -65,8 +65,8 @@ def _scaled(x, structure):
     return x * structure.n
 
 
-# A fresh process on `devices` CPU devices: fit dyestuff, bootstrap it over every device, print what JAX traced
-# and the table's bits.
+# A fresh process on `devices` CPU devices: fit dyestuff, bootstrap it over every device (with a statistic, a
+# closure, where asked: a kernel the store cannot name), print what JAX traced and the table's bits.
 _FRESH_BOOTSTRAP = """
 import json, sys, jax
 jax.config.update("jax_num_cpu_devices", int(sys.argv[1]))
@@ -76,14 +76,17 @@ jax.monitoring.register_event_time_span_listener(
     lambda event, start, end, fun_name=None, **kw: traced.append(fun_name) if event.endswith("trace_duration") else None
 )
 m = jaxmm.fit("yield ~ 1 + (1|batch)", jaxmm.dataset("dyestuff").iloc[:29])
-tbl = jaxmm.parametricbootstrap(3, 1100, m, progress=False, devices=jax.device_count()).tbl
-print(json.dumps({"traced": traced, "devices": jax.device_count(), "bits": tbl.to_numpy().tobytes().hex()}))
+scale = 2.0
+statistic = (lambda r: scale * r.beta) if sys.argv[2] == "statistic" else None
+samp = jaxmm.parametricbootstrap(3, 1100, m, progress=False, devices=jax.device_count(), statistic=statistic)
+bits = samp.tbl.to_numpy().tobytes().hex() + ("" if statistic is None else samp.statistic.tobytes().hex())
+print(json.dumps({"traced": traced, "devices": jax.device_count(), "bits": bits}))
 """
 
 
-def _fresh_bootstrap(cache, devices: int) -> dict:
+def _fresh_bootstrap(cache, devices: int, statistic: bool = False) -> dict:
     env = {**os.environ, "JAXMM_CACHE_DIR": str(cache)}
-    cmd = [sys.executable, "-c", _FRESH_BOOTSTRAP, str(devices)]
+    cmd = [sys.executable, "-c", _FRESH_BOOTSTRAP, str(devices), "statistic" if statistic else ""]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -98,6 +101,14 @@ def test_several_devices_run_one_compiled_kernel_and_a_later_process_loads_it(tm
     assert kernels == [["stored__fit_replicates"], []]
     assert not [name for name in warm["traced"] if name.endswith("_fit_model")]
     assert cold["bits"] == warm["bits"] == single["bits"]
+
+
+def test_a_kernel_the_store_cannot_name_is_compiled_once_for_every_device(tmp_path):
+    """A statistic that is a closure has no stable description: its kernel is not stored, and the other device
+    loads the executable the first compiled, kept in memory."""
+    two, one = _fresh_bootstrap(tmp_path, 2, statistic=True), _fresh_bootstrap("", 1, statistic=True)
+    assert [name for name in two["traced"] if name.endswith("_fit_replicates")] == ["stored__fit_replicates"]
+    assert two["bits"] == one["bits"]
 
 
 def test_a_corrupt_entry_is_compiled_again(tmp_path, monkeypatch):
