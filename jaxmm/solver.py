@@ -278,9 +278,45 @@ def finish(
 
     Only meaningful for a done state; for one that is not, the result is where it stands."""
     theta, fmin, converged, better = _check_boundary(fun, s.theta, s.f, column_diag, opts, s.converged)
+    return SolverResult(theta, fmin, converged, s.niter, s.h), _continued(s, theta, better, column_diag)
+
+
+def _continued(s: SolverState, theta: Array, better: Array, column_diag: np.ndarray) -> SolverState:
+    """The state a finished minimisation continues from: `s`, or a fresh start at theta where a probe was better."""
     restart = init(theta, column_diag, s.h, s.niter)
-    s = jax.tree.map(lambda fresh, old: jnp.where(better, fresh, old), restart, s)
-    return SolverResult(theta, fmin, converged, s.niter, s.h), s
+    return jax.tree.map(lambda fresh, old: jnp.where(better, fresh, old), restart, s)
+
+
+def finish_evaluated(
+    evaluate: Callable[[Array], tuple[Array, Any]], s: SolverState, column_diag: np.ndarray, opts: SolverOptions
+) -> tuple[SolverResult, SolverState, Array, Any]:
+    """`finish` for an objective whose evaluation also yields what a fit reports at its point, evaluate(x) =
+    (f(x), aux) (a GLMM's conditional modes), with that evaluation at the result's point (for a done state;
+    for one that is not, inf and zeros where no probe was taken). The result's point and the boundary checks' points are
+    evaluated in one loop, the result's first (where done), the others where needed, so that a program holds
+    one copy of `evaluate` for both (grouseticks' fit program: 4.3 -> 3.4 MB, its compile a fifth shorter)."""
+    if not (column_diag == np.arange(len(column_diag))).any():
+        every, needed = s.theta[None], jnp.array(False)
+    else:
+        points, needed = _boundary_points(s.theta, column_diag, opts, s.converged)
+        every = jnp.concatenate([s.theta[None], points])
+    zeros = jax.tree.map(lambda a: jnp.zeros((len(every), *a.shape), a.dtype), jax.eval_shape(evaluate, s.theta))
+
+    def row(i, evaluated):
+        f, aux = evaluate(lax.dynamic_index_in_dim(every, i, keepdims=False))
+        return jax.tree.map(lambda a, v: lax.dynamic_update_index_in_dim(a, v, i, 0), evaluated, (f, aux))
+
+    start, stop = jnp.where(s.done, 0, 1), jnp.where(needed, len(every), 1)
+    values, aux = lax.fori_loop(start, stop, row, (jnp.full_like(zeros[0], jnp.inf), zeros[1]))
+    if len(every) == 1:
+        theta, fmin, converged, better, at = s.theta, s.f, s.converged, jnp.zeros_like(s.converged), 0
+    else:
+        theta, fmin, converged, better, at = _boundary_choice(
+            s.theta, s.f, every[1:], values[1:], column_diag, opts, s.converged
+        )
+        at = at + 1
+    evaluated = jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, at, keepdims=False), (values, aux))
+    return SolverResult(theta, fmin, converged, s.niter, s.h), _continued(s, theta, better, column_diag), *evaluated
 
 
 def minimize(
@@ -335,25 +371,44 @@ def _check_boundary(fun, theta: Array, f: Array, column_diag: np.ndarray, opts: 
     unconverged (to be continued).
     polish (MixedModels.jl's rule): the diagonal elements below xtol_zero_abs are all set to exactly
     0 when that raises the objective by at most ftol_zero_abs, so singular fits land on the boundary."""
-    is_diag = column_diag == np.arange(len(column_diag))  # static, as are the probe directions
-    if not is_diag.any():  # no bounded component: nothing to check
+    if not (column_diag == np.arange(len(column_diag))).any():  # no bounded component: nothing to check
         return theta, f, converged, jnp.zeros_like(converged)
-    probes = theta + _PROBE * np.eye(len(theta), dtype=theta.dtype)[is_diag]
-    small = is_diag & (theta > 0.0) & (theta < opts.xtol_zero_abs)
-    zeroed = jnp.where(small, 0.0, theta)
-    points = jnp.concatenate([probes, zeroed[None]])
+    points, needed = _boundary_points(theta, column_diag, opts, converged)
     # Most fits have no diagonal element below the probe: their f is not evaluated again (a lane run
     # on its own skips it; lanes side by side evaluate it where any lane needs it)
-    needed = converged & jnp.any(theta[is_diag] < _PROBE)
     values = lax.cond(needed, jax.vmap(fun), lambda p: jnp.full(p.shape[:1], jnp.inf, p.dtype), points)
+    return _boundary_choice(theta, f, points, values, column_diag, opts, converged)[:4]
+
+
+def _boundary_points(
+    theta: Array, column_diag: np.ndarray, opts: SolverOptions, converged: Array
+) -> tuple[Array, Array]:
+    """The points `_check_boundary` evaluates, theta_i + 0.1 per diagonal element i (the probes), then theta with
+    its diagonal elements below xtol_zero_abs zeroed, and whether any is needed: a converged fit with a
+    diagonal element below the probe (the second point only matters if one is below xtol_zero_abs)."""
+    is_diag = column_diag == np.arange(len(column_diag))  # static, as are the probe directions
+    probes = theta + _PROBE * np.eye(len(theta), dtype=theta.dtype)[is_diag]
+    small = is_diag & (theta > 0.0) & (theta < opts.xtol_zero_abs)
+    points = jnp.concatenate([probes, jnp.where(small, 0.0, theta)[None]])
+    return points, converged & jnp.any(theta[is_diag] < _PROBE)
+
+
+def _boundary_choice(
+    theta: Array, f: Array, points: Array, values: Array, column_diag: np.ndarray, opts: SolverOptions, converged: Array
+) -> tuple[Array, Array, Array, Array, Array]:
+    """`_check_boundary`'s decision from f at its points (`_boundary_points`; inf where not evaluated): theta, f,
+    converged, whether a probe was better, and the row of `points` the result stands at (-1: theta itself)."""
+    is_diag = column_diag == np.arange(len(column_diag))
     f_probe, f_zero = values[:-1], values[-1]
     improves = (theta[is_diag] < _PROBE) & (f_probe < f - _tolerance(f, opts))
     better = converged & jnp.any(improves)
     best = jnp.argmin(jnp.where(improves, f_probe, jnp.inf))
+    small = is_diag & (theta > 0.0) & (theta < opts.xtol_zero_abs)
     snap = converged & ~better & jnp.any(small) & (f_zero <= f + opts.ftol_zero_abs)
-    theta = jnp.where(better, probes[best], jnp.where(snap, zeroed, theta))
+    row = jnp.where(better, best, jnp.where(snap, len(values) - 1, -1))
+    theta = jnp.where(better, points[best], jnp.where(snap, points[-1], theta))
     f = jnp.where(better, f_probe[best], jnp.where(snap, f_zero, f))
-    return theta, f, converged & ~better, better
+    return theta, f, converged & ~better, better, row
 
 
 def _acceptable(fc: Array, s: SolverState, opts: SolverOptions) -> Array:

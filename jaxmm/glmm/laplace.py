@@ -52,7 +52,6 @@ over terms 2..T), not with q^2.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -74,7 +73,7 @@ from ..linalg import (
     solve_upper_small,
     spd_inverse,
 )
-from ..solver import SolverOptions, SolverResult, minimize
+from ..solver import SolverOptions, SolverResult, finish_evaluated, init, run
 from .family import Family
 
 
@@ -372,26 +371,38 @@ def pirls(
     tol: float = 1e-12,
     maxiter: int = 100,
 ) -> Mode:
-    """The conditional mode of u (and of beta, when vary_beta) by Fisher scoring from u = 0.
+    """The conditional mode of u (and of beta, when vary_beta) by Fisher scoring (`scoring`) from u = 0."""
 
-    Each iteration takes the largest of 1, 1/2, ..., 1/1024 of the scoring step that does not
-    raise the penalised deviance, trying them in that order (the full step almost always: one
-    pass over eta); it stops when the decrease is below tol relative, or no fraction decreases it."""
-    halvings = jnp.asarray(_HALVINGS, zl.dtype)
+    def target(mode: Mode) -> Mode:
+        system = penalised_system(mode, zl, data, structure, fam, vary_beta, fisher=True)
+        grad = _penalised_gradient(mode, zl, data, fam, vary_beta)
+        return _step(mode, system, schur_factor(system), grad, data, vary_beta)
 
-    def trial(mode: Mode, target: Mode, k: Array) -> tuple[Mode, Array]:
-        moved = Mode(*(a + halvings[k] * (b - a) for a, b in zip(mode, target)))
-        return moved, _penalised_deviance(moved, zl, data, fam)
+    start = Mode(jnp.zeros(sum(t.nranef for t in structure.terms), zl.dtype), beta)
+    return scoring(start, target, lambda mode: _penalised_deviance(mode, zl, data, fam), tol, maxiter)
+
+
+def scoring(
+    start: Mode, target: Callable[[Mode], Mode], deviance: Callable[[Mode], Array], tol: float, maxiter: int
+) -> Mode:
+    """Minimise `deviance` from `start` by the steps towards `target(mode)` (the full Fisher scoring step).
+
+    Each iteration takes the largest of 1, 1/2, ..., 1/1024 of the step that does not raise the
+    deviance, trying them in that order (the full step almost always: one pass over eta); it stops
+    when the decrease is below tol relative, or no fraction decreases it."""
+    halvings = jnp.asarray(_HALVINGS, start.beta.dtype)
+
+    def trial(mode: Mode, aim: Mode, k: Array) -> tuple[Mode, Array]:
+        moved = Mode(*(a + halvings[k] * (b - a) for a, b in zip(mode, aim)))
+        return moved, deviance(moved)
 
     def body(state):
         mode, pdev, niter, _ = state
-        system = penalised_system(mode, zl, data, structure, fam, vary_beta, fisher=True)
-        grad = _penalised_gradient(mode, zl, data, fam, vary_beta)
-        target = _step(mode, system, schur_factor(system), grad, data, vary_beta)
+        aim = target(mode)
         _, moved, moved_pdev = lax.while_loop(
             lambda s: (s[0] < len(_HALVINGS) - 1) & ~(s[2] <= pdev),
-            lambda s: (s[0] + 1, *trial(mode, target, s[0] + 1)),
-            (jnp.array(0), *trial(mode, target, jnp.array(0))),
+            lambda s: (s[0] + 1, *trial(mode, aim, s[0] + 1)),
+            (jnp.array(0), *trial(mode, aim, jnp.array(0))),
         )
         ok = moved_pdev <= pdev
         new_pdev = jnp.where(ok, moved_pdev, pdev)
@@ -399,8 +410,7 @@ def pirls(
         done = ~ok | (pdev - new_pdev <= tol * jnp.abs(new_pdev)) | (niter + 1 >= maxiter)
         return new_mode, new_pdev, niter + 1, done
 
-    start = Mode(jnp.zeros(sum(t.nranef for t in structure.terms), zl.dtype), beta)
-    init = (start, _penalised_deviance(start, zl, data, fam), jnp.array(0), jnp.array(False))
+    init = (start, deviance(start), jnp.array(0), jnp.array(False))
     return lax.while_loop(lambda s: ~s[3], body, init)[0]
 
 
@@ -510,8 +520,9 @@ def _parameters(
 
 def solver_problem(
     beta0: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, nAGQ: int
-) -> tuple[Callable[[Array], Array], np.ndarray]:
-    """The function of the solver's x that a fit minimises, and x's `column_diag` (see solver.py).
+) -> tuple[Callable[[Array], Laplace], np.ndarray]:
+    """The Laplace (or quadrature) evaluation a fit minimises the objective of, as a function of the solver's x,
+    and x's `column_diag` (see solver.py).
 
     fast=True: x = theta, beta found by PIRLS from beta0. fast=False: x = (theta, beta); the fixed
     effects have no bound and no sign symmetry (column_diag -1), and beta0 gives only their count.
@@ -519,24 +530,29 @@ def solver_problem(
     free = int(fam.has_shape) + (0 if fast else beta0.shape[0])
     column_diag = np.concatenate([structure.column_diag, np.full(free, -1, dtype=np.int32)])
 
-    def objective(x: Array) -> Array:
+    def evaluate(x: Array) -> Laplace:
         theta, beta, data_x = _parameters(x, beta0, data, structure, fam, fast)
-        return adaptive_quadrature(theta, beta, data_x, structure, fam, fast, nAGQ).objective
+        return adaptive_quadrature(theta, beta, data_x, structure, fam, fast, nAGQ)
 
-    return objective, column_diag
+    return evaluate, column_diag
+
+
+def objective_of(evaluate: Callable[[Array], Laplace]) -> Callable[[Array], Array]:
+    """The function of the solver's x that a fit minimises: f of `solver_problem`'s evaluation."""
+    return lambda x: evaluate(x).objective
 
 
 def glmm_result(
-    res: SolverResult, beta0: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool, nAGQ: int
+    res: SolverResult, at: Laplace, beta0: Array, data: GlmmData, structure: Structure, fam: Family, fast: bool
 ) -> GlmmFit:
-    """The fit at the solver's optimum: objective, mode and Cov(beta-hat), as lme4 computes it:
+    """The fit at the solver's optimum, from the Laplace evaluation `at` there (solver.finish_evaluated):
+    objective, mode and Cov(beta-hat), as lme4 computes it:
     fast=False, the beta block of 2 H^-1 with H the Hessian of f in (theta, beta) at the optimum
     (exact, lme4's is by finite differences; after BFGS iterations, BFGS's approximation of it);
     fast=True, the beta block of the inverse of PIRLS's Fisher system in (u, beta) at the mode
     (lme4's RX-based one, which it uses for nAGQ = 0). With a shape alpha, fast=False's H includes
     log alpha (glmmTMB's joint Hessian; glmer.nb's holds k fixed), fast=True's holds it fixed."""
-    theta, start, data = _parameters(res.theta, beta0, data, structure, fam, fast)
-    at = adaptive_quadrature(theta, start, data, structure, fam, fast, nAGQ)
+    theta, _, data = _parameters(res.theta, beta0, data, structure, fam, fast)
     if fast:
         vcov = fisher_vcov(theta, at.mode, data, structure, fam)
     else:
@@ -548,7 +564,7 @@ def glmm_result(
 
 def fit_glmm(
     theta0: Array,
-    beta0: Array,
+    beta0: Array | None,
     data: GlmmData,
     structure: Structure,
     fam: Family,
@@ -560,12 +576,17 @@ def fit_glmm(
     """Minimise the Laplace objective (nAGQ = 1) or its adaptive Gauss-Hermite refinement
     (`adaptive_quadrature`) from (theta0, beta0) by the project's Newton solver. Pure.
 
+    beta0 None: the GLM's (`glm_start`), computed in the same program (one compile, one load).
+
     h0 as in `minimize`: given h0, a Hessian of f near the start in the solver's x, the iterations
     need first derivatives of f only. A family's shape alpha starts at data.shape."""
-    fun, column_diag = solver_problem(beta0, data, structure, fam, fast, nAGQ)
+    beta0 = glm_start(data, structure, fam) if beta0 is None else beta0
+    evaluate, column_diag = solver_problem(beta0, data, structure, fam, fast, nAGQ)
     log_shape0 = jnp.log(jnp.asarray(data.shape, dtype=theta0.dtype)).reshape(-1)[: int(fam.has_shape)]
     x0 = jnp.concatenate([theta0, log_shape0, *([] if fast else [beta0])])
-    return glmm_result(minimize(fun, x0, column_diag, opts, h0), beta0, data, structure, fam, fast, nAGQ)
+    s = run(objective_of(evaluate), init(x0, column_diag, h0), column_diag, opts, exact=h0 is None)
+    res, _, f, mode = finish_evaluated(evaluate, s, column_diag, opts)
+    return glmm_result(res, Laplace(f, mode), beta0, data, structure, fam, fast)
 
 
 def fisher_vcov(theta: Array, mode: Mode, data: GlmmData, structure: Structure, fam: Family) -> Array:
@@ -580,14 +601,22 @@ def fisher_vcov(theta: Array, mode: Mode, data: GlmmData, structure: Structure, 
 _fit_glmm = jit(fit_glmm, static_argnames=("structure", "fam", "fast", "opts", "nAGQ"), once=True)
 
 
-@partial(jit, static_argnames=("structure", "fam"), once=True)
 def glm_start(data: GlmmData, structure: Structure, fam: Family) -> Array:
-    """beta of the GLM without random effects: PIRLS in (u, beta) at theta = 0, where u stays 0, from
-    beta = 0, or for the inverse link (mu = 1/eta, eta = 0 outside its domain) from the least-squares
-    fit of eta = 1/mean(y) (every mu the mean where X has an intercept; step halving keeps eta > 0)."""
-    zl = z_lambda(jnp.zeros(structure.ntheta), data, structure)
+    """beta of the GLM without random effects (theta = 0, u = 0): Fisher scoring in beta (`scoring`),
+    beta <- beta - (X'CX)^-1 X'g with C the Fisher weights and g = d(d_i/2)/deta, from beta = 0, or for the
+    inverse link (mu = 1/eta, eta = 0 outside its domain) from the least-squares fit of eta = 1/mean(y)
+    (every mu the mean where X has an intercept; step halving keeps eta > 0). PIRLS in (u, beta) at
+    theta = 0, where u stays 0, without its random effects' blocks (which are 0 and I there)."""
+    zl = jnp.zeros((structure.n, data.index.shape[1]), data.x.dtype)
+
+    def target(mode: Mode) -> Mode:
+        eta, g, _ = _half_deviance_derivatives(mode, zl, data, fam)
+        cx = fam.fisher_weights(data.weights, eta, data.shape)[:, None] * data.x
+        return Mode(mode.u, mode.beta - cho_solve(cholesky(data.x.T @ cx), data.x.T @ g))
+
     if fam.link == "inverse":
         beta0 = jnp.linalg.lstsq(data.x, jnp.full_like(data.y, 1.0 / jnp.mean(data.y)))[0]
     else:
         beta0 = jnp.zeros(structure.p)
-    return pirls(zl, beta0, data, structure, fam, True).beta
+    start = Mode(jnp.zeros(sum(t.nranef for t in structure.terms), data.x.dtype), beta0)
+    return scoring(start, target, lambda mode: _penalised_deviance(mode, zl, data, fam), 1e-12, 100).beta

@@ -27,15 +27,16 @@ from .family import Family
 from .family import family as make_family
 from .laplace import (
     GlmmData,
+    Laplace,
     Mode,
     Pattern,
     _fit_glmm,
     blocked_pattern,
     fisher_vcov,
-    glm_start,
     glmm_data,
     glmm_result,
     linear_predictor,
+    objective_of,
     require_scalar_term,
     solver_problem,
     z_lambda,
@@ -148,13 +149,13 @@ class GlmmLanes:
         self, y: Array, refit: GlmmRefit, state: SolverState, opts: SolverOptions, until: Array
     ) -> tuple[FitResult, SolverState]:
         data = refit.data._replace(y=y)
-        problem = (refit.beta, data, self.structure, self.family, self.fast, self.nAGQ)
-        fun, column_diag = solver_problem(*problem)
-        state = solver.run(fun, state, column_diag, opts, exact=False, until=until)
-        res, state = solver.finish(fun, state, column_diag, opts)
+        problem = (refit.beta, data, self.structure, self.family, self.fast)
+        evaluate, column_diag = solver_problem(*problem, self.nAGQ)
+        state = solver.run(objective_of(evaluate), state, column_diag, opts, exact=False, until=until)
+        res, state, f, mode = solver.finish_evaluated(evaluate, state, column_diag, opts)
 
         def result() -> FitResult:
-            g = glmm_result(res, *problem)
+            g = glmm_result(res, Laplace(f, mode), *problem)
             vcov = fisher_vcov(g.theta, Mode(g.u, g.beta), data._replace(shape=g.shape), self.structure, self.family)
             se = jnp.sqrt(jnp.diagonal(refit.back @ vcov @ refit.back.T))
             sigma = self.family.sigma(g.shape).astype(y.dtype)
@@ -164,8 +165,9 @@ class GlmmLanes:
         def nothing() -> FitResult:
             return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(result))
 
-        # The result (a Laplace evaluation at the optimum and the Fisher system there) only for a fit that
-        # is done: one that continues in the next round reports nothing (lanes.py); zeros stand in
+        # The result (the Fisher system at the optimum; finish_evaluated evaluated the Laplace objective there)
+        # only for a fit that is done: one that continues in the next round reports nothing (lanes.py); zeros
+        # stand in
         return lax.cond(state.done, result, nothing), state
 
     def replicate_fit(self, y: Array, refit: GlmmRefit, fit: FitResult) -> ReplicateFit:
@@ -246,10 +248,9 @@ class GeneralizedLinearMixedModel(MixedModel):
         with computing(), compile_clock() as compile_s:
             # host arrays: the compiled calls take them as they are (jnp.asarray would compile a program each)
             data = glmm_data(self.design, self._pattern)
-            beta0 = glm_start(data, structure=structure, fam=self.family)
             res = _fit_glmm(
                 theta0,
-                beta0,
+                None,  # the GLM's beta (laplace.glm_start)
                 data,
                 structure=structure,
                 fam=self.family,
