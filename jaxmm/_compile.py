@@ -446,6 +446,7 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
     (JAX's default device where none is committed: a fit), so the bootstrap's calls on several local devices
     (`jax_num_cpu_devices`, bootstrap/engine.py) each have their own, all loaded from one compiled program
     (`_loaded`): another device costs a load, not a compile, which `call.loader` can run in another thread.
+    `call.executable` gives what a call runs, for callers making many calls of one signature.
     `structure` (static) must be passed by keyword.
     With other static arguments passed positionally, arguments committed to several devices, several
     processes, or caching off, it is jax.jit itself."""
@@ -490,12 +491,14 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
         config = tuple(getattr(jax.config, name) for name in _TRACING_CONFIG)
         return statics, rest, treedef, types, device, (tuple(statics.values()), treedef, types, config)
 
-    @functools.wraps(fun)
-    def call(*args, structure, **kwargs):
+    def executable(*args, structure, **kwargs) -> Callable:
+        """What a call with these arguments runs, to be called with those of them that are not static: its
+        executable, loaded or compiled on first use (see above), or jax.jit's function with the static ones
+        bound. A caller making many calls of one signature (the bootstrap's rounds) spares them the look-up."""
         kwargs["structure"] = structure
         resolved = resolve(args, kwargs)
         if resolved is None:
-            return jitted(structure)(*args, **kwargs)
+            return functools.partial(jitted(structure), **{k: v for k, v in kwargs.items() if k in static_argnames})
         statics, kwargs, treedef, types, device, signature = resolved
         compiled = executables.get((signature, device))
         if compiled is None:
@@ -517,7 +520,12 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
                     unstored[signature] = body  # for other devices
             _record_compile(start, time.time())
             executables[signature, device] = compiled
-        return compiled(*args, **kwargs)
+        return compiled
+
+    @functools.wraps(fun)
+    def call(*args, structure, **kwargs):
+        rest = {name: value for name, value in kwargs.items() if name not in static_argnames}
+        return executable(*args, structure=structure, **kwargs)(*args, **rest)
 
     def loader(*args, structure, **kwargs) -> Callable[[], None] | None:
         """A function that loads the executable of this call (`call`'s arguments) for its device and keeps it,
@@ -543,7 +551,7 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
 
         return load
 
-    call.loader = loader
+    call.executable, call.loader = executable, loader
     return call
 
 

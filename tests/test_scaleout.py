@@ -142,13 +142,16 @@ def test_two_processes_equal_one_process(tmp_path):
 LAZY_DEVICES = """
 import json, os, sys, jax, numpy as np, jaxmm
 from jaxmm.bootstrap import engine
+from types import SimpleNamespace
 used, loaded, kernel = [], [], engine._fit_replicates
 device = lambda args: next(iter(args[4][0].theta.devices())).id
-engine._fit_replicates = lambda *a, **k: used.append(device(a)) or kernel(*a, **k)
+def executable(*a, **k):
+    run = kernel.executable(*a, **k)
+    return lambda *args: used.append(device(args)) or run(*args)
 def loader(*a, **k):
     load = kernel.loader(*a, **k)
     return None if load is None else (lambda: loaded.append(device(a)) or load())
-engine._fit_replicates.loader = loader
+engine._fit_replicates = SimpleNamespace(executable=executable, loader=loader)
 engine._MOST_LOAD_S = float(sys.argv[1])
 m = jaxmm.fit("yield ~ 1 + (1|batch)", jaxmm.dataset("dyestuff"))
 runs = {}
@@ -204,8 +207,12 @@ g1, g2 = np.repeat(np.arange(60), 50), np.tile(np.arange(50), 60)
 y = 1.0 + rng.normal(size=60)[g1] + 0.5 * rng.normal(size=50)[g2] + rng.normal(size=3000)
 data = pd.DataFrame({"y": y, "g1": pd.Categorical(g1), "g2": pd.Categorical(g2)})
 m = jaxmm.fit("y ~ 1 + (1|g1) + (1|g2)", data)
+from types import SimpleNamespace
 used, kernel = [], engine._fit_replicates
-engine._fit_replicates = lambda *a, **k: used.append(next(iter(a[4][0].theta.devices())).id) or kernel(*a, **k)
+def executable(*a, **k):
+    run = kernel.executable(*a, **k)
+    return lambda *args: used.append(next(iter(args[4][0].theta.devices())).id) or run(*args)
+engine._fit_replicates = SimpleNamespace(executable=executable, loader=kernel.loader)
 two = jaxmm.parametricbootstrap(4, 40, m, progress=False, devices=2).tbl
 one = jaxmm.parametricbootstrap(4, 40, m, progress=False, devices=1).tbl
 print(json.dumps({"lapack": m.lanes().calls_lapack, "devices": sorted(set(used)), "same": one.equals(two)}))

@@ -224,10 +224,15 @@ def run(
             structure=simulator.structure, simulator=simulator, fitters=fitters, opts=opts, statistic=statistic
         )
 
+    kernels: dict[int, Callable] = {}  # by device: the kernel's executable (`_compile.jit`)
+
     def call(j: int, part: slice):
         """The kernel on lanes `part`, dispatched asynchronously to the device of its states."""
         args, kwargs = arguments(j, part)
-        return _fit_replicates(*args, **kwargs)
+        device = j % len(devices)
+        if device not in kernels:
+            kernels[device] = _fit_replicates.executable(*args, **kwargs)
+        return kernels[device](*args)
 
     def loads() -> list[Callable[[], None]] | None:
         """Functions that load the kernel's executable for each device not in use (part j, j < len(devices), is
