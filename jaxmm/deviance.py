@@ -24,9 +24,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .covariance import lambdas, rmul_lambda
+from .covariance import TermSpec, lambdas, rmul_lambda
 from .design import Blocks, Structure, SuffStats
-from .linalg import chol_small, cholesky, leading_logdets, solve_lower_small, solve_triangular, solve_upper_small
+from .linalg import (
+    chol_small,
+    cholesky,
+    leading_logdets,
+    solve_lower_small,
+    solve_triangular,
+    solve_upper_small,
+    uses_lapack,
+)
 
 
 class Factor(NamedTuple):
@@ -59,12 +67,25 @@ def factorize(theta: Array, blocks: Blocks, stats: SuffStats, structure: Structu
     c_dd = jnp.einsum("jrc,jrd->cd", dense1, t)
     cross_d = jnp.concatenate([blocks.zrx, stats.zry[:, None]], axis=-1) - c_rd
     dd = jnp.block([[blocks.xx, stats.xy[:, None]], [stats.xy[None, :], stats.yy[None, None]]]) - c_dd
-    s_rr = rmul_lambda(rmul_lambda(blocks.zrzr - c_rr, rest_lams, rest).T, rest_lams, rest).T + jnp.eye(
-        qr, dtype=theta.dtype
-    )
-    s_rd = rmul_lambda(cross_d.T, rest_lams, rest).T
-    schur = jnp.block([[s_rr, s_rd], [s_rd.T, dd]])
+    s_rr, s_rd = _lambda_sandwich(blocks.zrzr - c_rr, cross_d, rest_lams, rest)
+    schur = jnp.block([[s_rr + jnp.eye(qr, dtype=theta.dtype), s_rd], [s_rd.T, dd]])
     return Factor(l11, schur)
+
+
+def _lambda_sandwich(
+    a_rr: Array, a_rd: Array, lams: tuple[Array, ...], terms: tuple[TermSpec, ...]
+) -> tuple[Array, Array]:
+    """Lambda_r' A_rr Lambda_r and Lambda_r' A_rd for terms 2..T, A_rd over [X, y].
+
+    Where each of these terms has one column (k = 1), Lambda_r is diagonal and both are elementwise
+    scalings, (A_rr)_ab lambda_b lambda_a and (A_rd)_ac lambda_a: one pass over the qr x qr block rather
+    than products by 1 x 1 blocks between transposes (insteval's Schur complement with its gradient, measured:
+    65 -> 45 ms). Done so where the dense part is factored by LAPACK; below, where the products cost little,
+    they are kept (the gradient's sums would round differently: small models keep their numbers bit for bit)."""
+    if terms and all(t.k == 1 for t in terms) and uses_lapack(a_rr.shape[0] + a_rd.shape[1]):
+        diag = jnp.concatenate([jnp.broadcast_to(lam[0, 0], (t.nlevels,)) for lam, t in zip(lams, terms)])
+        return a_rr * diag[None, :] * diag[:, None], a_rd * diag[:, None]
+    return rmul_lambda(rmul_lambda(a_rr, lams, terms).T, lams, terms).T, rmul_lambda(a_rd.T, lams, terms).T
 
 
 def _first_term_products(m: Array, t: Array, blocks: Blocks, qr: int) -> tuple[Array, Array]:
