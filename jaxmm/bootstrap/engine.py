@@ -277,9 +277,9 @@ def run(
             if first_round and starting is None and in_use < len(devices):
                 left = len(replicates) - upcoming + int((pool.replicate >= 0).sum())
                 pace = (round_s - start_s) / max(len(complete), 1)  # seconds per replicate on the devices in use
-                if _others_repay_their_start(devices, start_s, pace * left):
-                    later = loads()
-                    if later is None:  # executables that cannot be moved: their first calls compile them
+                later = loads()  # None: executables that cannot be moved (caching off), each device compiles its own
+                if _others_repay_their_start(devices, start_s, pace * left, movable=later is not None):
+                    if later is None:  # their first calls compile them
                         in_use = len(devices)
                     else:
                         starting = loader.submit(_run_all, later)
@@ -304,12 +304,14 @@ def _run_all(functions: list[Callable[[], None]]) -> None:
 _MOST_LOAD_S = 0.5
 
 
-def _others_repay_their_start(devices: list, start_s: float, rest_s: float) -> bool:
+def _others_repay_their_start(devices: list, start_s: float, rest_s: float, movable: bool) -> bool:
     """After a run's first round on the first device alone (which took `start_s` seconds to compile the kernel's
     executable: none was at hand to load): whether the other devices should start, because that costs less than
     running beside the first one saves, at least half the rest of the run (`rest_s` seconds at the first round's
-    pace). Each loads the executable the first device compiled (`_compile.jit`), at most _MOST_LOAD_S."""
-    return 0.5 * rest_s > (len(devices) - 1) * min(start_s, _MOST_LOAD_S)
+    pace). Each loads the executable the first device compiled (`movable`, `_compile.jit`), at most
+    _MOST_LOAD_S, or else compiles its own, as long as the first device's start."""
+    each = min(start_s, _MOST_LOAD_S) if movable else start_s
+    return 0.5 * rest_s > (len(devices) - 1) * each
 
 
 def shows_progress(progress: bool) -> bool:
