@@ -491,6 +491,12 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
         config = tuple(getattr(jax.config, name) for name in _TRACING_CONFIG)
         return statics, rest, treedef, types, device, (tuple(statics.values()), treedef, types, config)
 
+    def kept(signature: tuple, store: ExecutableStore, path: Path | None, device):
+        """The executable of `signature`, kept in memory (`unstored`) or in the store at `path`, loaded for
+        `device`; None where neither holds it, or it does not load."""
+        body = unstored.get(signature) or (None if path is None else store.read(path))
+        return None if body is None else _loaded(body, device)
+
     def executable(*args, structure, **kwargs) -> Callable:
         """What a call with these arguments runs, to be called with those of them that are not static: its
         executable, loaded or compiled on first use (see above), or jax.jit's function with the static ones
@@ -505,8 +511,7 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
             start = time.time()  # JAX's timers' clock (compile_clock takes the union with theirs)
             store = executable_store()
             path = store.path(fun, statics, treedef, types)
-            body = unstored.get(signature) or (None if path is None else store.read(path))
-            compiled = None if body is None else _loaded(body, device)
+            compiled = kept(signature, store, path, device)
             if compiled is None:
                 _listen()
                 target = jitted(structure, stored=True)  # first: it may probe XLA's options (`_available`)
@@ -544,8 +549,7 @@ def jit(fun: Callable, static_argnames: tuple[str, ...], once: bool = False) -> 
         def load() -> None:
             if (signature, device) in executables:
                 return
-            body = unstored.get(signature) or store.read(path)
-            compiled = None if body is None else _loaded(body, device)
+            compiled = kept(signature, store, path, device)
             if compiled is not None:  # else the device's first call compiles
                 executables.setdefault((signature, device), compiled)
 

@@ -295,7 +295,7 @@ def finish_evaluated(
     for one that is not, inf and zeros where no probe was taken). The result's point and the boundary checks' points are
     evaluated in one loop, the result's first (where done), the others where needed, so that a program holds
     one copy of `evaluate` for both (grouseticks' fit program: 4.3 -> 3.4 MB, its compile a fifth shorter)."""
-    if not (column_diag == np.arange(len(column_diag))).any():
+    if not _diagonal(column_diag).any():
         every, needed = s.theta[None], jnp.array(False)
     else:
         points, needed = _boundary_points(s.theta, column_diag, opts, s.converged)
@@ -371,7 +371,7 @@ def _check_boundary(fun, theta: Array, f: Array, column_diag: np.ndarray, opts: 
     unconverged (to be continued).
     polish (MixedModels.jl's rule): the diagonal elements below xtol_zero_abs are all set to exactly
     0 when that raises the objective by at most ftol_zero_abs, so singular fits land on the boundary."""
-    if not (column_diag == np.arange(len(column_diag))).any():  # no bounded component: nothing to check
+    if not _diagonal(column_diag).any():  # no bounded component: nothing to check
         return theta, f, converged, jnp.zeros_like(converged)
     points, needed = _boundary_points(theta, column_diag, opts, converged)
     # Most fits have no diagonal element below the probe: their f is not evaluated again (a lane run
@@ -380,13 +380,19 @@ def _check_boundary(fun, theta: Array, f: Array, column_diag: np.ndarray, opts: 
     return _boundary_choice(theta, f, points, values, column_diag, opts, converged)[:4]
 
 
+def _diagonal(column_diag: np.ndarray) -> np.ndarray:
+    """Which components of theta are diagonal elements of a lambda (bounded below by 0): those that are their
+    own column's diagonal (see `column_diag`)."""
+    return column_diag == np.arange(len(column_diag))
+
+
 def _boundary_points(
     theta: Array, column_diag: np.ndarray, opts: SolverOptions, converged: Array
 ) -> tuple[Array, Array]:
     """The points `_check_boundary` evaluates, theta_i + 0.1 per diagonal element i (the probes), then theta with
     its diagonal elements below xtol_zero_abs zeroed, and whether any is needed: a converged fit with a
     diagonal element below the probe (the second point only matters if one is below xtol_zero_abs)."""
-    is_diag = column_diag == np.arange(len(column_diag))  # static, as are the probe directions
+    is_diag = _diagonal(column_diag)  # static, as are the probe directions
     probes = theta + _PROBE * np.eye(len(theta), dtype=theta.dtype)[is_diag]
     small = is_diag & (theta > 0.0) & (theta < opts.xtol_zero_abs)
     points = jnp.concatenate([probes, jnp.where(small, 0.0, theta)[None]])
@@ -398,7 +404,7 @@ def _boundary_choice(
 ) -> tuple[Array, Array, Array, Array, Array]:
     """`_check_boundary`'s decision from f at its points (`_boundary_points`; inf where not evaluated): theta, f,
     converged, whether a probe was better, and the row of `points` the result stands at (-1: theta itself)."""
-    is_diag = column_diag == np.arange(len(column_diag))
+    is_diag = _diagonal(column_diag)
     f_probe, f_zero = values[:-1], values[-1]
     improves = (theta[is_diag] < _PROBE) & (f_probe < f - _tolerance(f, opts))
     better = converged & jnp.any(improves)
